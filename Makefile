@@ -1,0 +1,43 @@
+# The two commands: `make run` and `make test`.  Both create .venv on first
+# use (only python3 is needed) and install the project into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= conf/orchestrator.yaml
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test bench check-config clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Editable install in compat mode, so twistd sees twisted/plugins.
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=compat
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed setup.cfg
+	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/twistd -n --pidfile= orchestrator --config $(CONFIG)
+
+check-config: install
+	$(BIN)/orchestrator check-config $(CONFIG)
+
+test: install-test
+	@command -v promtool >/dev/null 2>&1 || ./.ci/install-promtool || true
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache .orchestrator-state

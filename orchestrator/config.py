@@ -1,0 +1,767 @@
+"""
+Load, merge and validate the configuration.
+
+The pipeline, in order: read the YAML file (keeping every node's position),
+load the plugins it names and build the master schema, apply the overrides
+(C{.env} file, then the process environment, then command-line options, each
+beating the one before), fill schema defaults, validate once, run the checks
+a schema cannot express (URLs, executables, dependency cycles, the admin
+listener's safety), and build the typed L{Config}.
+
+Every problem is collected and reported together, each located in the
+operator's terms: C{FILE:LINE:COL: json.path: message} for YAML,
+C{env NAME: ...} for the environment, C{FILE:LINE: NAME: ...} for C{.env}
+and C{option --NAME: ...} for the command line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import shlex
+import shutil
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
+
+import jsonschema
+from dotenv import dotenv_values
+
+from orchestrator._yamlmarks import Located, YAMLLoadError, loadWithMarks
+from orchestrator.configtypes import (
+    AdminConfig,
+    Config,
+    HealthConfig,
+    LoggingConfig,
+    MetricsConfig,
+    NotifierConfig,
+    OutputConfig,
+    ProcessConfig,
+    RestartConfig,
+    StopConfig,
+    freeze,
+)
+from orchestrator.errors import ConfigError
+from orchestrator.pluginmanager import Kinds, buildPluginManager, collectKinds
+from orchestrator.schema import fillDefaults, masterSchema, schemaAt, selectedBranches
+
+__all__ = [
+    "SEED_VARIABLES",
+    "GENERIC_PREFIX",
+    "LoadedConfig",
+    "loadConfig",
+    "dottedPath",
+    "parseBoolean",
+]
+
+_DEFAULT_PROCESS = object()
+
+#: The seed's flat variables and the configuration path each one sets.
+#: C{_DEFAULT_PROCESS} stands for C{processes.<admin.default_process>}.
+SEED_VARIABLES: Mapping[str, tuple] = {
+    "ORCHESTRATOR_ENABLED": ("orchestrator", "enabled"),
+    "GO_BACKEND_BINARY": (_DEFAULT_PROCESS, "command"),
+    "GO_BACKEND_URL": (_DEFAULT_PROCESS, "url"),
+    "BACKEND_WORKING_DIR": (_DEFAULT_PROCESS, "working_dir"),
+    "HEALTH_CHECK_INTERVAL": (_DEFAULT_PROCESS, "health", "interval"),
+    "HEALTH_CHECK_TIMEOUT": (_DEFAULT_PROCESS, "health", "timeout"),
+    "AUTO_RESTART": (_DEFAULT_PROCESS, "restart", "auto"),
+    "MAX_RESTART_ATTEMPTS": (_DEFAULT_PROCESS, "restart", "max_attempts"),
+    "ORCHESTRATOR_ADMIN_TOKEN": ("admin", "token"),
+}
+
+#: C{ORCHESTRATOR__A__B=value} sets the path C{a.b}.
+GENERIC_PREFIX = "ORCHESTRATOR__"
+
+#: Variables that never reach a child, whatever C{inherit_env} says.
+_NEVER_INHERITED = frozenset(
+    {"ORCHESTRATOR_ADMIN_TOKEN", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
+     "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"}
+)
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parseBoolean(raw: str) -> bool:
+    """
+    Read a boolean the way operators write them in C{.env} files.
+
+    @raise ValueError: for anything but true/false/1/0/yes/no/on/off.
+    """
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (true/false/1/0/yes/no/on/off)")
+
+
+def dottedPath(path: Iterable) -> str:
+    """
+    Render a JSON path the way the documentation writes keys:
+    C{processes.backend.health.interval}, C{notifiers[2].url}.
+    """
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """
+    A validated configuration together with the plugin manager and kinds it
+    was validated against (the runtime builds probes, policies and
+    notifiers from the same kinds).
+    """
+
+    config: Config
+    pluginManager: Any
+    kinds: Kinds
+
+
+@dataclass(frozen=True)
+class _Override:
+    path: tuple
+    raw: Any  # str from env/.env; already typed from the command line
+    source: str  # ".env", "env" or "cli"
+    where: str  # how an error names it
+
+
+class _Problems:
+    """
+    Collects located problems.
+    """
+
+    def __init__(self, filename: str | None, valueMarks, keyMarks) -> None:
+        self.filename = filename or "<defaults>"
+        self.valueMarks = valueMarks
+        self.keyMarks = keyMarks
+        self.origins: dict[tuple, str] = {}  # path -> override "where"
+        self.items: list[tuple[tuple, str]] = []
+
+    def _location(self, path: tuple, atKey: bool) -> tuple[tuple, str]:
+        # The nearest override or YAML node at or above the path.
+        for n in range(len(path), -1, -1):
+            prefix = path[:n]
+            if prefix in self.origins:
+                return (1, 0, 0), self.origins[prefix]
+            marks = self.keyMarks if (atKey and n == len(path)) else self.valueMarks
+            mark: Located | None = marks.get(prefix) or self.valueMarks.get(prefix)
+            if mark is not None and n > 0 or (mark is not None and not path):
+                return (0, mark.line, mark.column), f"{self.filename}:{mark.line}:{mark.column}"
+        return (0, 0, 0), self.filename
+
+    def add(self, path: tuple, message: str, atKey: bool = False) -> None:
+        order, where = self._location(path, atKey)
+        self.items.append((order, f"{where}: {dottedPath(path)}: {message}"))
+
+    def addRaw(self, message: str, order=(2, 0, 0)) -> None:
+        self.items.append((order, message))
+
+    def raiseIfAny(self) -> None:
+        if self.items:
+            self.items.sort(key=lambda item: item[0])
+            raise ConfigError([m for _, m in self.items])
+
+
+def _convert(raw: str, schema: dict) -> Any:
+    """
+    Convert an environment string to the type the schema wants.
+    """
+    types = schema.get("type")
+    if types is None and "enum" in schema:
+        types = sorted({type(v).__name__ for v in schema["enum"]})
+        types = ["null" if t == "NoneType" else ("string" if t == "str" else t) for t in types]
+    if isinstance(types, str):
+        types = [types]
+    types = types or ["string"]
+    if "null" in types and raw.strip().lower() in ("", "null", "none"):
+        return None
+    if "boolean" in types:
+        return parseBoolean(raw)
+    if "integer" in types:
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+    if "number" in types:
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+    if "array" in types:
+        import json
+
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError as e:
+                raise ValueError(f"{raw!r} is not a JSON list: {e}") from None
+            return value
+        items = schema.get("items", {})
+        words = shlex.split(raw) if items.get("type") == "string" else raw.split(",")
+        if items.get("type") in ("integer", "number"):
+            return [_convert(w, items) for w in words if w.strip()]
+        return words
+    if "object" in types:
+        import json
+
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"{raw!r} is not a JSON object: {e}") from None
+        return value
+    return raw
+
+
+def _dotenvLines(path: str) -> dict[str, int]:
+    lines = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            text = line.strip()
+            if text.startswith("export "):
+                text = text[len("export "):].lstrip()
+            if "=" in text and not text.startswith("#"):
+                lines.setdefault(text.split("=", 1)[0].strip(), number)
+    return lines
+
+
+def _setPath(data: dict, path: tuple, value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _leaves(value: Any, path: tuple = ()):
+    if isinstance(value, dict) and value:
+        for key, sub in value.items():
+            yield from _leaves(sub, path + (key,))
+    else:
+        yield path, value
+
+
+def _environmentOverrides(
+    environ: Mapping[str, str], source: str, defaultProcess: str, whereOf, problems
+) -> list[_Override]:
+    overrides = []
+    for name, raw in environ.items():
+        if name in SEED_VARIABLES:
+            path = tuple(
+                ("processes", defaultProcess) if p is _DEFAULT_PROCESS else (p,)
+                for p in SEED_VARIABLES[name]
+            )
+            path = tuple(part for group in path for part in group)
+            overrides.append(_Override(path, raw, source, whereOf(name)))
+        elif name.startswith(GENERIC_PREFIX):
+            parts = name[len(GENERIC_PREFIX):].split("__")
+            if not all(parts):
+                problems.addRaw(f"{whereOf(name)}: malformed variable name", (1, 0, 0))
+                continue
+            overrides.append(
+                _Override(tuple(p.lower() for p in parts), raw, source, whereOf(name))
+            )
+    return overrides
+
+
+def _matchKeyCase(data: dict, path: tuple) -> tuple:
+    """
+    Environment variable names are upper case; match an existing mapping key
+    (a process named C{Backend}) case-insensitively.
+    """
+    out = []
+    node: Any = data
+    for key in path:
+        if isinstance(node, dict):
+            for existing in node:
+                if isinstance(existing, str) and existing.lower() == key:
+                    key = existing
+                    break
+            node = node.get(key)
+        else:
+            node = None
+        out.append(key)
+    return tuple(out)
+
+
+def loadConfig(
+    path: str | None,
+    envFile: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cliOverrides: Mapping[tuple, Any] | None = None,
+    entryPoints: bool = True,
+    checkExecutables: bool = True,
+) -> LoadedConfig:
+    """
+    Load, merge and validate a configuration.
+
+    @param path: the YAML file, or C{None} for schema defaults only.
+    @param envFile: a C{.env} file; C{None} reads C{./.env} if it exists.
+    @param environ: the process environment (default C{os.environ}).
+    @param cliOverrides: JSON path -> value (already typed) from the
+        command line, e.g. C{{("admin", "listen"): "tcp:9000"}}.
+    @param entryPoints: load the C{orchestrator} entry point group.
+    @param checkExecutables: check that commands exist and are executable.
+    @raise ConfigError: with every problem found, each located.
+    """
+    environ = os.environ if environ is None else environ
+    cliOverrides = cliOverrides or {}
+    filename = os.path.abspath(path) if path is not None else None
+    baseDir = os.path.dirname(filename) if filename else os.getcwd()
+    data: Any = {}
+    valueMarks: dict = {}
+    keyMarks: dict = {}
+    if filename is not None:
+        try:
+            with open(filename, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError([f"{path}: cannot read configuration: {e.strerror}"]) from None
+        try:
+            data, valueMarks, keyMarks = loadWithMarks(text)
+        except YAMLLoadError as e:
+            raise ConfigError(
+                [f"{path}:{e.location.line}:{e.location.column}: YAML syntax error: {e.problem}"]
+            ) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError([f"{path}:1:1: (top level): expected a mapping of sections"])
+    problems = _Problems(path, valueMarks, keyMarks)
+    sources: dict[tuple, str] = {p: "yaml" for p, _ in _leaves(data)} if data else {}
+
+    # Plugins first: their kinds' options are part of the schema.
+    pluginList = data.get("plugins", [])
+    if not isinstance(pluginList, list) or not all(isinstance(p, str) for p in pluginList):
+        problems.add(("plugins",), "expected a list of dotted module paths")
+        pluginList = []
+    try:
+        pm = buildPluginManager(pluginList, entryPoints=entryPoints)
+        kinds = collectKinds(pm)
+    except ConfigError as e:
+        for message in e.problems:
+            problems.addRaw(f"{path or '<defaults>'}: {message}", (0, 0, 0))
+        problems.raiseIfAny()
+        raise  # pragma: no cover
+    schema = masterSchema(kinds)
+
+    # Overrides, lowest precedence first.
+    admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    defaultProcess = admin.get("default_process", "backend")
+    overrides: list[_Override] = []
+    dotenv: dict[str, str] = {}
+    envPath = envFile
+    if envPath is None and os.path.isfile(".env"):
+        envPath = ".env"
+    if envPath is not None:
+        if not (os.path.isfile(envPath) or envPath == os.devnull):
+            problems.addRaw(f"{envPath}: no such .env file", (1, 0, 0))
+        else:
+            dotenv = {k: (v if v is not None else "") for k, v in dotenv_values(envPath).items()}
+            lines = _dotenvLines(envPath)
+            overrides += _environmentOverrides(
+                dotenv, ".env", defaultProcess,
+                lambda n: f"{envPath}:{lines.get(n, 1)}: {n}", problems,
+            )
+    overrides += _environmentOverrides(
+        environ, "env", defaultProcess, lambda n: f"env {n}", problems
+    )
+    for cliPath, value in cliOverrides.items():
+        option = "--" + cliPath[-1]
+        overrides.append(_Override(tuple(cliPath), value, "cli", f"option {option}"))
+
+    for override in overrides:
+        target = _matchKeyCase(data, override.path)
+        node = schemaAt(schema, target, data)
+        if node is None or target[0] not in schema["properties"]:
+            problems.addRaw(
+                f"{override.where}: unknown configuration path {dottedPath(target)}",
+                (1, 0, 0),
+            )
+            continue
+        value = override.raw
+        if isinstance(value, str) and override.source != "cli":
+            try:
+                value = _convert(value, node)
+            except ValueError as e:
+                problems.addRaw(f"{override.where}: {e}", (1, 0, 0))
+                continue
+        try:
+            _setPath(data, target, value)
+        except TypeError:
+            problems.addRaw(
+                f"{override.where}: cannot set {dottedPath(target)}: a parent is not a mapping",
+                (1, 0, 0),
+            )
+            continue
+        problems.origins[target] = override.where
+        for leaf, _ in _leaves(value, target):
+            sources[leaf] = override.source
+
+    # A process probes over http when it has a url, unless told otherwise.
+    processes = data.get("processes")
+    if isinstance(processes, dict):
+        for name, proc in processes.items():
+            if isinstance(proc, dict):
+                health = proc.setdefault("health", {})
+                if isinstance(health, dict) and health.get("probe") is None:
+                    health["probe"] = "http" if proc.get("url") else "none"
+                    sources[("processes", name, "health", "probe")] = "default"
+
+    filled: list[tuple] = []
+    fillDefaults(schema, schema, data, (), filled)
+    for p in filled:
+        for leaf, _ in _leaves(_get(data, p), p):
+            sources.setdefault(leaf, "default")
+
+    _validateSchema(schema, data, problems)
+    _checkSemantics(data, baseDir, problems, checkExecutables)
+    problems.raiseIfAny()
+
+    config = _build(data, filename, baseDir, sources, dotenv, kinds, environ)
+    return LoadedConfig(config=config, pluginManager=pm, kinds=kinds)
+
+
+def _get(data: Any, path: tuple) -> Any:
+    for key in path:
+        data = data[key]
+    return data
+
+
+_formatChecker = jsonschema.FormatChecker(formats=())
+
+
+@_formatChecker.checks("uri", raises=ValueError)
+def _isHTTPURL(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{value!r} has no host")
+    parts.port  # raises ValueError for a bad port
+    return True
+
+
+def _validateSchema(schema: dict, data: dict, problems: _Problems) -> None:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_formatChecker)
+    for error in validator.iter_errors(data):
+        _report(schema, data, error, problems)
+
+
+def _report(schema, data, error, problems: _Problems) -> None:
+    path = tuple(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        instance = error.instance if isinstance(error.instance, dict) else {}
+        node = error.schema
+        known = set(node.get("properties", {}))
+        for branch in selectedBranches(schema, node, instance):
+            known |= set(branch.get("properties", {}))
+        for key in instance:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.add(path + (key,), f"unknown key {key!r}{hint}", atKey=True)
+        return
+    if error.validator == "enum" and path and path[-1] in ("probe", "policy", "type"):
+        what = {"probe": "probe kind", "policy": "restart policy", "type": "notifier"}[path[-1]]
+        names = ", ".join(str(v) for v in error.validator_value if v is not None)
+        problems.add(path, f"unknown {what} {error.instance!r} (known: {names})")
+        return
+    if error.validator == "format":
+        problems.add(path, error.cause.args[0] if error.cause else error.message)
+        return
+    if error.validator in ("allOf", "anyOf", "oneOf") and error.context:
+        for sub in error.context:
+            _report(schema, data, sub, problems)
+        return
+    problems.add(path, error.message)
+
+
+def _checkSemantics(data: dict, baseDir: str, problems: _Problems, checkExecutables) -> None:
+    enabled = _get_safe(data, ("orchestrator", "enabled"), True) is not False
+    processes = data.get("processes") if isinstance(data.get("processes"), dict) else {}
+    for name, proc in processes.items():
+        if not isinstance(proc, dict):
+            continue
+        here = ("processes", name)
+        command = proc.get("command")
+        if enabled and not command:
+            problems.add(here, "a managed process needs a command (or set orchestrator.enabled: false)")
+        elif enabled and checkExecutables and isinstance(command, list) and command \
+                and isinstance(command[0], str):
+            _checkExecutable(command[0], baseDir, proc, problems, here + ("command", 0))
+        if not enabled and not proc.get("url") and proc.get("health", {}).get("probe") in (None, "none", "http", "tcp"):
+            problems.add(here, "monitor-only mode (orchestrator.enabled: false) needs a url to probe")
+        url = proc.get("url")
+        if isinstance(url, str):
+            try:
+                _isHTTPURL(url)
+            except ValueError as e:
+                problems.add(here + ("url",), str(e))
+        deps = proc.get("depends_on", [])
+        if isinstance(deps, list):
+            for i, dep in enumerate(deps):
+                if dep == name:
+                    problems.add(here + ("depends_on", i), "a process cannot depend on itself")
+                elif dep not in processes:
+                    problems.add(here + ("depends_on", i), f"unknown process {dep!r}")
+    cycle = _findCycle(processes)
+    if cycle:
+        problems.add(("processes", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
+    admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    if admin.get("token") and admin.get("token_file"):
+        problems.add(("admin", "token_file"), "set admin.token or admin.token_file, not both")
+    tokenFile = admin.get("token_file")
+    if isinstance(tokenFile, str):
+        try:
+            with open(os.path.join(baseDir, tokenFile), encoding="utf-8") as f:
+                token = f.readline().strip()
+        except OSError as e:
+            problems.add(("admin", "token_file"), f"cannot read {tokenFile!r}: {e.strerror}")
+        else:
+            if not token:
+                problems.add(("admin", "token_file"), f"{tokenFile!r} is empty")
+            admin["token"] = token
+    listen = admin.get("listen")
+    if isinstance(listen, str):
+        message = listenerProblem(listen, bool(admin.get("token")), admin.get("allow_insecure") is True)
+        if message:
+            problems.add(("admin", "listen"), message)
+
+
+def _get_safe(data, path, default):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+def _checkExecutable(executable: str, baseDir: str, proc: dict, problems, where) -> None:
+    if os.sep in executable:
+        candidate = os.path.normpath(os.path.join(baseDir, executable))
+        if not os.path.exists(candidate):
+            problems.add(where, f"command not found: {candidate}")
+        elif os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
+            problems.add(where, f"command is not executable: {candidate}")
+    else:
+        searchPath = (proc.get("env") or {}).get("PATH") or os.environ.get("PATH", os.defpath)
+        if shutil.which(executable, path=searchPath) is None:
+            problems.add(where, f"command not found on PATH: {executable!r} (PATH={searchPath})")
+
+
+def _findCycle(processes: Mapping[str, Any]) -> list[str] | None:
+    graph = {
+        name: [d for d in (p.get("depends_on") or []) if d in processes and d != name]
+        if isinstance(p, dict) and isinstance(p.get("depends_on"), list) else []
+        for name, p in processes.items()
+    }
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for name in graph:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def listenerProblem(listen: str, hasToken: bool, allowInsecure: bool) -> str | None:
+    """
+    Check an admin endpoint string: it must parse, and a TCP listener off
+    the loopback interface needs a token (or an explicit
+    C{allow_insecure}).
+
+    @return: the problem, or C{None}.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Constructing an endpoint only records its arguments; no reactor
+        # is touched, so None stands in for it.
+        endpoint = serverFromString(None, listen)
+    except (ValueError, TypeError, KeyError) as e:
+        return f"not a valid Twisted endpoint string {listen!r}: {e}"
+    except Exception as e:  # an ssl: endpoint whose files cannot be read
+        return f"cannot use endpoint {listen!r}: {e}"
+    interface = getattr(endpoint, "_interface", None)
+    if interface is None:  # unix sockets and other non-TCP endpoints
+        return None
+    if _isLoopback(interface) or hasToken or allowInsecure:
+        return None
+    shown = interface or "all interfaces"
+    return (
+        f"listening on {shown} needs admin.token (or env ORCHESTRATOR_ADMIN_TOKEN); "
+        "set admin.allow_insecure: true to accept the risk"
+    )
+
+
+def _isLoopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolvePath(baseDir: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    return os.path.normpath(os.path.join(baseDir, os.path.expanduser(value)))
+
+
+def _build(data: dict, filename, baseDir, sources, dotenv, kinds: Kinds, environ) -> Config:
+    orch = data["orchestrator"]
+    adminData = data["admin"]
+    processes = {}
+    for name, p in data["processes"].items():
+        command = list(p.get("command") or ())
+        if command and os.sep in command[0]:
+            command[0] = _resolvePath(baseDir, command[0])
+        elif command:
+            searchPath = p["env"].get("PATH") or os.environ.get("PATH", os.defpath)
+            command[0] = shutil.which(command[0], path=searchPath) or command[0]
+        restart = p["restart"]
+        health = p["health"]
+        policyKeys = set(kinds.policies[restart["policy"]].config_schema.get("properties", {}))
+        probe = health["probe"]
+        probeKeys = (
+            set(kinds.probes[probe].config_schema.get("properties", {}))
+            if probe in kinds.probes else set()
+        )
+        restartOnUnhealthy = health["restart_on_unhealthy"]
+        processes[name] = ProcessConfig(
+            name=name,
+            command=tuple(command),
+            url=p["url"],
+            working_dir=_resolvePath(baseDir, p["working_dir"]) or baseDir,
+            env=freeze(p["env"]),
+            inherit_env=p["inherit_env"],
+            env_from_dotenv=tuple(p["env_from_dotenv"]),
+            depends_on=tuple(p["depends_on"]),
+            autostart=p["autostart"],
+            ready_after=float(p["start"]["ready_after"]),
+            stop=StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"])),
+            restart=RestartConfig(
+                policy=restart["policy"],
+                auto=restart["auto"],
+                max_attempts=restart["max_attempts"],
+                delay=float(restart["delay"]),
+                reset_after=float(restart["reset_after"]),
+                success_exit_codes=tuple(restart["success_exit_codes"]),
+                options=freeze({k: v for k, v in restart.items() if k in policyKeys}),
+            ),
+            health=HealthConfig(
+                probe=probe,
+                interval=float(health["interval"]),
+                timeout=float(health["timeout"]),
+                failure_threshold=health["failure_threshold"],
+                success_threshold=health["success_threshold"],
+                start_period=float(health["start_period"]),
+                start_interval=float(health["start_interval"]),
+                start_timeout=float(health["start_timeout"]),
+                restart_on_unhealthy=(
+                    restart["auto"] if restartOnUnhealthy is None else restartOnUnhealthy
+                ),
+                history=health["history"],
+                url=p["url"],
+                process=name,
+                options=freeze({k: v for k, v in health.items() if k in probeKeys}),
+            ),
+            output=OutputConfig(
+                file=_resolvePath(baseDir, p["log"]["file"]),
+                max_bytes=p["log"]["max_bytes"],
+                backups=p["log"]["backups"],
+                lines=p["log"]["lines"],
+                max_line_bytes=p["log"]["max_line_bytes"],
+                echo=p["log"]["echo"],
+            ),
+        )
+    notifiers = []
+    secretEnv = []
+    for i, n in enumerate(data["notifiers"]):
+        keys = set(kinds.notifiers[n["type"]].config_schema.get("properties", {}))
+        options = {k: v for k, v in n.items() if k in keys}
+        if isinstance(options.get("secret_env"), str):
+            secretEnv.append(options["secret_env"])
+        notifiers.append(
+            NotifierConfig(
+                type=n["type"],
+                events=tuple(n["events"]) if n["events"] is not None else None,
+                options=freeze(options),
+                index=i,
+                env=freeze({**dotenv, **environ}),
+            )
+        )
+    stateDir = _resolvePath(baseDir, orch["state_dir"])
+    return Config(
+        path=filename,
+        enabled=orch["enabled"],
+        state_dir=stateDir,
+        shutdown_timeout=float(orch["shutdown_timeout"]),
+        admin=AdminConfig(
+            listen=adminData["listen"],
+            token=adminData["token"],
+            allow_insecure=adminData["allow_insecure"],
+            default_process=adminData["default_process"],
+            allowed_origins=tuple(adminData["allowed_origins"]),
+            allowed_hosts=tuple(adminData["allowed_hosts"]),
+            metrics_requires_token=adminData["metrics_requires_token"],
+            max_body_bytes=adminData["max_body_bytes"],
+        ),
+        logging=LoggingConfig(
+            level=data["logging"]["level"],
+            format=data["logging"]["format"],
+            file=_resolvePath(baseDir, data["logging"]["file"]),
+        ),
+        metrics=MetricsConfig(
+            seed_names=data["metrics"]["seed_names"],
+            health_buckets=tuple(float(b) for b in data["metrics"]["health_buckets"]),
+        ),
+        plugins=tuple(data["plugins"]),
+        processes=freeze(processes),
+        notifiers=tuple(notifiers),
+        sources=freeze({dottedPath(p): s for p, s in sources.items()}),
+        dotenv=freeze(dotenv),
+        secret_env=tuple(sorted(_NEVER_INHERITED | set(secretEnv))),
+        document=freeze(_redacted(data)),
+    )
+
+
+def _redacted(data: dict) -> dict:
+    import copy
+
+    doc = copy.deepcopy(data)
+    if doc.get("admin", {}).get("token"):
+        doc["admin"]["token"] = "********"
+    return doc

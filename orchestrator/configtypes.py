@@ -1,0 +1,227 @@
+"""
+The validated configuration as immutable, typed values.
+
+Built once by L{orchestrator.config.loadConfig} from a merged and validated
+document; nothing downstream sees raw YAML.  Kind-specific options (an http
+probe's C{path}, the backoff policy's C{backoff} block, a webhook's C{url})
+stay in read-only C{options} mappings, since their shape belongs to the
+plugin that defined it.
+
+Values compare by value, which is what reloading diffs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+__all__ = [
+    "freeze",
+    "thaw",
+    "Config",
+    "AdminConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "ProcessConfig",
+    "StopConfig",
+    "RestartConfig",
+    "HealthConfig",
+    "OutputConfig",
+    "NotifierConfig",
+]
+
+
+def freeze(value: Any) -> Any:
+    """
+    Deep-convert dicts to read-only mappings and lists to tuples.
+    """
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """
+    The inverse of L{freeze}, for JSON output.
+    """
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """
+    How a process is stopped: C{signal} to its group, then SIGKILL after
+    C{timeout} seconds.
+    """
+
+    signal: str = "TERM"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    """
+    Automatic restarts: the policy kind and its C{options}, the attempt cap
+    and window, and the pause used by an API restart.
+    """
+
+    policy: str = "backoff"
+    auto: bool = True
+    max_attempts: int = 3
+    delay: float = 2.0
+    reset_after: float = 60.0
+    success_exit_codes: tuple[int, ...] = (0,)
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """
+    Health probing of one process.  C{probe} is C{"none"} when the process
+    is not probed.  C{url} and C{process} are copied from the process so a
+    probe kind needs nothing else.
+    """
+
+    probe: str = "none"
+    interval: float = 30.0
+    timeout: float = 5.0
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    start_period: float = 0.0
+    start_interval: float = 1.0
+    start_timeout: float = 60.0
+    restart_on_unhealthy: bool = True
+    history: int = 20
+    url: str | None = None
+    process: str = ""
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """
+    What happens to a child's stdout and stderr.
+    """
+
+    file: str | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+    lines: int = 1000
+    max_line_bytes: int = 16384
+    echo: bool = True
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """
+    One supervised process.  Paths are absolute.
+    """
+
+    name: str
+    command: tuple[str, ...] = ()
+    url: str | None = None
+    working_dir: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    inherit_env: bool = True
+    env_from_dotenv: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    autostart: bool = True
+    ready_after: float = 1.0
+    stop: StopConfig = field(default_factory=StopConfig)
+    restart: RestartConfig = field(default_factory=RestartConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """
+    The admin API listener and its protections.
+    """
+
+    listen: str = "tcp:8000:interface=127.0.0.1"
+    token: str | None = field(default=None, repr=False)
+    allow_insecure: bool = False
+    default_process: str = "backend"
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    metrics_requires_token: bool = False
+    max_body_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """
+    The orchestrator's own log.
+    """
+
+    level: str = "info"
+    format: str = "text"
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """
+    Prometheus exposition options.
+    """
+
+    seed_names: bool = True
+    health_buckets: tuple[float, ...] = (
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    )
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    """
+    One notifier: its kind, the event types it wants (C{None}: all), its
+    kind-specific options, its position in the list, and the environment
+    (C{.env} values overlaid by the process environment) to resolve
+    secrets such as a webhook's C{secret_env} from.
+    """
+
+    type: str
+    events: tuple[str, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    index: int = 0
+    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole configuration.
+
+    @ivar path: the configuration file (absolute), or C{None}.
+    @ivar sources: JSON path (dotted) -> where its value came from:
+        C{default}, C{yaml}, C{.env}, C{env} or C{cli}.
+    @ivar dotenv: the values read from the C{.env} file, handed to a child
+        only by name through C{env_from_dotenv}.
+    @ivar document: the merged, validated document (read-only), for display.
+    """
+
+    path: str | None
+    enabled: bool = True
+    state_dir: str | None = None
+    shutdown_timeout: float = 60.0
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    plugins: tuple[str, ...] = ()
+    processes: Mapping[str, ProcessConfig] = field(default_factory=lambda: _EMPTY)
+    notifiers: tuple[NotifierConfig, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False)
+    dotenv: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False, repr=False)
+    secret_env: tuple[str, ...] = ()
+    document: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False, repr=False)

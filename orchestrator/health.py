@@ -1,0 +1,249 @@
+"""
+Schedule one process's health probes and turn their results into status
+changes.
+
+While a process is C{starting}, probes go out quickly (the first about
+10 ms after the spawn, the gap doubling up to C{start_interval}), so a
+backend ready in 80 ms is reported C{running} within about 200 ms rather
+than an interval later.  Once it is running, probes follow C{interval}.  A
+probe never overlaps itself: the next is scheduled from the previous one's
+start, but never before it finished.  The core enforces C{timeout} on every
+probe kind by cancelling its Deferred.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+
+from orchestrator.probing import ProbeResult, describeFailure
+
+__all__ = ["HealthMonitor", "HealthSnapshot"]
+
+_FIRST_START_GAP = 0.01
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """
+    What the API and metrics show of a process's health.
+    """
+
+    probe: str
+    last_health_check: str  # healthy / unhealthy / unknown
+    last: ProbeResult | None
+    total: int
+    successes: int
+    failures: int
+    consecutive_failures: int
+    consecutive_successes: int
+    results: tuple[ProbeResult, ...]
+
+    @property
+    def success_rate(self) -> float:
+        """
+        Successes over all checks since the orchestrator started (1.0 before any).
+        """
+        return self.successes / self.total if self.total else 1.0
+
+    @property
+    def window_success_rate(self) -> float:
+        """
+        Successes over the last C{health.history} checks.
+        """
+        if not self.results:
+            return 1.0
+        return sum(1 for r in self.results if r.healthy) / len(self.results)
+
+
+class HealthMonitor:
+    """
+    Probes one process for as long as its current run lasts, keeping
+    statistics across runs.
+
+    @param process: the L{orchestrator.process.ManagedProcess}; told
+        C{healthReady()}, C{healthFailed(reason)}, C{startTimedOut(reason)}
+        or, in monitor-only mode, C{monitorStatus(status, reason)}.
+    @param config: its L{orchestrator.configtypes.HealthConfig}.
+    @param probe: an object whose C{check()} returns a Deferred
+        L{ProbeResult}.
+    @param clock: C{seconds()} and C{callLater()}.
+    @param onResult: called with every stamped result (metrics).
+    """
+
+    log = Logger()
+
+    def __init__(self, process, config, probe, clock, managed: bool = True, onResult=None) -> None:
+        self._process = process
+        self._config = config
+        self._probe = probe
+        self._clock = clock
+        self._managed = managed
+        self._onResult = onResult or (lambda name, result: None)
+        self.results: deque[ProbeResult] = deque(maxlen=config.history)
+        self.total = self.successes = self.failures = 0
+        self.consecutiveFailures = self.consecutiveSuccesses = 0
+        self._call = None
+        self._inFlight = None
+        self._timeoutCall = None
+        self.lastStartFailure: ProbeResult | None = None
+        self._running = False
+        self._starting = False
+        self._gap = _FIRST_START_GAP
+        self._spawnedAt = 0.0
+        self._label = process.name[:1].upper() + process.name[1:]
+
+    @property
+    def probing(self) -> bool:
+        return self._running
+
+    def snapshot(self) -> HealthSnapshot:
+        last = self.results[-1] if self.results else None
+        verdict = "unknown" if last is None else ("healthy" if last.healthy else "unhealthy")
+        return HealthSnapshot(
+            probe=self._config.probe,
+            last_health_check=verdict,
+            last=last,
+            total=self.total,
+            successes=self.successes,
+            failures=self.failures,
+            consecutive_failures=self.consecutiveFailures,
+            consecutive_successes=self.consecutiveSuccesses,
+            results=tuple(self.results),
+        )
+
+    def start(self) -> None:
+        """
+        A new run began: probe quickly until it is ready.
+        """
+        self.stop()
+        self._running = True
+        self._starting = True
+        self._gap = _FIRST_START_GAP
+        self._spawnedAt = self._clock.seconds()
+        self.consecutiveFailures = self.consecutiveSuccesses = 0
+        self.lastStartFailure = None
+        self._call = self._clock.callLater(_FIRST_START_GAP, self._check)
+        if self._managed and self._config.start_timeout > 0:
+            self._timeoutCall = self._clock.callLater(self._config.start_timeout, self._startTimeout)
+
+    def stop(self) -> None:
+        """
+        The run ended: no more probes; an in-flight probe is cancelled.
+        """
+        self._running = False
+        for attr in ("_call", "_timeoutCall"):
+            call = getattr(self, attr)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, attr, None)
+        inFlight, self._inFlight = self._inFlight, None
+        if inFlight is not None:
+            inFlight.cancel()
+
+    def _startTimeout(self) -> None:
+        self._timeoutCall = None
+        if self._starting:
+            self._process.startTimedOut(
+                f"not ready within {self._config.start_timeout:g}s"
+                + (f" (last check: {self.lastStartFailure.reason})" if self.lastStartFailure else "")
+            )
+
+    def _check(self) -> None:
+        self._call = None
+        startedAt = self._clock.seconds()
+        timeout = self._config.timeout
+        d = maybeDeferred(self._probe.check)
+        d.addTimeout(timeout, self._clock)
+        self._inFlight = d
+
+        def stamp(result):
+            if not isinstance(result, ProbeResult):
+                result = ProbeResult(healthy=bool(result), reason="ok" if result else "failed")
+            return result
+
+        def failed(failure):
+            return ProbeResult(healthy=False, reason=describeFailure(failure, timeout))
+
+        d.addCallbacks(stamp, failed)
+        d.addCallback(self._handle, startedAt, d)
+
+    def _handle(self, result: ProbeResult, startedAt: float, d) -> None:
+        if self._inFlight is not d:
+            return  # cancelled by stop(): the run is over
+        self._inFlight = None
+        now = self._clock.seconds()
+        result = replace(result, latency=now - startedAt, timestamp=now)
+        if self._starting and self._managed and not result.healthy:
+            # Polling a process that is still starting: failures are
+            # expected and not counted; the last one explains a timeout.
+            self.lastStartFailure = result
+        else:
+            self._record(result)
+            try:
+                self._onResult(self._process.name, result)
+            except Exception:
+                self.log.failure("health result observer failed")
+            self._decide(result)
+        if self._running and self._call is None:
+            if self._starting:
+                self._gap = min(self._config.start_interval, self._gap * 2)
+                delay = self._gap
+            else:
+                delay = max(0.0, startedAt + self._config.interval - now)
+            self._call = self._clock.callLater(delay, self._check)
+
+    def _record(self, result: ProbeResult) -> None:
+        self.results.append(result)
+        self.total += 1
+        if result.healthy:
+            self.successes += 1
+            self.consecutiveSuccesses += 1
+            if self.consecutiveFailures > 0 or self._starting:
+                self.log.info("{label} health check: Healthy", label=self._label,
+                              process=self._process.name, latency=result.latency)
+            self.consecutiveFailures = 0
+        else:
+            self.failures += 1
+            self.consecutiveSuccesses = 0
+            self.consecutiveFailures += 1
+            n = self.consecutiveFailures
+            # Log the first failures one by one, then a summary every
+            # 10th, so a dead backend does not flood the log.
+            if n <= self._config.failure_threshold or n % 10 == 0:
+                self.log.warn(
+                    "{label} health check failed: {reason}"
+                    + (" ({n} consecutive failures)" if n > 1 else ""),
+                    label=self._label, reason=result.reason, n=n,
+                    process=self._process.name,
+                )
+
+    def _decide(self, result: ProbeResult) -> None:
+        config = self._config
+        if not self._managed:
+            if result.healthy and self.consecutiveSuccesses >= config.success_threshold:
+                self._starting = False
+                self._process.monitorStatus("running", result.reason)
+            elif not result.healthy and self.consecutiveFailures >= config.failure_threshold:
+                self._starting = False
+                self._process.monitorStatus("unhealthy", result.reason)
+            return
+        if result.healthy:
+            if self.consecutiveSuccesses >= config.success_threshold:
+                if self._starting:
+                    self._starting = False
+                    if self._timeoutCall is not None and self._timeoutCall.active():
+                        self._timeoutCall.cancel()
+                    self._timeoutCall = None
+                self._process.healthReady()
+            return
+        if self._starting:
+            return  # only start_timeout ends a start
+        if self._clock.seconds() - self._spawnedAt < config.start_period:
+            self.consecutiveFailures = 0  # failures in the start period do not count
+            return
+        if self.consecutiveFailures >= config.failure_threshold:
+            self._process.healthFailed(result.reason)

@@ -1,0 +1,227 @@
+"""
+The top-level service: the configuration, the plugins, the event bus, the
+supervisor and the admin API, wired together.
+
+L{Orchestrator} is also the object plugins and the admin API talk to: it
+exposes the processes, the events, the configuration and C{reload()}.
+"""
+
+from __future__ import annotations
+
+import os
+import random as _random
+import signal
+from typing import Any, Callable, Mapping
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.logger import ILogObserver, Logger
+
+from orchestrator import __version__
+from orchestrator.config import LoadedConfig, loadConfig
+from orchestrator.errors import ConfigError
+from orchestrator.events import EventBus
+from orchestrator.orphans import StateFile
+from orchestrator.supervisor import Supervisor, defaultStateDir
+
+__all__ = ["Orchestrator", "buildNotifiers"]
+
+
+def buildNotifiers(config, kinds, reactor, log: Logger) -> list[tuple[Any, Any]]:
+    """
+    Instantiate the configured notifiers; one that fails to build is
+    logged and left out, the others still run.
+    """
+    built = []
+    for nconfig in config.notifiers:
+        try:
+            notifier = kinds.notifiers[nconfig.type](nconfig, reactor)
+        except Exception:
+            log.failure("notifier {type} (notifiers[{i}]) failed to start",
+                        type=nconfig.type, i=nconfig.index)
+            continue
+        if not hasattr(notifier, "name"):
+            notifier.name = nconfig.type
+        built.append((notifier, frozenset(nconfig.events) if nconfig.events is not None else None))
+    return built
+
+
+class Orchestrator(MultiService):
+    """
+    Everything one orchestrator runs.
+
+    @param loaded: the validated configuration with its plugin manager.
+    @param reactor: the reactor (time, processes, listening).
+    @param spawner: how children are spawned (see L{orchestrator.spawn}).
+    @param reload: C{reload()} -> a new L{LoadedConfig}, or raises
+        L{ConfigError}; the default re-reads the same file the same way.
+    @param logObserver: installed as the application's log observer by
+        L{setServiceParent} (twistd then uses it instead of its own).
+    @param handleSignals: install a SIGHUP handler that reloads.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        reactor,
+        spawner: Callable,
+        reload: Callable[[], LoadedConfig] | None = None,
+        environ: Mapping[str, str] | None = None,
+        random: Callable[[], float] = _random.random,
+        logObserver=None,
+        handleSignals: bool = False,
+        stateFile: StateFile | None | bool = True,
+        probeFactory: Callable | None = None,
+        listen: bool = True,
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.loaded = loaded
+        self.pluginManager = loaded.pluginManager
+        self.kinds = loaded.kinds
+        self.version = __version__
+        self._reloader = reload
+        self._logObserver = logObserver
+        self._handleSignals = handleSignals
+        self._previousHUP = None
+        self.startedAt: float | None = None
+        self.events = EventBus(reactor)
+        self.events.setNotifiers(buildNotifiers(loaded.config, loaded.kinds, reactor, self.log))
+        config = loaded.config
+        if stateFile is True:
+            stateDir = config.state_dir or defaultStateDir(config.path)
+            stateFile = StateFile(os.path.join(stateDir, "children.json"))
+        self.supervisor = Supervisor(
+            config, loaded.kinds, reactor, spawner, self.events,
+            environ=environ, random=random, stateFile=stateFile or None,
+            probeFactory=probeFactory,
+        )
+        self.supervisor.setServiceParent(self)
+        from orchestrator.metrics import MetricsCollector
+
+        self.metrics = MetricsCollector(self)
+        self.web = None
+        if listen:
+            from orchestrator.web import AdminService
+
+            self.web = AdminService(self, reactor)
+            self.web.setServiceParent(self)
+
+    # -- what plugins and the API use ---------------------------------------
+
+    @property
+    def config(self):
+        return self.supervisor.config
+
+    @property
+    def processes(self):
+        return self.supervisor.processes
+
+    def process(self, name: str):
+        """
+        @raise KeyError: no such configured process.
+        """
+        return self.supervisor.processes[name]
+
+    # -- life cycle -----------------------------------------------------------
+
+    def setServiceParent(self, parent):
+        # twistd creates the application from makeService's result and only
+        # then starts logging; an ILogObserver component on the application
+        # is what it logs to, which is how logging.format/level/file apply.
+        super().setServiceParent(parent)
+        if self._logObserver is not None and hasattr(parent, "setComponent"):
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self._logObserver)
+
+    def startService(self):
+        self.startedAt = self.reactor.seconds()
+        super().startService()
+        if self._handleSignals:
+            self._previousHUP = signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._sighup)
+            )
+        self.log.info("orchestrator {version} started ({n} processes, {mode})",
+                      version=self.version, n=len(self.processes),
+                      mode="managing" if self.config.enabled else "monitor-only")
+        self._callEach("startup")
+
+    def stopService(self):
+        if self._handleSignals and self._previousHUP is not None:
+            signal.signal(signal.SIGHUP, self._previousHUP)
+            self._previousHUP = None
+        d = self._callEach("shutdown")
+        d.addCallback(lambda _: MultiService.stopService(self))
+        d.addCallback(lambda _: self._closeNotifiers())
+        return d
+
+    def _callEach(self, hookName: str) -> Deferred:
+        """
+        Call a life-cycle hook on each plugin separately, so one that fails
+        is logged and the others still run; waits for returned Deferreds.
+        """
+        from twisted.internet.defer import DeferredList
+
+        calls = []
+        for impl in getattr(self.pluginManager.hook, hookName).get_hookimpls():
+            d = maybeDeferred(impl.function, orchestrator=self)
+            d.addErrback(lambda f, name=self.pluginManager.get_name(impl.plugin):
+                         self.log.failure("plugin {plugin} failed in {hook}", f,
+                                          plugin=name, hook=hookName))
+            calls.append(d)
+        return DeferredList(calls).addCallback(lambda _: None)
+
+    def _closeNotifiers(self):
+        from twisted.internet.defer import DeferredList
+
+        closing = [maybeDeferred(n.close) for n in self.events.notifiers if hasattr(n, "close")]
+        for d in closing:
+            d.addErrback(lambda f: self.log.failure("notifier close failed", f))
+        return DeferredList(closing).addCallback(lambda _: None)
+
+    # -- reload ------------------------------------------------------------------
+
+    def _sighup(self) -> None:
+        self.log.info("SIGHUP: reloading the configuration")
+        self.reload().addErrback(lambda f: None)
+
+    def reload(self) -> Deferred:
+        """
+        Re-read the configuration and apply it by diff.  An invalid
+        configuration is reported and the running one kept.
+
+        @return: a Deferred firing with the diff summary, or failing with
+            L{ConfigError} (its C{problems} list every error).
+        """
+        if self._reloader is None:
+            return fail(ConfigError(["this orchestrator has no configuration file to reload"]))
+        try:
+            loaded = self._reloader()
+        except ConfigError as e:
+            for problem in e.problems:
+                self.log.error("reload rejected: {problem}", problem=problem)
+            self.events.emit("config_rejected", None, reason=f"{len(e.problems)} problem(s)")
+            return fail(e)
+        old = self.config
+        if loaded.config.admin != old.admin:
+            self.log.warn("admin settings changed; they apply at the next start of the orchestrator")
+        self.loaded = loaded
+        self.pluginManager = loaded.pluginManager
+        self.kinds = loaded.kinds
+        for notifier in self.events.notifiers:
+            if hasattr(notifier, "close"):
+                maybeDeferred(notifier.close).addErrback(lambda f: None)
+        self.events.setNotifiers(buildNotifiers(loaded.config, loaded.kinds, self.reactor, self.log))
+        d = self.supervisor.apply(loaded.config, loaded.kinds)
+
+        def done(summary):
+            self.log.info(
+                "configuration reloaded: added {added}, removed {removed}, changed {changed}, "
+                "unchanged {unchanged}", **{k: ", ".join(v) or "-" for k, v in summary.items()})
+            self.events.emit("config_reloaded", None, reason=", ".join(
+                f"{k}: {len(v)}" for k, v in summary.items()))
+            return summary
+
+        return d.addCallback(done)

@@ -1,0 +1,282 @@
+"""
+The supervisor service: every configured process, started in dependency
+order, stopped in reverse, reconfigured by diffing.
+"""
+
+from __future__ import annotations
+
+import os
+import random as _random
+from typing import Any, Callable, Mapping
+
+from twisted.application.service import Service
+from twisted.internet.defer import DeferredList, gatherResults, maybeDeferred, succeed
+from twisted.logger import Logger
+
+from orchestrator.configtypes import Config
+from orchestrator.health import HealthMonitor
+from orchestrator.orphans import StateFile, reapLeftovers
+from orchestrator.process import ManagedProcess, childEnvironment
+from orchestrator.spawn import killGroup as _killGroup
+
+__all__ = ["Supervisor", "dependencyRanks", "defaultStateDir"]
+
+
+def dependencyRanks(processes: Mapping[str, Any]) -> dict[str, int]:
+    """
+    Rank each process by the length of its dependency chain: a process
+    starts after every lower rank and stops before them.  The configuration
+    has already rejected cycles.
+    """
+    ranks: dict[str, int] = {}
+
+    def rank(name: str) -> int:
+        if name not in ranks:
+            ranks[name] = 0
+            deps = [d for d in processes[name].depends_on if d in processes]
+            ranks[name] = 1 + max((rank(d) for d in deps), default=-1)
+        return ranks[name]
+
+    for name in processes:
+        rank(name)
+    return ranks
+
+
+def defaultStateDir(configPath: str | None) -> str:
+    """
+    C{.orchestrator-state/<hash of the config path>} under the working
+    directory: one state file per configuration, so two orchestrators with
+    different configurations never end each other's children.
+    """
+    import hashlib
+
+    key = hashlib.sha256((configPath or "<none>").encode()).hexdigest()[:12]
+    return os.path.join(os.getcwd(), ".orchestrator-state", key)
+
+
+class Supervisor(Service):
+    """
+    Owns the L{ManagedProcess} of every configured process.
+
+    @param config: the validated L{Config}.
+    @param kinds: the registered probe, policy and notifier kinds.
+    @param reactor: time and scheduling (C{seconds}, C{callLater}).
+    @param spawner: see L{orchestrator.spawn.sessionSpawner}.
+    @param events: the L{orchestrator.events.EventBus}.
+    @param environ: the orchestrator's environment, filtered into children's.
+    @param random: the random source for policy jitter.
+    @param stateFile: where children are recorded (C{None}: not at all).
+    @param probeFactory: C{probeFactory(healthConfig)} -> probe; default
+        builds the configured kind with the reactor.
+    """
+
+    name = "supervisor"
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        kinds,
+        reactor,
+        spawner: Callable,
+        events,
+        environ: Mapping[str, str] | None = None,
+        random: Callable[[], float] = _random.random,
+        stateFile: StateFile | None = None,
+        probeFactory: Callable | None = None,
+        killGroup: Callable[[int, int], bool] = _killGroup,
+        reapGrace: float = 5.0,
+    ) -> None:
+        self._config = config
+        self._kinds = kinds
+        self._reactor = reactor
+        self._spawner = spawner
+        self._events = events
+        self._environ = dict(os.environ if environ is None else environ)
+        self._random = random
+        self._stateFile = stateFile
+        self._probeFactory = probeFactory
+        self._killGroup = killGroup
+        self._reapGrace = reapGrace
+        self.probeObservers: list[Callable] = []
+        self.processes: dict[str, ManagedProcess] = {}
+        self._pending: set[str] = set()
+        self._unsubscribe = None
+        self._started = None
+        for name, pconfig in config.processes.items():
+            self.processes[name] = self._makeProcess(pconfig, config, kinds)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def _makeProcess(self, pconfig, config: Config, kinds) -> ManagedProcess:
+        policy = kinds.policies[pconfig.restart.policy](pconfig.restart)
+        managed = config.enabled
+
+        def monitorFactory(process):
+            if pconfig.health.probe == "none":
+                return None
+            probe = (self._probeFactory or self._defaultProbe(kinds))(pconfig.health)
+            return HealthMonitor(process, pconfig.health, probe, self._reactor,
+                                 managed=managed, onResult=self._probeResult)
+
+        return ManagedProcess(
+            pconfig,
+            reactor=self._reactor,
+            spawner=self._spawner,
+            policy=policy,
+            events=self._events,
+            environment=childEnvironment(pconfig, self._environ, config.dotenv, set(config.secret_env)),
+            managed=managed,
+            random=self._random,
+            monitorFactory=monitorFactory,
+            recorder=self._record,
+            killGroup=self._killGroup,
+        )
+
+    def _defaultProbe(self, kinds):
+        return lambda health: kinds.probes[health.probe](health, self._reactor)
+
+    def _probeResult(self, name, result) -> None:
+        for observer in list(self.probeObservers):
+            try:
+                observer(name, result)
+            except Exception:
+                self.log.failure("probe observer failed")
+
+    def _record(self, name: str, pid: int | None) -> None:
+        if self._stateFile is not None:
+            try:
+                self._stateFile.record(name, pid)
+            except OSError as e:
+                self.log.warn("cannot write state file {path}: {e}", path=self._stateFile.path, e=e)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def startService(self):
+        """
+        End leftovers of a killed predecessor, then start the processes in
+        dependency order (a process starts once all its dependencies are
+        running).  Monitor-only: start probing.
+        """
+        super().startService()
+        self._unsubscribe = self._events.subscribe(self._onEvent)
+        if not self._config.enabled:
+            for process in self.processes.values():
+                process.startMonitoring()
+            return
+        leftovers = self._stateFile.load() if self._stateFile is not None else []
+        d = reapLeftovers(leftovers, self._reactor, grace=self._reapGrace) if leftovers else succeed([])
+        d.addCallback(lambda _: self._autostart(self.processes))
+        self._started = d
+
+    def _autostart(self, processes) -> None:
+        self._pending |= {n for n, p in processes.items() if p.config.autostart}
+        self._startReady()
+
+    def _startReady(self) -> None:
+        if not self.running:
+            return
+        ranks = dependencyRanks({n: p.config for n, p in self.processes.items()})
+        for name in sorted(self._pending, key=lambda n: (ranks[n], n)):
+            process = self.processes.get(name)
+            if process is None:
+                self._pending.discard(name)
+                continue
+            deps = [self.processes[d] for d in process.config.depends_on if d in self.processes]
+            if all(d.status == "running" for d in deps):
+                self._pending.discard(name)
+                process.start(wait=False).addErrback(self._startFailed, name)
+            else:
+                waiting = [d.name for d in deps if d.status != "running"]
+                self.log.info("{process} waits for {deps} to be running",
+                              process=name, deps=", ".join(waiting))
+
+    def _startFailed(self, failure, name: str) -> None:
+        self.log.error("could not start {process}: {why}", process=name,
+                       why=failure.getErrorMessage())
+
+    def _onEvent(self, event) -> None:
+        if event.type == "running" and self._pending:
+            self._startReady()
+
+    def stopService(self):
+        """
+        Stop every process, dependents before their dependencies; fires once
+        every child is reaped.
+        """
+        super().stopService()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._pending.clear()
+        return self._stopAll(list(self.processes.values()))
+
+    def _stopAll(self, processes) -> "Deferred":
+        ranks = dependencyRanks({p.name: p.config for p in processes} | {
+            n: p.config for n, p in self.processes.items()})
+        byRank: dict[int, list] = {}
+        for process in processes:
+            byRank.setdefault(ranks[process.name], []).append(process)
+        d = succeed(None)
+        for rank in sorted(byRank, reverse=True):
+            group = byRank[rank]
+            d.addCallback(lambda _, group=group: DeferredList(
+                [maybeDeferred(p.shutdown) for p in group], consumeErrors=True))
+        return d.addCallback(lambda _: None)
+
+    # -- reload -----------------------------------------------------------------
+
+    def apply(self, config: Config, kinds) -> "Deferred":
+        """
+        Apply a new configuration by diffing processes: removed ones stop,
+        added ones start, changed ones are replaced (stopped, then started
+        with the new settings), unchanged ones keep running untouched.
+
+        @return: a Deferred firing with C{{"added": [...], "removed": [...],
+            "changed": [...], "unchanged": [...]}} once removed and changed
+            processes are stopped and the new ones are launched.
+        """
+        old = self._config
+        modeChanged = old.enabled != config.enabled
+        added = [n for n in config.processes if n not in self.processes]
+        removed = [n for n in self.processes if n not in config.processes]
+        changed = [
+            n for n in config.processes
+            if n in self.processes and (modeChanged or config.processes[n] != old.processes.get(n)
+                                        or self._envChanged(n, old, config))
+        ]
+        unchanged = [n for n in config.processes if n in self.processes and n not in changed]
+        self._config = config
+        self._kinds = kinds
+        goners = [self.processes[n] for n in removed + changed]
+        d = self._stopAll(goners) if goners else succeed(None)
+
+        def replace(_):
+            for name in removed:
+                del self.processes[name]
+            fresh = {}
+            for name in changed + added:
+                previous = self.processes.get(name)
+                process = self._makeProcess(config.processes[name], config, kinds)
+                if previous is not None:
+                    process.restartCount = previous.restartCount
+                self.processes[name] = process
+                fresh[name] = process
+            # keep the configured order
+            self.processes = {n: self.processes[n] for n in config.processes}
+            if self.running:
+                if config.enabled:
+                    self._autostart(fresh)
+                else:
+                    for process in fresh.values():
+                        process.startMonitoring()
+            return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+
+        return d.addCallback(replace)
+
+    def _envChanged(self, name: str, old: Config, new: Config) -> bool:
+        p = new.processes[name]
+        return {k: old.dotenv.get(k) for k in p.env_from_dotenv} != {
+            k: new.dotenv.get(k) for k in p.env_from_dotenv}

@@ -1,0 +1,70 @@
+"""
+C{twistd orchestrator}: command-line options and the service maker.
+
+The configuration is loaded and validated in L{Options.postOptions}, so a
+bad configuration is a usage error, reported with every problem before
+twistd daemonises or touches the reactor.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from orchestrator.config import loadConfig
+from orchestrator.errors import ConfigError
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd orchestrator}.
+    """
+
+    synopsis = "[--config FILE] [--env-file FILE] [--listen ENDPOINT]"
+    longdesc = (
+        "Supervise the processes configured in a YAML file: start, stop, "
+        "restart, health probes, restart policies, a REST admin API and "
+        "Prometheus metrics. Precedence: command line > environment > .env > YAML > defaults."
+    )
+    optParameters = [
+        ["config", "c", "conf/orchestrator.yaml", "The YAML configuration file."],
+        ["env-file", "e", None, "A .env file (default: ./.env if it exists)."],
+        ["listen", "l", None, "Admin API endpoint, overriding admin.listen "
+                              "(e.g. tcp:8000:interface=127.0.0.1, unix:/run/orch.sock:mode=600)."],
+    ]
+
+    def _load(self):
+        overrides = {}
+        if self["listen"]:
+            overrides[("admin", "listen")] = self["listen"]
+        return loadConfig(self["config"], envFile=self["env-file"], cliOverrides=overrides)
+
+    def postOptions(self) -> None:
+        try:
+            self.loaded = self._load()
+        except ConfigError as e:
+            raise usage.UsageError(
+                f"invalid configuration ({len(e.problems)} problem(s)):\n  " + "\n  ".join(e.problems)
+            )
+
+
+def makeService(options: Options):
+    """
+    Build the orchestrator service for twistd.
+    """
+    from twisted.internet import reactor
+
+    from orchestrator.logs import buildObserver
+    from orchestrator.service import Orchestrator
+    from orchestrator.spawn import sessionSpawner
+
+    loaded = options.loaded
+    return Orchestrator(
+        loaded,
+        reactor,
+        sessionSpawner(reactor),
+        reload=options._load,
+        logObserver=buildObserver(loaded.config.logging),
+        handleSignals=True,
+    )
