@@ -63,9 +63,19 @@ def main(argv=None) -> int:
     check.add_argument("--env-file", default=None, help="a .env file (default: ./.env if present)")
     check.add_argument("--listen", default=None, help="admin endpoint override, as twistd's --listen")
     check.add_argument("--json", action="store_true", help="print JSON")
+    reference = commands.add_parser("config-reference", help="print the Markdown configuration reference")
+    reference.add_argument("--plugins", nargs="*", default=[], help="extra plugin modules to include")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _checkConfig(args)
+    if args.command == "config-reference":
+        from orchestrator.pluginmanager import buildPluginManager, collectKinds
+        from orchestrator.reference import configReference
+        from orchestrator.schema import masterSchema
+
+        kinds = collectKinds(buildPluginManager(args.plugins, entryPoints=False))
+        print(configReference(masterSchema(kinds)))
+        return 0
     return 2  # pragma: no cover
 
 

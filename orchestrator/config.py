@@ -269,28 +269,34 @@ def _environmentOverrides(
             if not all(parts):
                 problems.addRaw(f"{whereOf(name)}: malformed variable name", (1, 0, 0))
                 continue
-            overrides.append(
-                _Override(tuple(p.lower() for p in parts), raw, source, whereOf(name))
-            )
+            overrides.append(_Override(tuple(parts), raw, source, whereOf(name)))
     return overrides
 
 
-def _matchKeyCase(data: dict, path: tuple) -> tuple:
+def _matchKeyCase(schema: dict, data: dict, path: tuple) -> tuple:
     """
-    Environment variable names are upper case; match an existing mapping key
-    (a process named C{Backend}) case-insensitively.
+    Environment variable names are upper case.  Match each segment to a
+    schema key, or to an existing mapping key (a process named C{Backend})
+    case-insensitively; a new key of a free-form string mapping (C{env})
+    keeps its case, other new keys are lower-cased.
     """
-    out = []
+    out: list = []
     node: Any = data
     for key in path:
-        if isinstance(node, dict):
-            for existing in node:
-                if isinstance(existing, str) and existing.lower() == key:
-                    key = existing
-                    break
-            node = node.get(key)
-        else:
-            node = None
+        if isinstance(key, str):
+            sub = schemaAt(schema, tuple(out), data) or {}
+            known = set(sub.get("properties", {}))
+            for branch in sub.get("allOf", ()):
+                known |= set(branch.get("then", {}).get("properties", {}))
+            existing = node if isinstance(node, dict) else {}
+            match = next((k for k in list(known) + list(existing)
+                          if isinstance(k, str) and k.lower() == key.lower()), None)
+            if match is not None:
+                key = match
+            elif not (isinstance(sub.get("additionalProperties"), dict)
+                      and sub["additionalProperties"].get("type") == "string"):
+                key = key.lower()
+        node = node.get(key) if isinstance(node, dict) else None
         out.append(key)
     return tuple(out)
 
@@ -382,7 +388,7 @@ def loadConfig(
         overrides.append(_Override(tuple(cliPath), value, "cli", f"option {option}"))
 
     for override in overrides:
-        target = _matchKeyCase(data, override.path)
+        target = _matchKeyCase(schema, data, override.path)
         node = schemaAt(schema, target, data)
         if node is None or target[0] not in schema["properties"]:
             problems.addRaw(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import platform
 from collections import defaultdict
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -24,6 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from orchestrator import __version__
@@ -40,7 +42,8 @@ SEED_STATUS_CODES = {
 
 class _Histogram:
     def __init__(self, buckets) -> None:
-        self.bounds = sorted(buckets)
+        # Duplicate bounds would expose the same C{le} twice (invalid).
+        self.bounds = sorted({float(b) for b in buckets})
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
 
@@ -62,6 +65,8 @@ class MetricsCollector(Collector):
     Every orchestrator metric, on its own registry (C{self.registry}).
     """
 
+    _log = Logger()
+
     def __init__(self, orchestrator) -> None:
         self._orchestrator = orchestrator
         self._durations: dict[str, _Histogram] = {}
@@ -82,6 +87,31 @@ class MetricsCollector(Collector):
         self._checks[(name, "success" if result.healthy else "failure")] += 1
 
     def collect(self):
+        # Families are merged by name: two notifiers of one kind (two
+        # webhooks) each yield the same family, and a second HELP/TYPE
+        # block for a name makes the whole exposition invalid.
+        merged: dict[str, Any] = {}
+        seen: set = set()
+        for family in self._families():
+            first = merged.get(family.name)
+            if first is None:
+                merged[family.name] = first = family
+                samples, family.samples = family.samples, []
+            elif first.type != family.type:
+                self._log.warn("metric family {name} yielded twice with different types "
+                               "({a}, {b}); the second is dropped",
+                               name=family.name, a=first.type, b=family.type)
+                continue
+            else:
+                samples = family.samples
+            for sample in samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in seen:
+                    seen.add(key)
+                    first.samples.append(sample)
+        return list(merged.values())
+
+    def _families(self):
         orch = self._orchestrator
         config = orch.config
         now = orch.reactor.seconds()
@@ -167,10 +197,8 @@ class MetricsCollector(Collector):
             try:
                 yield from list(collect())
             except Exception:
-                from twisted.logger import Logger
-
-                Logger().failure("notifier {name} failed to collect metrics",
-                                 name=getattr(notifier, "name", notifier))
+                self._log.failure("notifier {name} failed to collect metrics",
+                                  name=getattr(notifier, "name", notifier))
 
     def _seed(self, snap):
         status = GaugeMetricFamily(

@@ -50,7 +50,7 @@ def describeFailure(failure, timeout: float) -> str:
     """
     e = failure.value
     if isinstance(e, (_DeferredTimeout, CancelledError, _error.TimeoutError)):
-        return f"timeout after {timeout:g}s"
+        return f"timeout after {float(timeout)}s"  # "timeout after 5.0s"
     if isinstance(e, _error.ConnectionRefusedError):
         return "Connection refused"
     if isinstance(e, _error.DNSLookupError):

@@ -511,7 +511,7 @@ class ManagedProcess:
         code = getattr(reason, "exitCode", None)
         sig = getattr(reason, "signal", None)
         now = self._reactor.seconds()
-        uptime = now - (self.startedAt or now)
+        uptime = now - self.startedAt if self.startedAt is not None else 0.0
         self._transport = None
         self.pid = None
         self._cancel("_killCall")
@@ -539,7 +539,6 @@ class ManagedProcess:
             for d in waiters:
                 d.callback(record)
             return
-        self._fireReady(StartFailed(f"{self.name} failed to start: {self._crashReason(record)}"))
         if cause == "exit" and clean and not getattr(self._policy, "restart_on_success", True):
             self.log.info("{process} exited cleanly ({how}); not restarting (policy {policy})",
                           process=self.name, how=record.describe(),
@@ -547,11 +546,14 @@ class ManagedProcess:
             self._wanted = False
             self._setStatus("stopped", "exited", reason=record.describe(),
                             pid=pid, exit_code=code, signal=sig)
-            return
-        self._setStatus("crashed", "crashed", reason=self._crashReason(record),
-                        pid=pid, exit_code=code, signal=sig)
-        self._windowExits.append(record)
-        self._scheduleRestart(record)
+        else:
+            self._setStatus("crashed", "crashed", reason=self._crashReason(record),
+                            pid=pid, exit_code=code, signal=sig)
+            self._windowExits.append(record)
+            self._scheduleRestart(record)
+        # Last: failing a waiting start releases the command lock, and a
+        # queued command (a stop) must see the crash already handled.
+        self._fireReady(StartFailed(f"{self.name} failed to start: {self._crashReason(record)}"))
 
     def _crashReason(self, record: ExitRecord) -> str:
         if record.cause == "unhealthy":

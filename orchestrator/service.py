@@ -155,7 +155,19 @@ class Orchestrator(MultiService):
         d = self._callEach("shutdown")
         d.addCallback(lambda _: MultiService.stopService(self))
         d.addCallback(lambda _: self._closeNotifiers())
+        if self._handleSignals:
+            d.addCallback(self._stoppedGracefully)
         return d
+
+    def _stoppedGracefully(self, result):
+        # twistd re-raises the signal that stopped the reactor when it exits
+        # (so the exit status says "killed by SIGTERM").  Every child is
+        # stopped cleanly by now: a graceful shutdown exits 0, as operators
+        # and process managers expect of a supervisor.
+        if getattr(self.reactor, "_exitSignal", None) is not None:
+            self.reactor._exitSignal = None
+        self.log.info("all processes stopped; orchestrator exiting")
+        return result
 
     def _callEach(self, hookName: str) -> Deferred:
         """

@@ -17,6 +17,7 @@ import random as _random
 from collections import Counter, deque
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -158,9 +159,17 @@ class WebhookNotifier:
 
             client = treq
         self._client = client
-        self.label = f"{config.index}:{self.url}"
+        # Metrics and logs name the webhook by its place in the list and its
+        # host only: webhook URLs often carry a secret token in their path
+        # (Slack, Discord) and /metrics is readable without the admin token.
+        self.label = f"notifiers[{config.index}]"
+        self.host = _host(self.url)
 
     def notify(self, event) -> None:
+        """
+        Queue C{event} and return at once (never a Deferred): delivery,
+        retries and their waiting happen on the reactor later.
+        """
         if self._closed:
             return
         if len(self._queue) >= self._queueSize:
@@ -173,33 +182,52 @@ class WebhookNotifier:
     def _next(self) -> None:
         if not self._queue or self._closed:
             self._busy = False
+            self._current = None
             return
         self._busy = True
         event = self._queue.popleft()
         self._current = self._deliver(event, 0)
         self._current.addBoth(lambda _: self._next())
 
-    def _deliver(self, event, attempt: int):
+    def retryDelay(self, attempt: int) -> float:
+        """
+        Seconds to wait after failed attempt number C{attempt} (0 for the
+        first): C{retry_initial * 2**attempt} with +/-50% jitter, capped at
+        C{retry_max}.
+        """
+        return min(self._maxDelay, self._initial * 2 ** attempt * (0.5 + self._random()))
+
+    def _attempt(self, event):
         body = json.dumps(event.toJSON(), separators=(",", ":")).encode()
         timestamp = int(self._reactor.seconds())
         headers = {"content-type": "application/json", **self._headers,
                    "webhook-id": event.id, "webhook-timestamp": str(timestamp)}
         if self._secret is not None:
             headers["webhook-signature"] = signWebhook(self._secret, event.id, timestamp, body)
-        kwargs = {"headers": headers, "data": body}
-        d = self._client.post(self.url, **kwargs, **self._clientOptions())
-        d.addTimeout(self._timeout, self._reactor)
+        d = self._client.post(self.url, headers=headers, data=body, **self._clientOptions())
 
         def answered(response):
-            d2 = response.content() if hasattr(response, "content") else None
+            content = getattr(response, "content", None)
+            d2 = content() if content is not None else succeed(None)
 
             def judged(_):
-                if 200 <= response.code < 300:
-                    self.outcomes["delivered"] += 1
-                    return None
-                raise RuntimeError(f"HTTP {response.code}")
+                if not 200 <= response.code < 300:
+                    raise RuntimeError(f"HTTP {response.code}")
 
-            return (d2.addCallback(judged) if d2 is not None else judged(None))
+            return d2.addCallback(judged)
+
+        return d.addCallback(answered)
+
+    def _deliver(self, event, attempt: int):
+        # maybeDeferred: a client that raises (a malformed URL) must fail
+        # this delivery, not wedge the queue with _busy set forever.
+        d = maybeDeferred(self._attempt, event)
+        # The timeout covers the whole attempt, the body included: a server
+        # that sends headers and then stalls must not hold the queue.
+        d.addTimeout(self._timeout, self._reactor)
+
+        def delivered(_):
+            self.outcomes["delivered"] += 1
 
         def failed(failure):
             if self._closed:
@@ -207,17 +235,24 @@ class WebhookNotifier:
             if attempt >= self._retries:
                 self.outcomes["failed"] += 1
                 self.log.warn(
-                    "webhook {url}: giving up on event {id} after {n} attempts: {why}",
-                    url=self.url, id=event.id, n=attempt + 1, why=failure.getErrorMessage(),
+                    "webhook {notifier} ({host}): giving up on event {id} after {n} attempts: {why}",
+                    notifier=self.label, host=self.host, id=event.id, n=attempt + 1,
+                    why=failure.getErrorMessage(),
                 )
                 return None
             self.outcomes["retried"] += 1
-            delay = min(self._maxDelay, self._initial * 2 ** attempt) * (0.5 + self._random())
+            delay = self.retryDelay(attempt)
+            self.log.info(
+                "webhook {notifier} ({host}): attempt {n} for event {id} failed ({why}); "
+                "retrying in {delay:.3g}s",
+                notifier=self.label, host=self.host, id=event.id, n=attempt + 1,
+                why=failure.getErrorMessage(), delay=delay,
+            )
             return deferLater(self._reactor, delay, lambda: None).addCallback(
-                lambda _: self._deliver(event, attempt + 1)
+                lambda _: None if self._closed else self._deliver(event, attempt + 1)
             )
 
-        return d.addCallback(answered).addErrback(failed)
+        return d.addCallbacks(delivered, failed)
 
     def _clientOptions(self) -> dict:
         import treq
@@ -227,24 +262,40 @@ class WebhookNotifier:
     def collect(self):
         family = CounterMetricFamily(
             "orchestrator_webhook_deliveries", "Webhook deliveries by outcome.",
-            labels=["url", "outcome"],
+            labels=["notifier", "host", "outcome"],
         )
         for outcome in ("delivered", "retried", "failed", "dropped"):
-            family.add_metric([self.url, outcome], self.outcomes[outcome])
+            family.add_metric([self.label, self.host, outcome], self.outcomes[outcome])
         yield family
         queued = GaugeMetricFamily(
-            "orchestrator_webhook_queue_length", "Events waiting for delivery.", labels=["url"]
+            "orchestrator_webhook_queue_length", "Events waiting for delivery.",
+            labels=["notifier", "host"],
         )
-        queued.add_metric([self.url], len(self._queue))
+        queued.add_metric([self.label, self.host], len(self._queue))
         yield queued
 
     def close(self):
         """
-        Stop delivering; a delivery in flight is abandoned.
+        Stop delivering; a delivery in flight (or waiting to retry) is
+        abandoned and nothing is left scheduled on the reactor.
         """
         self._closed = True
-        if self._current is not None and not self._current.called:
+        self._queue.clear()
+        if self._current is not None:
+            # Also when it already "fired" into a chained retry wait: then
+            # cancel() reaches the waiting Deferred and its delayed call.
             self._current.cancel()
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return ""
 
 
 @hookimpl

@@ -193,25 +193,47 @@ class TCPProbe:
 
 
 class _ExecProtocol(ProcessProtocol):
-    def __init__(self, cap: int) -> None:
+    """
+    Keeps the last C{cap} bytes of each stream (the end of the output is
+    what explains a failure) and ends the probe's process group once the
+    probe itself exited, so a background child holding the pipes cannot
+    delay the result or outlive the check.
+    """
+
+    def __init__(self, cap: int, killGroup) -> None:
         self.cap = cap
         self.output = {1: b"", 2: b""}
+        self.pid: int | None = None
         self.done: Deferred = Deferred()
+        self._exited = None
+        self._killGroup = killGroup
 
     def childDataReceived(self, fd, data):
-        if fd in self.output and len(self.output[fd]) < self.cap:
-            self.output[fd] = (self.output[fd] + data)[: self.cap]
+        if fd in self.output and self.cap:
+            self.output[fd] = (self.output[fd] + data)[-self.cap:]
+
+    def processExited(self, reason):
+        self._exited = reason.value
+        if self.pid is not None:
+            self._killGroup(self.pid, signal.SIGKILL)
 
     def processEnded(self, reason):
         if not self.done.called:
-            self.done.callback(reason.value)
+            self.done.callback(self._exited if self._exited is not None else reason.value)
 
 
 class ExecProbe:
     """
-    Run C{command} (an argv list, or a string run by C{/bin/sh -c} when
-    C{shell} is true); exit 0 is healthy.  Output is captured up to
-    C{max_output_bytes}; on timeout the probe's process group is killed.
+    Run C{command} (an argv list, or a string split like a shell would,
+    or run by C{/bin/sh -c} when C{shell} is true); exit 0 is healthy.
+    The last C{max_output_bytes} of each stream are kept as the result's
+    detail, and the last line of stderr (else stdout) joins the reason
+    (C{exit 2: database unreachable}).  The probe runs in its own session:
+    on timeout, and once it exited, its process group is killed.
+
+    @param spawner: see L{orchestrator.spawn.sessionSpawner} (tests inject
+        a fake).
+    @param killGroup: C{killGroup(pgid, signal)}.
     """
 
     name = "exec"
@@ -231,7 +253,7 @@ class ExecProbe:
         },
     }
 
-    def __init__(self, config, reactor, spawner=None) -> None:
+    def __init__(self, config, reactor, spawner=None, killGroup=killGroup) -> None:
         options = config.options
         command = options["command"]
         if options.get("shell"):
@@ -240,17 +262,19 @@ class ExecProbe:
             self.argv = shlex.split(command) if isinstance(command, str) else list(command)
         self._cap = options.get("max_output_bytes", 4096)
         self._spawn = spawner or sessionSpawner(reactor)
+        self._killGroup = killGroup
         self._env = dict(os.environ)
         self._env.update(config.options.get("env", {}) or {})
 
     def check(self) -> Deferred:
-        protocol = _ExecProtocol(self._cap)
+        protocol = _ExecProtocol(self._cap, self._killGroup)
         transport = self._spawn(protocol, self.argv[0], self.argv, self._env, None)
-        pid = transport.pid
+        pid = protocol.pid = transport.pid
+        transport.closeStdin()  # a probe reading stdin gets EOF, not a hang
 
         def cancel(d):
             if pid is not None:
-                killGroup(pid, signal.SIGKILL)
+                self._killGroup(pid, signal.SIGKILL)
 
         result: Deferred = Deferred(cancel)
 
@@ -258,14 +282,17 @@ class ExecProbe:
             if result.called:
                 return
             code = getattr(reason, "exitCode", None)
-            tail = (protocol.output[2] or protocol.output[1]).decode("utf-8", "replace").strip()
-            tail = tail[-200:]
+            stdout, stderr = (protocol.output[fd].decode("utf-8", "replace").strip() for fd in (1, 2))
+            detail = "\n".join(text for text in (stdout, stderr) if text)
+            # The reason is one line: the last line of stderr (or stdout).
+            lines = (stderr or stdout).splitlines()
+            tail = lines[-1].strip()[-200:] if lines else ""
             if code == 0:
-                result.callback(ProbeResult(True, "exit 0", tail))
+                result.callback(ProbeResult(True, "exit 0", detail))
             elif getattr(reason, "signal", None) is not None:
-                result.callback(ProbeResult(False, f"killed by signal {reason.signal}", tail))
+                result.callback(ProbeResult(False, f"killed by signal {reason.signal}", detail))
             else:
-                result.callback(ProbeResult(False, f"exit {code}: {tail}" if tail else f"exit {code}", tail))
+                result.callback(ProbeResult(False, f"exit {code}: {tail}" if tail else f"exit {code}", detail))
 
         protocol.done.addCallback(ended)
         return result

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""
+Respawn latency: C{kill -9} of the supervised demo backend -> (a) the new
+child's pid exists, (b) the new child answers C{GET /health}.
+
+Side by side in one run: orchestrator (default configuration except ports
+and C{restart.reset_after}; and a tuned variant), supervisord and circus
+(each tuned for its fastest restart).  Supervisord and circus are installed
+into throwaway venvs (C{bench/.venv-supervisor}, C{bench/.venv-circus}) on
+first use.
+
+(a) is observed by listing C{/proc} in a tight loop (one round every
+~0.2-0.3 ms) for a process whose parent is the supervisor and whose pid is
+new; (b) by C{GET /health} on a fresh connection every millisecond until
+it answers 200 with the new pid.  Before each kill the supervisor is in
+steady state: the child is healthy, the supervisor says it is running (for
+the orchestrator: running with its automatic-restart attempt counter back
+at 0, so the kill is a first crash after a healthy run, which the backoff
+policy restarts at once), plus C{--settle} seconds.
+
+Also runs C{bench/spawn_cost.py}: the cost of the orchestrator's spawn
+mechanism (fork + setsid + PR_SET_PDEATHSIG) against Twisted's default
+C{reactor.spawnProcess} (posix_spawn).
+
+Usage: python bench/respawn.py [--samples 30] [--settle 1.0] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (DEMO, OUT, PYTHON, childrenOf, fmt, freePort, healthPid, log,  # noqa: E402
+                     machineInfo, projectBin, stopAll, summary, table, waitFor, waitNewChild,
+                     writeResult)
+from _supervisors import Circus, Orchestrator, Supervisord, idleProfile  # noqa: E402
+
+#: The orchestrator's default configuration, except that the attempt
+#: counter resets after 1 s of healthy running instead of 60 s: with 60 s,
+#: kills spaced by a few seconds would be repeated failures (backoff delays,
+#: then give-up after max_attempts=3), and 30 samples spaced by 60 s would
+#: take half an hour.
+DEFAULT_YAML = """\
+restart: {reset_after: 1}
+"""
+
+#: Everything that runs between SIGCHLD and the fork kept to a minimum:
+#: no probe (ready after 0.2 s), no notifiers, warnings and errors only in
+#: the log, child output not echoed into the log.
+FAST_YAML = """\
+restart: {policy: always, reset_after: 0.5}
+health: {probe: none}
+start: {ready_after: 0.2}
+log: {echo: false}
+"""
+FAST_TOP = """\
+logging: {level: warn}
+notifiers: []
+"""
+
+
+def supervisors(only: set[str] | None, circusDelay: float):
+    chosen = [
+        Orchestrator("orchestrator (default)", DEFAULT_YAML),
+        Orchestrator("orchestrator (tuned)", FAST_YAML, FAST_TOP),
+        "supervisord",
+        "circus",
+    ]
+    for item in chosen:
+        name = item if isinstance(item, str) else item.label
+        if only and not any(o in name for o in only):
+            continue
+        if item == "supervisord":
+            item = Supervisord()
+        elif item == "circus":
+            item = Circus(checkDelay=circusDelay)
+        yield item
+
+
+def measure(supervisor, directory: str, samples: int, settle: float, idle: float) -> dict:
+    port = freePort()
+    argv = [PYTHON, DEMO, "--port", str(port)]
+    result = {"label": supervisor.label, "kind": supervisor.kind,
+              "version": getattr(supervisor, "version", None)}
+    if not getattr(supervisor, "available", True):
+        result["error"] = f"not installed: {supervisor.note}"
+        return result
+    supervisor.start(directory, [("backend", argv, port)])
+    try:
+        pid = waitFor(lambda: healthPid(port), 60, 0.02, f"{supervisor.label}: first /health")
+        waitFor(lambda: supervisor.steady("backend", pid), 30, 0.05, f"{supervisor.label}: steady")
+        result.update(idleProfile(supervisor, idle))
+        toPid, toHealth, failures = [], [], []
+        for i in range(samples):
+            pid = waitFor(lambda: healthPid(port), 30, 0.02, "the backend's /health")
+            waitFor(lambda: supervisor.steady("backend", pid), 30, 0.05, "steady state")
+            time.sleep(settle)
+            if supervisor.process.poll() is not None:
+                raise RuntimeError(f"{supervisor.label} exited with {supervisor.process.returncode}")
+            known = childrenOf(supervisor.pid) | {pid}
+            t0 = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            newPid, seen = waitNewChild(supervisor.pid, known, timeout=10)
+            if newPid is None:
+                failures.append(f"sample {i}: no new child within 10 s")
+                continue
+            toPid.append(seen - t0)
+            deadline = time.perf_counter() + 20
+            while time.perf_counter() < deadline:
+                if healthPid(port, timeout=0.5) == newPid:
+                    toHealth.append(time.perf_counter() - t0)
+                    break
+                time.sleep(0.001)
+            else:
+                failures.append(f"sample {i}: new pid {newPid} never answered /health")
+        result.update(pid=summary(toPid), health=summary(toHealth), failures=failures,
+                      raw_pid=toPid, raw_health=toHealth)
+    finally:
+        supervisor.stop()
+    return result
+
+
+def spawnCost(spawns: int) -> dict:
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spawn_cost.py")
+    out = subprocess.run([projectBin("python"), script, "--spawns", str(spawns), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout)
+
+
+def report(results: list[dict], cost: dict | None) -> str:
+    base = next((r for r in results if r.get("label") == "orchestrator (default)" and "pid" in r), None)
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["label"], r.get("version") or "", "error: " + r["error"], "", "", "", "", "", ""])
+            continue
+        p, h = r["pid"], r["health"]
+        ratio = ""
+        if base and p.get("median") and base["pid"].get("median"):
+            ratio = f"{p['median'] / base['pid']['median']:.1f}x"
+        rows.append([r["label"], r.get("version") or "", fmt(p.get("median"), digits=2),
+                     fmt(p.get("p95"), digits=2), ratio, fmt(h.get("median")), fmt(h.get("p95")),
+                     f"{p.get('n', 0)}/{h.get('n', 0)}",
+                     f"{r.get('idle_cpu_percent', 0):.1f}% / {r.get('rss_mb') or 0:.0f} MB"])
+    text = table(["supervisor", "version", "new pid median", "new pid p95", "pid ratio vs default",
+                  "/health median", "/health p95", "samples pid/health", "idle CPU / RSS"], rows)
+    for r in results:
+        for failure in r.get("failures", []):
+            text += f"\n- {r['label']}: {failure}"
+    if cost and "error" not in cost:
+        text += "\n\n" + cost.get("table", "")
+    elif cost:
+        text += "\n\nspawn_cost.py failed:\n" + cost["error"]
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds in steady state before each kill")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement")
+    parser.add_argument("--circus-check-delay", type=float, default=0.01)
+    parser.add_argument("--spawns", type=int, default=200, help="spawns per mechanism in spawn_cost")
+    parser.add_argument("--only", default="", help="comma-separated label substrings")
+    args = parser.parse_args(argv)
+    only = {o for o in args.only.split(",") if o}
+    started = time.monotonic()
+    info = machineInfo()
+    results = []
+    try:
+        for supervisor in supervisors(only, args.circus_check_delay):
+            directory = os.path.join(OUT, "respawn", supervisor.label.replace(" ", "-").strip("()"))
+            shutil.rmtree(directory, ignore_errors=True)
+            log(f"respawn: {supervisor.label}, {args.samples} samples")
+            try:
+                results.append(measure(supervisor, directory, args.samples, args.settle, args.idle))
+            except Exception as e:  # keep going with the other supervisors
+                log(f"respawn: {supervisor.label} failed: {e!r}")
+                results.append({"label": supervisor.label, "error": repr(e)})
+            r = results[-1]
+            if "pid" in r:
+                log(f"  new pid median {fmt(r['pid'].get('median'), digits=2)}, "
+                    f"/health median {fmt(r['health'].get('median'))}")
+        cost = None
+        if args.spawns > 0 and (not only or "spawn" in only):
+            log(f"spawn cost: {args.spawns} spawns per mechanism")
+            cost = spawnCost(args.spawns)
+    finally:
+        stopAll()
+    text = report(results, cost)
+    writeResult("respawn", {"machine": info, "args": vars(args), "results": results,
+                            "spawn_cost": cost, "elapsed_s": time.monotonic() - started,
+                            "table": text})
+    print(text)
+    log(f"respawn done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

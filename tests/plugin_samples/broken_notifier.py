@@ -1,0 +1,24 @@
+"""A plugin whose notifier always fails, and whose startup hook raises."""
+
+from orchestrator.hookspecs import hookimpl
+
+
+class Broken:
+    name = "broken"
+    config_schema = {"type": "object", "properties": {}}
+
+    def __init__(self, config, reactor):
+        pass
+
+    def notify(self, event):
+        raise RuntimeError("this notifier is broken")
+
+
+@hookimpl
+def register_notifiers():
+    return [Broken]
+
+
+@hookimpl
+def startup(orchestrator):
+    raise RuntimeError("startup hook is broken")
