@@ -153,7 +153,7 @@ class _Problems:
                 return (1, 0, 0), self.origins[prefix]
             marks = self.keyMarks if (atKey and n == len(path)) else self.valueMarks
             mark: Located | None = marks.get(prefix) or self.valueMarks.get(prefix)
-            if mark is not None and n > 0 or (mark is not None and not path):
+            if mark is not None and (n > 0 or not path):
                 return (0, mark.line, mark.column), f"{self.filename}:{mark.line}:{mark.column}"
         return (0, 0, 0), self.filename
 

@@ -1,11 +1,420 @@
 """
 C{orchestratorctl}: a thin command-line client of the admin API.
-(Filled in with the admin API.)
+
+It only turns arguments into API requests and answers into text (or,
+with C{--json}, passes the API's JSON through); everything it can do, curl
+can do too.  Stdlib only, so it runs wherever the orchestrator runs.
+
+Exit codes, for scripts::
+
+    0  done
+    1  the API refused or the command failed (unknown process, 409 in
+       monitor-only mode, a start that failed, an invalid configuration)
+    2  usage error (bad arguments)
+    3  cannot talk to the API: connection refused, timeout, not an
+       orchestrator, or not authorised (401, 403, 421)
 """
 
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import ssl
 import sys
+from datetime import datetime
+from typing import Any, Iterator
+from urllib.parse import quote, urlencode, urlsplit
+
+__all__ = ["main", "Client", "CtlError", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_UNREACHABLE"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def main(argv=None) -> int:
-    print("orchestratorctl: not available yet", file=sys.stderr)
-    return 2
+class CtlError(Exception):
+    """
+    Why a command did not succeed, with the exit code it means and the
+    API's answer, if there was one.
+    """
+
+    def __init__(self, code: int, message: str, answer: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.answer = answer
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """
+    HTTP over a unix socket (C{admin.listen: unix:/path}).
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Client:
+    """
+    Requests to one orchestrator.
+
+    @param url: C{http://host:port}, C{https://...}, or C{unix:/path/to.sock}.
+    @param token: the bearer token, or C{None}.
+    @param timeout: seconds to wait for an answer (a restart answers once
+        the process is ready again).
+    """
+
+    def __init__(self, url: str, token: str | None, timeout: float) -> None:
+        self.url = url
+        self._token = token
+        self._timeout = timeout
+        if url.startswith("unix:"):
+            self._socket = url[len("unix:"):]
+            if self._socket.startswith("//"):
+                self._socket = self._socket[2:]
+            self._scheme, self._netloc, self._prefix = "unix", None, ""
+        else:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise CtlError(EXIT_USAGE, f"--url must be http://HOST:PORT, https://... or unix:/PATH, not {url!r}")
+            self._scheme, self._netloc, self._prefix = parts.scheme, parts.netloc, parts.path.rstrip("/")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._scheme == "unix":
+            return _UnixConnection(self._socket, self._timeout)
+        if self._scheme == "https":
+            return http.client.HTTPSConnection(self._netloc, timeout=self._timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(self._netloc, timeout=self._timeout)
+
+    def _send(self, method: str, path: str, accept: str):
+        headers = {"Accept": accept, "User-Agent": "orchestratorctl"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        connection = self._connect()
+        try:
+            connection.request(method, self._prefix + path, headers=headers)
+            return connection, connection.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            connection.close()
+            reason = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else (
+                getattr(e, "strerror", None) or str(e) or type(e).__name__)
+            raise CtlError(EXIT_UNREACHABLE, f"cannot talk to the orchestrator at {self.url}: {reason}")
+
+    def call(self, method: str, path: str) -> Any:
+        """
+        One request; the JSON answer of a success.
+
+        @raise CtlError: anything else.
+        """
+        connection, response = self._send(method, path, "application/json")
+        try:
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise CtlError(EXIT_UNREACHABLE, f"the answer from {self.url} was cut short: {e}")
+        finally:
+            connection.close()
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise CtlError(EXIT_UNREACHABLE, f"{self.url} answered {response.status} with something "
+                                             "that is not JSON: is it an orchestrator?")
+        if 200 <= response.status < 300:
+            return answer
+        message = answer.get("error") if isinstance(answer, dict) else None
+        message = message or f"HTTP {response.status}"
+        if response.status in (401, 403, 421):
+            if response.status == 401:
+                message += " (set --token or ORCHESTRATOR_ADMIN_TOKEN)"
+            raise CtlError(EXIT_UNREACHABLE, message, answer)
+        raise CtlError(EXIT_FAILED, message, answer)
+
+    def stream(self, path: str) -> Iterator[dict]:
+        """
+        Follow a Server-Sent Events route: each event's data, as it comes.
+        """
+        connection, response = self._send("GET", path, "text/event-stream")
+        if response.status != 200:
+            raw = response.read()
+            connection.close()
+            try:
+                message = json.loads(raw).get("error")
+            except (ValueError, AttributeError):
+                message = None
+            raise CtlError(EXIT_UNREACHABLE if response.status in (401, 403, 421) else EXIT_FAILED,
+                           message or f"HTTP {response.status}")
+        connection.sock.settimeout(None)  # an event may be long in coming
+        data: list[str] = []
+        try:
+            for raw in response:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+                elif not line and data:
+                    yield json.loads("\n".join(data))
+                    data = []
+        finally:
+            connection.close()
+
+
+# -- presentation ----------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    seconds = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    if seconds or not parts:
+        parts.append(f"{seconds}s")
+    return "".join(parts[:2])
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
+
+
+def _table(rows: list[list[str]], out) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _statusNote(process: dict) -> str:
+    notes = []
+    if process.get("gave_up"):
+        notes.append("gave up")
+    if process.get("next_restart_in") is not None:
+        notes.append(f"restart in {process['next_restart_in']:.1f}s")
+    exit = process.get("last_exit")
+    if exit and process.get("status") in ("crashed", "stopped"):
+        notes.append(exit["description"])
+    return ", ".join(notes)
+
+
+def _printStatusTable(processes: list[dict], out) -> None:
+    rows = [["NAME", "STATUS", "PID", "UPTIME", "RESTARTS", "HEALTH", "NOTE"]]
+    for p in processes:
+        rows.append([p["name"], p["status"], p["pid"] or "-", _duration(p["uptime_secs"]),
+                     p["restart_count"], p["last_health_check"], _statusNote(p)])
+    _table(rows, out)
+
+
+def _printStatus(process: dict, out) -> None:
+    lines = [
+        ("name", process["name"]),
+        ("status", process["status"] + (" (gave up)" if process.get("gave_up") else "")),
+        ("pid", process["pid"] or "-"),
+        ("uptime", _duration(process["uptime_secs"])),
+        ("restarts", process["restart_count"]),
+        ("health", process["last_health_check"]),
+    ]
+    health = process.get("health")
+    if health and health.get("last"):
+        lines.append(("last check", health["last"]["reason"]))
+    if process.get("last_exit"):
+        lines.append(("last exit", process["last_exit"]["description"]))
+    if process.get("next_restart_in") is not None:
+        lines.append(("next restart", f"in {process['next_restart_in']:.1f}s"))
+    for key, value in lines:
+        out.write(f"{key + ':':<14}{value}\n")
+
+
+def _printEvents(events: list[dict], out, header: bool = True) -> None:
+    rows = [["TIME", "EVENT", "PROCESS", "PID", "REASON"]] if header else []
+    for e in events:
+        rows.append([_when(e["timestamp"]), e["type"], e["process"] or "-", e["pid"] or "-", e["reason"]])
+    if rows:
+        _table(rows, out)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _processPath(name: str, *rest: str) -> str:
+    return "/api/v1/processes/" + "/".join([quote(name, safe="")] + list(rest))
+
+
+def _status(client: Client, args, out) -> Any:
+    if args.name:
+        answer = client.call("GET", _processPath(args.name))
+        if not args.json:
+            _printStatus(answer, out)
+        return answer
+    answer = client.call("GET", "/api/v1/processes")
+    if not args.json:
+        if answer["processes"]:
+            _printStatusTable(answer["processes"], out)
+        else:
+            out.write("no processes configured\n")
+    return answer
+
+
+def _command(client: Client, args, out) -> Any:
+    query = "?wait=false" if args.no_wait else ""
+    answer = client.call("POST", _processPath(args.name, args.command) + query)
+    if not args.json:
+        pid = f" (pid {answer['pid']})" if answer.get("pid") else ""
+        out.write(f"{answer['message']}{pid}\n")
+    return answer
+
+
+def _logs(client: Client, args, out) -> Any:
+    answer = client.call("GET", _processPath(args.name, "logs") + f"?lines={args.lines}")
+    if not args.json:
+        for line in answer["lines"]:
+            out.write(line["text"] + "\n")
+    return answer
+
+
+def _reload(client: Client, args, out) -> Any:
+    answer = client.call("POST", "/api/v1/admin/reload")
+    if not args.json:
+        summary = "; ".join(f"{key} {', '.join(answer[key]) or '-'}"
+                            for key in ("added", "removed", "changed", "unchanged"))
+        out.write(f"{answer['message']}: {summary}\n")
+    return answer
+
+
+def _events(client: Client, args, out) -> Any:
+    query = {"since": args.since, "limit": args.limit}
+    if args.process:
+        query["process"] = args.process
+    if args.follow:
+        streamQuery = {"since": args.since} if args.since else {}
+        if args.process:
+            streamQuery["process"] = args.process
+        if not args.json:
+            out.write("following events (Ctrl-C to stop)\n")
+        try:
+            for event in client.stream("/api/v1/events/stream?" + urlencode(streamQuery)):
+                if args.json:
+                    out.write(json.dumps(event) + "\n")
+                else:
+                    _printEvents([event], out, header=False)
+                out.flush()
+        except KeyboardInterrupt:
+            pass
+        return None
+    answer = client.call("GET", "/api/v1/events?" + urlencode(query))
+    if not args.json:
+        if answer["events"]:
+            _printEvents(answer["events"], out)
+        else:
+            out.write("no events\n")
+    return answer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestratorctl",
+        description="Drive an orchestrator through its admin API.",
+        epilog="exit codes: 0 done; 1 refused or failed (unknown process, 409, failed start, "
+               "invalid configuration); 2 usage error; 3 cannot talk to the API "
+               "(connection, timeout, 401/403/421)",
+    )
+    parser.add_argument("--url", default=os.environ.get("ORCHESTRATOR_URL", DEFAULT_URL),
+                        help="the admin API: http://HOST:PORT or unix:/PATH "
+                             f"(env ORCHESTRATOR_URL; default {DEFAULT_URL})")
+    parser.add_argument("--token", default=None,
+                        help="bearer token (env ORCHESTRATOR_ADMIN_TOKEN; prefer it or --token-file: "
+                             "a command line is visible to other users)")
+    parser.add_argument("--token-file", default=None, help="read the token from this file's first line")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for an answer (default 120: a restart waits for readiness)")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    status = sub.add_parser("status", help="status of every process, or of one")
+    status.add_argument("name", nargs="?")
+    status.set_defaults(run=_status)
+    for verb, text in (("start", "start a process (and wait until it is ready)"),
+                       ("stop", "stop a process"),
+                       ("restart", "restart a process (and wait until it is ready)")):
+        command = sub.add_parser(verb, help=text)
+        command.add_argument("name")
+        command.add_argument("--no-wait", action="store_true",
+                             help="answer at once instead of when the command is done")
+        command.set_defaults(run=_command)
+    logs = sub.add_parser("logs", help="the last lines a process wrote")
+    logs.add_argument("name")
+    logs.add_argument("--lines", "-n", type=int, default=100, help="how many (default 100)")
+    logs.set_defaults(run=_logs)
+    reload = sub.add_parser("reload", help="re-read the configuration file and apply it")
+    reload.set_defaults(run=_reload)
+    events = sub.add_parser("events", help="recent events")
+    events.add_argument("--since", type=int, default=0, help="only events after this sequence number")
+    events.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    events.add_argument("--process", help="only events of this process")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing events as they happen")
+    events.set_defaults(run=_events)
+    return parser
+
+
+def _token(args) -> str | None:
+    if args.token:
+        return args.token
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                return f.readline().strip() or None
+        except OSError as e:
+            raise CtlError(EXIT_USAGE, f"cannot read --token-file {args.token_file}: {e.strerror}")
+    return os.environ.get("ORCHESTRATOR_ADMIN_TOKEN") or None
+
+
+def main(argv: list[str] | None = None, out=None, err=None) -> int:
+    """
+    Run one command.
+
+    @return: the exit code (see the module docstring).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code or 0)
+    if getattr(args, "lines", 0) < 0 or (args.command == "events" and (args.since < 0 or args.limit < 1)):
+        parser.print_usage(err)
+        err.write("orchestratorctl: --lines, --since must be >= 0 and --limit >= 1\n")
+        return EXIT_USAGE
+    try:
+        client = Client(args.url, _token(args), args.timeout)
+        answer = args.run(client, args, out)
+    except CtlError as e:
+        if args.json and e.answer is not None:
+            out.write(json.dumps(e.answer, indent=2) + "\n")
+        err.write(f"orchestratorctl: {e}\n")
+        problems = e.answer.get("problems") if isinstance(e.answer, dict) else None
+        for problem in problems or ():
+            err.write(f"  {problem}\n")
+        return e.code
+    if args.json and answer is not None:
+        out.write(json.dumps(answer, indent=2) + "\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -147,8 +147,11 @@ class HealthMonitor:
     def _startTimeout(self) -> None:
         self._timeoutCall = None
         if self._starting:
+            # This run failed to start and is being ended: a late success
+            # must not report it ready.
+            self.stop()
             self._process.startTimedOut(
-                f"not ready within {self._config.start_timeout:g}s"
+                f"not ready within {float(self._config.start_timeout)}s"
                 + (f" (last check: {self.lastStartFailure.reason})" if self.lastStartFailure else "")
             )
 
@@ -180,7 +183,9 @@ class HealthMonitor:
         if self._starting and self._managed and not result.healthy:
             # Polling a process that is still starting: failures are
             # expected and not counted; the last one explains a timeout.
+            # It still breaks a run of successes (success_threshold).
             self.lastStartFailure = result
+            self.consecutiveSuccesses = 0
         else:
             self._record(result)
             try:
@@ -202,7 +207,7 @@ class HealthMonitor:
         if result.healthy:
             self.successes += 1
             self.consecutiveSuccesses += 1
-            if self.consecutiveFailures > 0 or self._starting:
+            if (self.consecutiveFailures > 0 or self._starting) and self.consecutiveSuccesses == 1:
                 self.log.info("{label} health check: Healthy", label=self._label,
                               process=self._process.name, latency=result.latency)
             self.consecutiveFailures = 0

@@ -228,6 +228,20 @@ class MetricsResource(Resource):
         super().__init__()
         self._registry = registry
 
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            # An error is JSON like every other admin API answer, never
+            # twisted.web's HTML page.
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"success": false, "error": "Method not allowed: use GET"}\n'
+        return super().render(request)
+
+    def render_HEAD(self, request):
+        self.render_GET(request)
+        return b""
+
     def render_GET(self, request):
         accept = request.getHeader(b"accept")
         encoder, contentType = choose_encoder(accept.decode("latin-1") if accept else "")

@@ -58,6 +58,9 @@ class Orchestrator(MultiService):
     @param logObserver: installed as the application's log observer by
         L{setServiceParent} (twistd then uses it instead of its own).
     @param handleSignals: install a SIGHUP handler that reloads.
+    @param killGroup: C{killGroup(pgid, signal)}, how leftovers of a child's
+        process group are ended (tests with fake children must pass a fake:
+        their pids are not real process groups).
     """
 
     log = Logger()
@@ -75,6 +78,7 @@ class Orchestrator(MultiService):
         stateFile: StateFile | None | bool = True,
         probeFactory: Callable | None = None,
         listen: bool = True,
+        killGroup: Callable[[int, int], bool] | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -97,6 +101,7 @@ class Orchestrator(MultiService):
             config, loaded.kinds, reactor, spawner, self.events,
             environ=environ, random=random, stateFile=stateFile or None,
             probeFactory=probeFactory,
+            **({"killGroup": killGroup} if killGroup is not None else {}),
         )
         self.supervisor.setServiceParent(self)
         from orchestrator.metrics import MetricsCollector

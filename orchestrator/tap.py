@@ -60,11 +60,20 @@ def makeService(options: Options):
     from orchestrator.spawn import sessionSpawner
 
     loaded = options.loaded
-    return Orchestrator(
-        loaded,
-        reactor,
-        sessionSpawner(reactor),
-        reload=options._load,
-        logObserver=buildObserver(loaded.config.logging),
-        handleSignals=True,
-    )
+    try:
+        return Orchestrator(
+            loaded,
+            reactor,
+            sessionSpawner(reactor),
+            reload=options._load,
+            logObserver=buildObserver(loaded.config.logging),
+            handleSignals=True,
+        )
+    except ConfigError as e:
+        # Problems only a built service can find (two plugins mounting the
+        # same admin route): report them like any configuration error.
+        import sys
+
+        print(f"twistd orchestrator: invalid configuration ({len(e.problems)} problem(s)):\n  "
+              + "\n  ".join(e.problems), file=sys.stderr)
+        raise SystemExit(1)

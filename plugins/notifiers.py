@@ -40,10 +40,12 @@ class LogNotifier:
                       "description": "log notifier: level the events are logged at."},
         },
     }
-    log = Logger(namespace="orchestrator.events")
 
     def __init__(self, config, reactor) -> None:
         self._level = config.options.get("level", "info")
+        # An instance attribute: a Logger class attribute is a descriptor
+        # that would replace this namespace with "plugins.notifiers.LogNotifier".
+        self.log = Logger(namespace="orchestrator.events", source=self)
 
     def notify(self, event) -> None:
         emit = getattr(self.log, self._level)
@@ -180,14 +182,20 @@ class WebhookNotifier:
             self._next()
 
     def _next(self) -> None:
-        if not self._queue or self._closed:
-            self._busy = False
-            self._current = None
-            return
-        self._busy = True
-        event = self._queue.popleft()
-        self._current = self._deliver(event, 0)
-        self._current.addBoth(lambda _: self._next())
+        # A loop, not recursion through callbacks: deliveries that end at
+        # once (a client failing synchronously) would otherwise nest one
+        # stack frame set per queued event and overflow on a long queue.
+        while self._queue and not self._closed:
+            self._busy = True
+            event = self._queue.popleft()
+            finished: list = []
+            self._current = d = self._deliver(event, 0)
+            d.addBoth(finished.append)
+            if not finished:
+                d.addCallback(lambda _: self._next())
+                return
+        self._busy = False
+        self._current = None
 
     def retryDelay(self, attempt: int) -> float:
         """

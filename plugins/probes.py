@@ -264,7 +264,6 @@ class ExecProbe:
         self._spawn = spawner or sessionSpawner(reactor)
         self._killGroup = killGroup
         self._env = dict(os.environ)
-        self._env.update(config.options.get("env", {}) or {})
 
     def check(self) -> Deferred:
         protocol = _ExecProtocol(self._cap, self._killGroup)

@@ -408,3 +408,27 @@ class PrometheusNotifierTests(SynchronousTestCase):
              ("orchestrator_events_total", "backend", "running"): 1,
              ("orchestrator_events_total", "", "config_reloaded"): 1},
         )
+
+
+class WebhookDrainTests(SynchronousTestCase):
+    def test_longQueueFailingAtOnceDrainsWithoutRecursion(self) -> None:
+        """A full queue whose deliveries all fail synchronously drains in a loop, not by recursion."""
+        clock = Clock()
+        first = Deferred()
+        posts = []
+
+        class Client:
+            def post(self, url, **kwargs):
+                posts.append(kwargs["headers"]["webhook-id"])
+                return first if len(posts) == 1 else fail(ConnectionError("refused"))
+
+        notifier = WebhookNotifier(webhookConfig(max_retries=0, queue_size=2000), clock,
+                                   client=Client())
+        for n in range(2001):
+            notifier.notify(makeEvent(n))
+        first.errback(ConnectionError("refused"))
+        self.assertEqual(len(posts), 2001)
+        self.assertEqual(notifier.outcomes, {"failed": 2001})
+        self.assertEqual(clock.getDelayedCalls(), [])
+        notifier.notify(makeEvent(9999))
+        self.assertEqual(len(posts), 2002)

@@ -99,7 +99,8 @@ def test_failing_notifier_and_hook_are_isolated():
         loaded = load(BASE + "plugins: [tests.plugin_samples.broken_notifier]\n"
                              "notifiers: [{type: broken}, {type: prometheus}]\n")
         reactor = FakeProcessReactor()
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False)
+        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                    killGroup=reactor.killGroup)
         orchestrator.startService()
         reactor.advance(0)
         assert orchestrator.processes["backend"].status == "starting"
@@ -131,7 +132,8 @@ def test_entry_point_plugin_installed_and_selected(tmp_path, monkeypatch):
     loaded = load(text, entryPoints=True)
     assert [n.type for n in loaded.config.notifiers] == ["jsonl"]
     reactor = FakeProcessReactor()
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False)
+    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                    killGroup=reactor.killGroup)
     orchestrator.startService()
     reactor.advance(1)
     lines = [json.loads(line) for line in events.read_text().splitlines()]

@@ -1,55 +1,429 @@
 """
-The admin API resource tree (the seed's contract and per-process routes).
+The admin API's routes: the seed's C{/api/v1/admin/backend/*} contract,
+the per-process routes, reload, events, the OpenAPI document, plugin
+resources and C{/metrics}, as a twisted.web resource tree.
+
+Handlers only translate HTTP to the core and back: the core serialises
+commands on a process (a restart racing a stop is the core's business),
+L{orchestrator.web.views} shapes the JSON, L{orchestrator.web.security}
+guards the door.  The API acts on configured processes only and takes no
+command, path, URL or environment from a request.
 """
 
 from __future__ import annotations
 
-import json
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.web.resource import IResource
 
-from twisted.web.resource import Resource
+from orchestrator.errors import ConfigError, StateError
+from orchestrator.process import SpawnError, StartFailed
+from orchestrator.web import views
+from orchestrator.web._params import jsonObject, queryBool, queryInt, queryText
+from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource
+from orchestrator.web.security import Guard
 
-from orchestrator.metrics import MetricsResource
+__all__ = ["buildRoot", "buildTree", "runCommand", "COMMANDS"]
 
-__all__ = ["buildRoot"]
+_log = Logger()
+
+#: The commands a process takes through the API.
+COMMANDS = ("start", "stop", "restart")
+
+#: The largest C{lines} a logs request may ask for.
+MAX_LOG_LINES = 100_000
+
+#: The most events one C{GET /api/v1/events} answers with.
+MAX_EVENTS = 1000
 
 
-def _json(request, status: int, body) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(body).encode() + b"\n"
+def lookupProcess(orchestrator, name: str, what: str = ""):
+    """
+    @raise ApiError: 404, no configured process has that name.
+    """
+    process = orchestrator.processes.get(name)
+    if process is None:
+        raise ApiError(404, f"no process named {name!r}{what}")
+    return process
 
 
-class _SeedHealth(Resource):
-    isLeaf = True
+# -- commands ------------------------------------------------------------------------
+
+
+def runCommand(orchestrator, name: str, verb: str, wait: bool, what: str = "") -> Deferred:
+    """
+    Start, stop or restart a process and describe the outcome: the one
+    renderer of the seed's routes and the per-process ones.
+
+    With C{wait}, the answer comes once the command is done (a start or a
+    restart once the process is ready or failed to become ready).  Without,
+    it comes at once: the outcome if the command finished immediately,
+    else a 202 with the current status while the command goes on.
+
+    @return: a Deferred firing with an L{Answer}, or failing with
+        L{ApiError} (409 refused state change, 500 failed start).
+    """
+    process = lookupProcess(orchestrator, name, what)
+    wasAlive, pidBefore = process.isAlive, process.pid
+    if verb == "start":
+        d = process.start(wait=wait)
+    elif verb == "restart":
+        d = process.restart(wait=wait)
+    else:
+        d = process.stop()
+    settled: list[bool] = []
+    d.addBoth(lambda result: settled.append(True) or result)
+    if not wait and not settled:  # (d.called is no help: the lock's Deferred may be paused)
+        d.addErrback(_failedInBackground, name, verb)
+        return succeed(Answer(_commandBody(
+            process.snapshot(), f"{views.label(name)} {verb} requested"), 202))
+
+    def done(snapshot):
+        return Answer(_commandBody(snapshot, _message(verb, name, wasAlive, pidBefore, snapshot)))
+
+    def failed(failure):
+        error = failure.value
+        if failure.check(StateError):
+            raise ApiError(409, str(error))
+        if failure.check(SpawnError, StartFailed):
+            # StartFailed says "<name> failed to start: <why>"; the seed
+            # says "Failed to start <name>: <why>".
+            why = str(error).removeprefix(f"{name} failed to start: ")
+            raise ApiError(500, f"Failed to {verb} {name}: {why}",
+                           extra=views.processStatus(process.snapshot()))
+        return failure
+
+    return d.addCallbacks(done, failed)
+
+
+def _commandBody(snapshot, message: str) -> dict:
+    return {"success": True, "message": message, **views.processStatus(snapshot)}
+
+
+def _message(verb: str, name: str, wasAlive: bool, pidBefore, snapshot) -> str:
+    who = views.label(name)
+    if verb == "start":
+        if wasAlive and snapshot.pid == pidBefore:
+            return f"{who} is already running"
+        if snapshot.status == "starting":
+            return f"{who} is starting"
+        return f"{who} started successfully"
+    if verb == "stop":
+        return f"{who} stopped successfully" if wasAlive else f"{who} is already stopped"
+    return f"{who} restarted successfully"
+
+
+def _failedInBackground(failure, name: str, verb: str) -> None:
+    _log.error("admin API: {verb} {process} (not waited for) failed: {why}",
+               verb=verb, process=name, why=failure.getErrorMessage())
+
+
+class _Command(ApiResource):
+    """
+    C{POST}: one command on one process.  C{?wait=false} (or the body
+    C{{"wait": false}}) answers without waiting for readiness.
+    """
+
+    def __init__(self, orchestrator, name: str, verb: str, what: str = "") -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._name = name
+        self._verb = verb
+        self._what = what
+
+    def POST(self, request):
+        wait = queryBool(request, "wait", True)
+        wait = jsonObject(request, {"wait": bool}).get("wait", wait)
+        return runCommand(self._orchestrator, self._name, self._verb, wait, self._what)
+
+
+# -- reading state ---------------------------------------------------------------------
+
+
+class _Status(ApiResource):
+    """
+    C{GET}: a process's status (the seed's C{status} answer and more).
+    """
+
+    def __init__(self, orchestrator, name: str, what: str = "") -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._name = name
+        self._what = what
+
+    def GET(self, request):
+        process = lookupProcess(self._orchestrator, self._name, self._what)
+        return views.processStatus(process.snapshot())
+
+
+class _SeedHealth(ApiResource):
+    """
+    C{GET}: the seed's C{/api/v1/admin/backend/health}.
+    """
+
+    def __init__(self, orchestrator, name: str, what: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._name = name
+        self._what = what
+
+    def GET(self, request):
+        process = lookupProcess(self._orchestrator, self._name, self._what)
+        return views.seedHealth(self._orchestrator.config, process)
+
+
+class _Logs(ApiResource):
+    """
+    C{GET ?lines=N}: the last N lines a process wrote (100 by default).
+    """
+
+    def __init__(self, orchestrator, name: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._name = name
+
+    def GET(self, request):
+        lines = queryInt(request, "lines", 100, 0, MAX_LOG_LINES)
+        process = lookupProcess(self._orchestrator, self._name)
+        tail = process.output.tail(lines)
+        return {"name": self._name, "count": len(tail), "lines": [line.toJSON() for line in tail]}
+
+
+class _Health(ApiResource):
+    """
+    C{GET ?limit=N}: a process's last N probe results and counters.
+    """
+
+    def __init__(self, orchestrator, name: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._name = name
+
+    def GET(self, request):
+        limit = queryInt(request, "limit", None, 0, MAX_LOG_LINES)
+        return views.healthDetail(lookupProcess(self._orchestrator, self._name), limit)
+
+
+class _Process(_Status):
+    """
+    C{/api/v1/processes/{name}}: its status, and its command and detail routes.
+    """
+
+    def __init__(self, orchestrator, name: str) -> None:
+        super().__init__(orchestrator, name)
+        for verb in COMMANDS:
+            self.putChild(verb.encode(), _Command(orchestrator, name, verb))
+        self.putChild(b"status", _Status(orchestrator, name))
+        self.putChild(b"logs", _Logs(orchestrator, name))
+        self.putChild(b"health", _Health(orchestrator, name))
+
+
+class _Processes(ApiResource):
+    """
+    C{GET /api/v1/processes}: every configured process; its children are
+    the configured processes by name.
+    """
+
+    def __init__(self, orchestrator, defaultProcess: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._default = defaultProcess
+
+    def getChild(self, path: bytes, request):
+        if path == b"" and not request.postpath:
+            return self
+        name = path.decode("utf-8", "replace")
+        if name not in self._orchestrator.processes:
+            return ErrorResource(ApiError(404, f"no process named {name!r}"))
+        return _Process(self._orchestrator, name)
+
+    def GET(self, request):
+        config = self._orchestrator.config
+        return {
+            "orchestrator_enabled": config.enabled,
+            "default_process": self._default,
+            "processes": [views.processStatus(p.snapshot())
+                          for p in self._orchestrator.processes.values()],
+        }
+
+
+class _Reload(ApiResource):
+    """
+    C{POST}: re-read the configuration file and apply it; an invalid one
+    is a 400 listing every problem, and the running configuration stays.
+    """
 
     def __init__(self, orchestrator) -> None:
         super().__init__()
         self._orchestrator = orchestrator
 
-    def render_GET(self, request):
-        config = self._orchestrator.config
-        name = config.admin.default_process
-        process = self._orchestrator.processes.get(name)
-        pconfig = config.processes.get(name)
-        return _json(request, 200, {
-            "orchestrator_enabled": config.enabled,
-            "backend_status": process.status if process else "stopped",
-            "health_check_interval": pconfig.health.interval if pconfig else None,
-            "auto_restart": pconfig.restart.auto if pconfig else False,
-            "max_restart_attempts": pconfig.restart.max_attempts if pconfig else 0,
-        })
+    def POST(self, request):
+        jsonObject(request, {})
+
+        def done(summary):
+            return {"success": True, "message": "Configuration reloaded",
+                    **{key: list(summary.get(key, [])) for key in
+                       ("added", "removed", "changed", "unchanged")}}
+
+        def rejected(failure):
+            failure.trap(ConfigError)
+            problems = list(failure.value.problems)
+            raise ApiError(
+                400, f"invalid configuration ({len(problems)} problem(s)); "
+                     "the running configuration is kept", extra={"problems": problems})
+
+        return self._orchestrator.reload().addCallbacks(done, rejected)
 
 
-def buildRoot(orchestrator) -> Resource:
-    root = Resource()
-    api = Resource()
-    v1 = Resource()
-    admin = Resource()
-    backend = Resource()
+class _Events(ApiResource):
+    """
+    C{GET ?since=SEQ&limit=N&process=NAME&type=TYPE}: recent events, oldest
+    first; C{/stream} is the same as Server-Sent Events.
+    """
+
+    def __init__(self, orchestrator) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+
+    def GET(self, request):
+        since = queryInt(request, "since", 0)
+        limit = queryInt(request, "limit", 100, 1, MAX_EVENTS)
+        process = queryText(request, "process")
+        kind = queryText(request, "type")
+        bus = self._orchestrator.events
+        events = [e for e in bus.recent if e.sequence > since
+                  and (process is None or e.process == process)
+                  and (kind is None or e.type == kind)]
+        last = bus.recent[-1].sequence if bus.recent else 0
+        return {"events": [e.toJSON() for e in events[-limit:]], "last_sequence": last}
+
+
+class _OpenAPI(ApiResource):
+    """
+    C{GET}: the OpenAPI 3.1 document of this API.
+    """
+
+    def __init__(self, document: dict) -> None:
+        super().__init__()
+        self._document = document
+
+    def GET(self, request):
+        return self._document
+
+
+class _Metrics(ApiResource):
+    """
+    C{GET /metrics}: L{orchestrator.metrics.MetricsResource}, with the
+    API's JSON 405 for other methods.
+    """
+
+    def __init__(self, registry) -> None:
+        super().__init__()
+        from orchestrator.metrics import MetricsResource
+
+        self._resource = MetricsResource(registry)
+
+    def allowedMethods(self) -> list[str]:
+        return ["GET", "HEAD"]
+
+    def render(self, request):
+        if request.method in (b"GET", b"HEAD"):
+            return self._resource.render_GET(request)
+        return super().render(request)
+
+
+# -- plugins -----------------------------------------------------------------------------
+
+
+def pluginResources(orchestrator) -> dict[str, tuple[str, object]]:
+    """
+    Call C{register_admin_resources} on each plugin.
+
+    @return: segment -> C{(plugin name, resource)}.
+    @raise ConfigError: a segment is used twice, is not a plain path
+        segment, or comes with something that is not an C{IResource}.
+    """
+    pm = orchestrator.pluginManager
+    mounted: dict[str, tuple[str, object]] = {}
+    problems = []
+    for impl in pm.hook.register_admin_resources.get_hookimpls():
+        owner = pm.get_name(impl.plugin) or repr(impl.plugin)
+        try:
+            pairs = impl.function(orchestrator=orchestrator) or []
+            pairs = [(segment, resource) for segment, resource in pairs]
+        except Exception as e:
+            problems.append(f"plugin {owner}: register_admin_resources failed: {e!r}")
+            continue
+        for segment, resource in pairs:
+            if not isinstance(segment, str) or not segment or "/" in segment or segment in (".", ".."):
+                problems.append(f"plugin {owner}: admin resource segment {segment!r} "
+                                "is not a single path segment")
+            elif not IResource.providedBy(resource):
+                problems.append(f"plugin {owner}: admin resource {segment!r} is not an IResource")
+            elif segment in mounted:
+                problems.append(f"plugin {owner}: admin resource segment {segment!r} "
+                                f"(/api/v1/plugins/{segment}) is already mounted by {mounted[segment][0]}")
+            else:
+                mounted[segment] = (owner, resource)
+    if problems:
+        raise ConfigError(problems)
+    return mounted
+
+
+# -- the tree ------------------------------------------------------------------------------
+
+
+def buildTree(orchestrator, admin) -> ApiResource:
+    """
+    The routes, unguarded (see L{buildRoot}).
+
+    @param admin: the C{admin} settings the listener starts with (a reload
+        does not change them: they apply at the next start).
+    """
+    from orchestrator.web.openapi import openAPIDocument
+    from orchestrator.web.stream import EventStream
+
+    plugins = pluginResources(orchestrator)
+    default = admin.default_process
+    what = " (admin.default_process)"
+
+    root = ApiResource()
+    api = ApiResource()
+    v1 = ApiResource()
     root.putChild(b"api", api)
+    root.putChild(b"metrics", _Metrics(orchestrator.metrics.registry))
     api.putChild(b"v1", v1)
-    v1.putChild(b"admin", admin)
-    admin.putChild(b"backend", backend)
-    backend.putChild(b"health", _SeedHealth(orchestrator))
-    root.putChild(b"metrics", MetricsResource(orchestrator.metrics.registry))
+
+    adminNode = ApiResource()
+    v1.putChild(b"admin", adminNode)
+    adminNode.putChild(b"reload", _Reload(orchestrator))
+    backend = ApiResource()
+    adminNode.putChild(b"backend", backend)
+    for verb in COMMANDS:
+        backend.putChild(verb.encode(), _Command(orchestrator, default, verb, what))
+    backend.putChild(b"status", _Status(orchestrator, default, what))
+    backend.putChild(b"health", _SeedHealth(orchestrator, default, what))
+
+    v1.putChild(b"processes", _Processes(orchestrator, default))
+    events = _Events(orchestrator)
+    v1.putChild(b"events", events)
+    events.putChild(b"stream", EventStream(orchestrator.events, orchestrator.reactor))
+    v1.putChild(b"openapi.json", _OpenAPI(openAPIDocument(admin, sorted(plugins))))
+
+    pluginNode = ApiResource()
+    v1.putChild(b"plugins", pluginNode)
+    for segment, (_, resource) in plugins.items():
+        pluginNode.putChild(segment.encode("utf-8"), resource)
     return root
+
+
+def buildRoot(orchestrator, admin=None) -> Guard:
+    """
+    The admin API: the routes behind the L{Guard}.
+
+    @param admin: the C{admin} settings (default: the orchestrator's
+        current ones).
+    @raise ConfigError: plugin resources clash (see L{pluginResources}).
+    """
+    admin = admin if admin is not None else orchestrator.config.admin
+    return Guard(buildTree(orchestrator, admin), admin)

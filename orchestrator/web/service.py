@@ -7,9 +7,9 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from orchestrator.web.api import buildRoot
+from orchestrator.web.security import AdminSite
 
 __all__ = ["AdminService", "buildRoot"]
 
@@ -19,6 +19,11 @@ class AdminService(Service):
     Listen on C{admin.listen} and serve the API; stops listening first at
     shutdown (it is the last child of the orchestrator service).
 
+    The resource tree is built here, while the orchestrator is built, so
+    that plugin resources that clash fail C{twistd} before it starts
+    anything.
+
+    @ivar site: the L{AdminSite}.
     @ivar port: the listening port once started (tests read the real
         port number from it).
     """
@@ -29,25 +34,24 @@ class AdminService(Service):
     def __init__(self, orchestrator, reactor) -> None:
         self._orchestrator = orchestrator
         self._reactor = reactor
+        self._admin = orchestrator.config.admin
         self.port = None
-        self.site = None
+        self.site = AdminSite(buildRoot(orchestrator, self._admin), self._admin.max_body_bytes,
+                              reactor=reactor)
 
     def startService(self):
         super().startService()
-        config = self._orchestrator.config.admin
-        self.site = Site(buildRoot(self._orchestrator))
-        self.site.displayTracebacks = False
-        self.site.noisy = False
-        endpoint = serverFromString(self._reactor, config.listen)
+        listen = self._admin.listen
+        endpoint = serverFromString(self._reactor, listen)
         d = endpoint.listen(self.site)
 
         def listening(port):
             self.port = port
-            self.log.info("admin API listening on {listen}", listen=config.listen)
+            self.log.info("admin API listening on {listen}", listen=listen)
             return port
 
         def failed(failure):
-            self.log.failure("admin API cannot listen on {listen}", failure, listen=config.listen)
+            self.log.failure("admin API cannot listen on {listen}", failure, listen=listen)
             # Without its API the orchestrator cannot be driven: stop.
             self._reactor.callLater(0, self._reactor.stop)
 

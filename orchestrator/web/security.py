@@ -1,0 +1,304 @@
+"""
+The admin API's protections, in front of every route.
+
+L{Guard} wraps the resource tree and checks, in this order, before any
+route (or a plugin's resource) sees a request:
+
+ 1. C{Host} names this server (DNS rebinding): else 421 (400 if missing);
+ 2. an C{Origin} header, if any, is the server itself or in
+    C{admin.allowed_origins} (browser CSRF): else 403; a CORS preflight
+    from an allowed origin is answered here (204);
+ 3. C{Authorization: Bearer <admin.token>}, compared in constant time,
+    when a token is configured (C{/metrics} is exempt unless
+    C{admin.metrics_requires_token}): else 401.
+
+The body cap cannot live in the tree: twisted.web reads and spools the
+whole body before it looks for a resource.  L{CappedRequest} refuses an
+oversized body (413) as soon as the headers announce it, and never stores
+it.  L{AdminSite} uses it, answers JSON even when something fails outside
+the tree, and never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import ipaddress
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from orchestrator.configtypes import AdminConfig
+from orchestrator.web._render import ApiError, ErrorResource, errorBody, writeJSON
+
+__all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface"]
+
+_log = Logger()
+
+#: After refusing a body, how much of it is still read (and thrown away)
+#: so the client, busy sending, gets to read the 413 rather than a reset.
+_DRAIN_LIMIT = 1024 * 1024
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def listenerInterface(listen: str) -> str | None:
+    """
+    The interface a TCP endpoint string binds (C{None} for unix sockets,
+    C{""} for all interfaces).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        endpoint = serverFromString(None, listen)
+    except Exception:
+        return None
+    return getattr(endpoint, "_interface", None)
+
+
+def _splitHost(value: str) -> tuple[str, int | None]:
+    """
+    C{"[::1]:8000"} -> C{("::1", 8000)}; C{"Example.com"} -> C{("example.com", None)}.
+
+    @raise ValueError: not a host[:port].
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        if rest and port is None:
+            raise ValueError(value)
+    elif value.count(":") == 1:
+        name, port = value.split(":")
+    elif ":" in value:  # an IPv6 address must be in brackets
+        raise ValueError(value)
+    else:
+        name, port = value, None
+    if port is not None and not port.isdigit():
+        raise ValueError(value)
+    if not name:
+        raise ValueError(value)
+    return name.rstrip("."), int(port) if port is not None else None
+
+
+def _normalAddress(name: str) -> str:
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def _isLoopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost"
+
+
+class Guard(Resource):
+    """
+    The root of the admin API: checks every request, then hands it to the
+    route tree.
+
+    @param tree: the routes (see L{orchestrator.web.api.buildTree}).
+    @param admin: the C{admin} configuration the listener was started with.
+    """
+
+    def __init__(self, tree: Resource, admin: AdminConfig) -> None:
+        super().__init__()
+        self._tree = tree
+        self._admin = admin
+        self._token = admin.token.encode("utf-8") if admin.token else None
+        interface = listenerInterface(admin.listen)
+        self._interface = _normalAddress(interface) if interface not in (None, "", "0.0.0.0", "::") else None
+        self._origins = frozenset(o.rstrip("/").lower() for o in admin.allowed_origins)
+        self._hostNames = frozenset(h.lower() for h in admin.allowed_hosts)
+
+    def getChildWithDefault(self, path: bytes, request):
+        try:
+            preflight = self._check(path, request)
+        except ApiError as e:
+            return ErrorResource(e)
+        if preflight is not None:
+            return preflight
+        return self._tree.getChildWithDefault(path, request)
+
+    def render(self, request):  # only reached if a request has no path at all
+        return self._tree.render(request)
+
+    def _check(self, first: bytes, request):
+        self._checkHost(request)
+        origin = request.getHeader(b"origin")
+        if origin is not None:
+            origin = origin.decode("latin-1").rstrip("/").lower()
+            if origin in self._origins:
+                # A configured cross-origin client: tell the browser (CORS).
+                request.setHeader(b"access-control-allow-origin", origin.encode("latin-1"))
+                request.setHeader(b"vary", b"Origin")
+                if request.method == b"OPTIONS" and request.getHeader(b"access-control-request-method"):
+                    return _Preflight()
+            elif not self._sameOrigin(origin, request):
+                raise ApiError(403, f"requests from origin {origin!r} are refused; "
+                                    "add it to admin.allowed_origins if it should be allowed")
+        if self._token is not None and not (first == b"metrics" and not self._admin.metrics_requires_token):
+            self._checkToken(request)
+        return None
+
+    # -- Host ------------------------------------------------------------------
+
+    def _checkHost(self, request) -> None:
+        local = request.getHost()
+        if not isinstance(local, (IPv4Address, IPv6Address)):
+            return  # a unix socket: whoever can open it may name it anything
+        header = request.getHeader(b"host")
+        if header is None:
+            raise ApiError(400, "missing Host header")
+        raw = header.decode("latin-1")
+        try:
+            name, port = _splitHost(raw)
+        except ValueError:
+            raise ApiError(400, f"malformed Host header {raw!r}")
+        if self._hostAllowed(name, port, local, request.isSecure()):
+            return
+        raise ApiError(421, f"Host {raw!r} does not name this server; "
+                            "add it to admin.allowed_hosts if it should")
+
+    def _hostAllowed(self, name: str, port: int | None, local, secure: bool) -> bool:
+        if "*" in self._hostNames or name in self._hostNames:
+            return True
+        if port is not None and f"{name}:{port}" in self._hostNames:
+            return True
+        if port is None:
+            port = 443 if secure else 80
+        if port != local.port:
+            return False
+        name = _normalAddress(name)
+        localAddress = _normalAddress(local.host)
+        if name in (localAddress, self._interface):
+            return True
+        return name in _LOOPBACK_NAMES and _isLoopback(localAddress)
+
+    # -- Origin ----------------------------------------------------------------
+
+    def _sameOrigin(self, origin: str, request) -> bool:
+        # A page served from this very listener (by a plugin): the Origin's
+        # authority is the Host the request was just checked for.
+        host = request.getHeader(b"host")
+        scheme = "https" if request.isSecure() else "http"
+        return host is not None and origin == f"{scheme}://{host.decode('latin-1').lower()}"
+
+    # -- token -----------------------------------------------------------------
+
+    def _checkToken(self, request) -> None:
+        header = request.getHeader(b"authorization")
+        if header is None:
+            raise ApiError(401, "missing token: send 'Authorization: Bearer <token>'",
+                           headers={"WWW-Authenticate": 'Bearer realm="orchestrator"'})
+        scheme, _, given = header.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+            raise ApiError(401, "invalid token",
+                           headers={"WWW-Authenticate": 'Bearer realm="orchestrator", error="invalid_token"'})
+
+
+class _Preflight(Resource):
+    """
+    The answer to a CORS preflight from an allowed origin (the guard has
+    already set C{Access-Control-Allow-Origin}).
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        request.setHeader(b"access-control-allow-methods", b"GET, POST")
+        request.setHeader(b"access-control-allow-headers", b"Authorization, Content-Type")
+        request.setHeader(b"access-control-max-age", b"600")
+        request.setResponseCode(204)
+        return b""
+
+
+class CappedRequest(Request):
+    """
+    A request that refuses a body larger than the site's C{maxBodyBytes}
+    as soon as its length is known, and answers JSON if processing fails.
+    """
+
+    _refused = False
+    _received = 0
+    _drained = 0
+
+    def gotLength(self, length):
+        cap = self.channel.site.maxBodyBytes
+        if length is not None and length > cap:
+            self._refuseBody(length, cap)
+            if length - cap > _DRAIN_LIMIT:
+                self.channel.transport.loseConnection()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            self._drained += len(data)
+            if self._drained > _DRAIN_LIMIT and self.channel is not None:
+                self.channel.transport.loseConnection()
+            return
+        self._received += len(data)
+        cap = self.channel.site.maxBodyBytes
+        if self._received > cap:  # a chunked body has no length up front
+            self._refuseBody(None, cap)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if self._refused:
+            if self.channel is not None:
+                self.channel.transport.loseConnection()
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuseBody(self, length: int | None, cap: int) -> None:
+        # There is no request to render yet (no method, no path): write a
+        # complete response and close the connection once the client has
+        # finished sending, so it can read the answer.
+        self._refused = True
+        self.content = io.BytesIO()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for it
+        size = f"({length} bytes) " if length is not None else ""
+        body = errorBody(f"request body {size}is larger than admin.max_body_bytes ({cap} bytes)")
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Cache-Control: no-store\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        peer = self.channel.transport.getPeer()
+        _log.warn("admin API: refused a request body {size}from {peer} (admin.max_body_bytes: {cap})",
+                  size=size, peer=getattr(peer, "host", peer), cap=cap)
+
+    def processingFailed(self, reason):
+        _log.failure("admin API: request failed", failure=reason)
+        if not self.startedWriting and not self.finished and not self._disconnected:
+            writeJSON(self, ApiError(500, "internal error (see the orchestrator's log)").answer())
+        return reason
+
+
+class AdminSite(Site):
+    """
+    The admin API's site: capped bodies, JSON errors, no tracebacks, no
+    form parsing (the API takes no form data).
+
+    @param root: the guarded tree (see L{orchestrator.web.api.buildRoot}).
+    @param maxBodyBytes: C{admin.max_body_bytes}.
+    """
+
+    requestFactory = CappedRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, root, maxBodyBytes: int, reactor=None, timeout: float = 60) -> None:
+        super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor, timeout=timeout)
+        self.maxBodyBytes = maxBodyBytes

@@ -1,0 +1,151 @@
+"""
+What the admin API shows of the orchestrator's state, as JSON values.
+
+One function per shape, each the only place that shape is built, so the
+seed's routes and the per-process routes cannot drift apart, and
+L{orchestrator.web.openapi} describes exactly these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.process import ProcessSnapshot
+
+__all__ = [
+    "ALIVE",
+    "exitRecord",
+    "healthDetail",
+    "healthSummary",
+    "label",
+    "number",
+    "processStatus",
+    "seedHealth",
+]
+
+#: Statuses in which the seed's C{is_running} is true: a child is there and
+#: it is not being stopped.
+ALIVE = frozenset({"starting", "running", "unhealthy"})
+
+
+def number(value: float) -> int | float:
+    """
+    C{30.0} -> C{30}: the seed answered whole seconds as integers.
+    """
+    return int(value) if float(value).is_integer() else value
+
+
+def label(name: str) -> str:
+    """
+    C{"backend"} -> C{"Backend"}, as the seed's messages say it.
+    """
+    return name[:1].upper() + name[1:]
+
+
+def exitRecord(record) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "pid": record.pid,
+        "exit_code": record.exit_code,
+        "signal": record.signal,
+        "at": record.at,
+        "uptime_secs": round(record.uptime, 3),
+        "cause": record.cause,
+        "clean": record.clean,
+        "description": record.describe(),
+    }
+
+
+def healthSummary(health) -> dict[str, Any] | None:
+    """
+    A L{orchestrator.health.HealthSnapshot} without its result history.
+    """
+    if health is None:
+        return None
+    return {
+        "probe": health.probe,
+        "last_health_check": health.last_health_check,
+        "last": health.last.toJSON() if health.last is not None else None,
+        "total": health.total,
+        "successes": health.successes,
+        "failures": health.failures,
+        "consecutive_failures": health.consecutive_failures,
+        "consecutive_successes": health.consecutive_successes,
+        "success_rate": health.success_rate,
+        "window_success_rate": health.window_success_rate,
+    }
+
+
+def processStatus(snapshot: ProcessSnapshot) -> dict[str, Any]:
+    """
+    A process's status: the seed's C{status} answer (C{status}, C{pid},
+    C{uptime_secs}, C{restart_count}, C{last_health_check},
+    C{is_running}) plus everything else an operator asks next.
+    """
+    health = snapshot.health
+    return {
+        "name": snapshot.name,
+        "status": snapshot.status,
+        "pid": snapshot.pid,
+        "uptime_secs": int(snapshot.uptime),
+        "restart_count": snapshot.restart_count,
+        "last_health_check": health.last_health_check if health is not None else "unknown",
+        "is_running": snapshot.status in ALIVE,
+        "managed": snapshot.managed,
+        "started_at": snapshot.started_at,
+        "gave_up": snapshot.gave_up,
+        "attempts": snapshot.attempts,
+        "max_attempts": snapshot.max_attempts,
+        "next_restart_in": snapshot.next_restart_in,
+        "last_exit": exitRecord(snapshot.last_exit),
+        "health": healthSummary(health),
+    }
+
+
+def healthDetail(process, limit: int | None) -> dict[str, Any]:
+    """
+    The last C{limit} probe results of a process (all kept ones if
+    C{None}) with the counters.
+    """
+    snapshot = process.snapshot()
+    health = snapshot.health
+    results = list(health.results) if health is not None else []
+    if limit is not None:
+        results = results[-limit:] if limit else []
+    summary = healthSummary(health) or {
+        "probe": process.config.health.probe,
+        "last_health_check": "unknown",
+        "last": None,
+        "total": 0,
+        "successes": 0,
+        "failures": 0,
+        "consecutive_failures": 0,
+        "consecutive_successes": 0,
+        "success_rate": 1.0,
+        "window_success_rate": 1.0,
+    }
+    return {"name": snapshot.name, "status": snapshot.status, **summary,
+            "results": [r.toJSON() for r in results]}
+
+
+def seedHealth(config, process) -> dict[str, Any]:
+    """
+    The seed's C{GET /api/v1/admin/backend/health}: how the orchestrator
+    is set up for the default process.
+    """
+    pconfig = process.config
+    snapshot = process.snapshot()
+    return {
+        "orchestrator_enabled": config.enabled,
+        "backend_status": snapshot.status,
+        "health_check_interval": number(pconfig.health.interval),
+        "auto_restart": pconfig.restart.auto,
+        "max_restart_attempts": pconfig.restart.max_attempts,
+        "process": process.name,
+        "probe": pconfig.health.probe,
+        "health_check_timeout": number(pconfig.health.timeout),
+        "last_health_check": (snapshot.health.last_health_check
+                              if snapshot.health is not None else "unknown"),
+        "restart_delay": number(pconfig.restart.delay),
+    }

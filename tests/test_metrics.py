@@ -1,0 +1,569 @@
+"""
+Tests for L{orchestrator.metrics}: the seed's four gauges and the
+per-process families, computed at scrape time, served in memory by
+L{MetricsResource} through treq's L{StubTreq}, parsed back with
+prometheus_client's parsers, and checked by C{promtool} where installed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import os
+import platform
+import shutil
+import subprocess
+
+import treq
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parseOpenMetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.web.resource import Resource
+
+from orchestrator import __version__
+from orchestrator.metrics import MetricsResource
+from orchestrator.service import Orchestrator
+from plugins.notifiers import WebhookNotifier
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START = 1_000.0
+SEED_NAMES = {"backend_status", "backend_uptime_seconds", "backend_restart_count",
+              "backend_health_check_success_rate"}
+STATES = ("stopped", "starting", "running", "unhealthy", "crashed", "stopping")
+
+CONFIG = """
+processes:
+  backend:
+    command: ["{python}", "-c", "pass"]
+    url: "http://127.0.0.1:3000"
+    restart: {policy: backoff, max_attempts: 10, backoff: {jitter: 0}}
+    health: {probe: http, interval: 5, failure_threshold: 1, restart_on_unhealthy: false}
+notifiers: []
+"""
+
+
+class Harness:
+    """
+    An orchestrator on a fake process reactor whose probes the test
+    steers (C{probe.auto}, or C{probe.answer()} when C{auto} is None), and
+    a scraper that GETs its C{/metrics} through L{StubTreq}.
+    """
+
+    def __init__(self, yaml: str = CONFIG, auto: bool | None = True, environ=None) -> None:
+        self.loaded = loadText(yaml, environ=environ)
+        self.reactor = FakeProcessReactor()
+        self.reactor.advance(START)
+        self.probes: list[ScriptedProbe] = []
+
+        def probeFactory(health):
+            probe = ScriptedProbe(auto=auto)
+            self.probes.append(probe)
+            return probe
+
+        self.orchestrator = Orchestrator(self.loaded, self.reactor, self.reactor.spawner,
+                                         stateFile=False, listen=False,
+                                         probeFactory=probeFactory, random=lambda: 0.5)
+        self.orchestrator.supervisor._killGroup = self.reactor.killGroup
+        for process in self.orchestrator.processes.values():
+            process._killGroup = self.reactor.killGroup
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(self.orchestrator.metrics.registry))
+        self.http = StubTreq(root)
+
+    @property
+    def probe(self) -> ScriptedProbe:
+        return self.probes[0]
+
+    def start(self) -> "Harness":
+        self.orchestrator.startService()
+        return self
+
+    def advance(self, seconds: float) -> None:
+        self.reactor.advance(seconds)
+
+    def get(self, accept: str | None = None):
+        """
+        GET /metrics: the response and its body text.
+        """
+        headers = {"Accept": accept} if accept else {}
+        d = self.http.get("http://127.0.0.1:8000/metrics", headers=headers)
+        self.http.flush()
+        response = _result(d)
+        return response, _result(treq.text_content(response, encoding="utf-8"))
+
+    def scrape(self) -> "Samples":
+        response, body = self.get()
+        assert response.code == 200, response.code
+        return Samples(body)
+
+
+def _result(d):
+    results = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+class Samples:
+    """
+    A parsed text exposition: families by name, sample values by name and
+    labels.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.values = {(s.name, frozenset(s.labels.items())): s.value
+                       for f in self.families.values() for s in f.samples}
+
+    def __call__(self, name: str, **labels) -> float:
+        return self.values[(name, frozenset(labels.items()))]
+
+    def has(self, name: str, **labels) -> bool:
+        return (name, frozenset(labels.items())) in self.values
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.values}
+
+    def seed(self) -> tuple[float, ...]:
+        return tuple(self(n) for n in ("backend_status", "backend_uptime_seconds",
+                                       "backend_restart_count",
+                                       "backend_health_check_success_rate"))
+
+
+class SeedGaugeTests(SynchronousTestCase):
+    def test_statusCodesFollowTheLifecycle(self) -> None:
+        """backend_status is 0 stopped, 4 starting, 1 running, 2 unhealthy, 3 crashed, 5 stopping."""
+        h = Harness()
+        codes = [h.scrape()("backend_status")]
+        h.start()
+        codes.append(h.scrape()("backend_status"))
+        h.advance(0.5)
+        codes.append(h.scrape()("backend_status"))
+        h.probe.auto = False
+        h.advance(5)
+        codes.append(h.scrape()("backend_status"))
+        h.probe.auto = True
+        h.advance(5)
+        codes.append(h.scrape()("backend_status"))
+        h.reactor.last.exited(1)
+        codes.append(h.scrape()("backend_status"))
+        h.advance(0)
+        codes.append(h.scrape()("backend_status"))
+        h.advance(0.5)
+        h.orchestrator.process("backend").stop()
+        codes.append(h.scrape()("backend_status"))
+        h.reactor.last.exited(0)
+        codes.append(h.scrape()("backend_status"))
+        self.assertEqual(codes, [0, 4, 1, 2, 1, 3, 4, 5, 0])
+
+    def test_uptimeComesFromTheClock(self) -> None:
+        """backend_uptime_seconds counts reactor time since the spawn, and restarts from 0 with a new child."""
+        h = Harness().start()
+        self.assertEqual(h.scrape()("backend_uptime_seconds"), 0)
+        h.advance(0.5)
+        self.assertEqual(h.scrape()("backend_uptime_seconds"), 0.5)
+        h.advance(12)
+        self.assertEqual(h.scrape()("backend_uptime_seconds"), 12.5)
+        h.reactor.last.exited(1)
+        self.assertEqual(h.scrape()("backend_uptime_seconds"), 0)
+        h.advance(0)
+        h.advance(2.25)
+        self.assertEqual(h.scrape()("backend_uptime_seconds"), 2.25)
+
+    def test_restartCountCountsEveryRestart(self) -> None:
+        """backend_restart_count grows with automatic and API restarts."""
+        h = Harness().start()
+        h.advance(0.5)
+        self.assertEqual(h.scrape()("backend_restart_count"), 0)
+        h.reactor.last.exited(1)
+        self.assertEqual(h.scrape()("backend_restart_count"), 0)
+        h.advance(0)
+        self.assertEqual(h.scrape()("backend_restart_count"), 1)
+        h.advance(0.5)
+        h.orchestrator.process("backend").restart()
+        h.reactor.last.exited(0)
+        h.advance(2)
+        self.assertEqual(h.scrape()("backend_restart_count"), 2)
+
+    def test_healthSuccessRate(self) -> None:
+        """backend_health_check_success_rate is successes over all checks; 1 before any check."""
+        h = Harness(CONFIG.replace("failure_threshold: 1", "failure_threshold: 3")).start()
+        self.assertEqual(h.scrape()("backend_health_check_success_rate"), 1)
+        h.advance(0.5)
+        h.advance(5)
+        h.advance(5)
+        h.probe.auto = False
+        h.advance(5)
+        samples = h.scrape()
+        self.assertEqual(samples("backend_health_check_success_rate"), 0.75)
+        self.assertEqual(samples("orchestrator_health_check_success_ratio", process="backend"),
+                         0.75)
+        self.assertEqual(samples("orchestrator_health_checks_total", process="backend",
+                                 result="success"), 3)
+        self.assertEqual(samples("orchestrator_health_checks_total", process="backend",
+                                 result="failure"), 1)
+        self.assertEqual(samples("orchestrator_health_check_healthy", process="backend"), 0)
+
+    def test_seedGaugesAreUnlabelledGauges(self) -> None:
+        """The four seed names are plain gauges without labels, as the seed exposed them."""
+        samples = Harness().start().scrape()
+        for name in SEED_NAMES:
+            family = samples.families[name]
+            self.assertEqual(family.type, "gauge")
+            self.assertEqual([s.labels for s in family.samples], [{}])
+        self.assertEqual(samples.seed(), (4, 0, 0, 1))
+
+    def test_seedNamesFalseDropsThem(self) -> None:
+        """metrics.seed_names: false removes the four backend_* gauges and nothing else."""
+        with_ = Harness().start().scrape().names()
+        without = Harness(CONFIG + "metrics: {seed_names: false}\n").start().scrape().names()
+        self.assertLessEqual(SEED_NAMES, with_)
+        self.assertEqual(without, with_ - SEED_NAMES)
+
+
+class ProcessFamilyTests(SynchronousTestCase):
+    TWO = CONFIG.replace("notifiers: []", """\
+  worker:
+    command: ["{python}", "-c", "pass"]
+    start: {ready_after: 2}
+notifiers: []
+""")
+
+    def states(self, samples: Samples, process: str) -> dict[str, float]:
+        return {state: samples("orchestrator_process_state", process=process, state=state)
+                for state in STATES}
+
+    def test_processStateIsOneHotPerProcess(self) -> None:
+        """orchestrator_process_state{process,state} is 1 for the current status only, per process."""
+        h = Harness(self.TWO).start()
+        h.advance(0.5)
+        samples = h.scrape()
+        self.assertEqual(self.states(samples, "backend"),
+                         {s: float(s == "running") for s in STATES})
+        self.assertEqual(self.states(samples, "worker"),
+                         {s: float(s == "starting") for s in STATES})
+        self.assertEqual(samples("orchestrator_process_up", process="backend"), 1)
+        self.assertEqual(samples("orchestrator_process_up", process="worker"), 0)
+        workerChild = [t for t in h.reactor.spawned if t.args[-1] == "pass"][-1]
+        workerChild.exited(1)
+        samples = h.scrape()
+        self.assertEqual(sum(self.states(samples, "worker").values()), 1)
+        self.assertEqual(sum(self.states(samples, "backend").values()), 1)
+
+    def test_restartsTotalByReason(self) -> None:
+        """orchestrator_process_restarts_total{process,reason} counts crash, unhealthy and manual restarts."""
+        h = Harness(CONFIG.replace("restart_on_unhealthy: false", "restart_on_unhealthy: true"))
+        h.start()
+        h.advance(0.5)
+        h.reactor.last.exited(1)  # crash
+        h.advance(0)
+        h.advance(0.5)
+        h.probe.auto = False  # unhealthy
+        h.advance(5)
+        self.assertEqual(h.orchestrator.process("backend").status, "unhealthy")
+        h.reactor.last.killed(15)
+        h.probe.auto = True
+        h.advance(1)
+        h.advance(0.5)
+        h.orchestrator.process("backend").restart()  # manual
+        h.reactor.last.exited(0)
+        h.advance(2)
+        h.advance(0.5)
+        samples = h.scrape()
+        self.assertEqual(
+            {r: samples("orchestrator_process_restarts_total", process="backend", reason=r)
+             for r in ("crash", "unhealthy", "start_timeout", "manual")},
+            {"crash": 1, "unhealthy": 1, "start_timeout": 0, "manual": 1},
+        )
+        self.assertEqual(samples.families["orchestrator_process_restarts"].type, "counter")
+        self.assertEqual(samples("backend_restart_count"), 3)
+        self.assertEqual(samples("orchestrator_process_exits_total", process="backend",
+                                 clean="false"), 2)
+        self.assertEqual(samples("orchestrator_process_exits_total", process="backend",
+                                 clean="true"), 1)
+
+    def test_healthCheckDurationHistogramUsesConfiguredBuckets(self) -> None:
+        """orchestrator_health_check_duration_seconds has the configured buckets, cumulative, with sum and count."""
+        h = Harness(CONFIG.replace("failure_threshold: 1", "failure_threshold: 3")
+                    + "metrics: {health_buckets: [0.5, 0.1, 2]}\n", auto=None)
+        h.start()
+        h.advance(0.01)  # the first check goes out
+        h.advance(0.25)
+        h.probe.answer(True)  # 0.25 s
+        h.advance(5)
+        h.advance(1)
+        h.probe.answer(False)  # 1 s
+        h.advance(4)
+        h.advance(3)
+        h.probe.answer(True)  # 3 s
+        samples = h.scrape()
+        family = samples.families["orchestrator_health_check_duration_seconds"]
+        self.assertEqual(family.type, "histogram")
+        buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+        self.assertEqual(buckets, {"0.1": 0, "0.5": 1, "2.0": 2, "+Inf": 3})
+        self.assertEqual(samples("orchestrator_health_check_duration_seconds_count",
+                                 process="backend"), 3)
+        self.assertAlmostEqual(samples("orchestrator_health_check_duration_seconds_sum",
+                                       process="backend"), 4.25)
+        self.assertEqual(samples("orchestrator_health_checks_total", process="backend",
+                                 result="success"), 2)
+        self.assertEqual(samples("orchestrator_health_checks_total", process="backend",
+                                 result="failure"), 1)
+
+    def test_duplicateBucketsAreExposedOnce(self) -> None:
+        """A bound listed twice in health_buckets gives one le series, not two."""
+        h = Harness(CONFIG + "metrics: {health_buckets: [1, 1.0, 5]}\n").start()
+        h.advance(0.5)
+        family = h.scrape().families["orchestrator_health_check_duration_seconds"]
+        les = [s.labels["le"] for s in family.samples if s.name.endswith("_bucket")]
+        self.assertEqual(les, ["1.0", "5.0", "+Inf"])
+
+    def test_buildInfo(self) -> None:
+        """orchestrator_build_info carries the version, Python and mode, with value 1."""
+        samples = Harness().start().scrape()
+        self.assertEqual(samples.families["orchestrator_build_info"].type, "gauge")
+        self.assertEqual(samples("orchestrator_build_info", version=__version__,
+                                 python=platform.python_version(), mode="managing"), 1)
+        self.assertEqual(samples("orchestrator_start_time_seconds"), START)
+
+    def test_monitorOnlyMode(self) -> None:
+        """In monitor-only mode build_info says so and the state is "unknown" until a probe answers."""
+        h = Harness(CONFIG + "orchestrator: {enabled: false}\n").start()
+        samples = h.scrape()
+        self.assertEqual(samples("orchestrator_build_info", version=__version__,
+                                 python=platform.python_version(), mode="monitor-only"), 1)
+        self.assertEqual(samples("orchestrator_process_state", process="backend",
+                                 state="unknown"), 1)
+        self.assertEqual(h.reactor.spawned, [])
+        h.advance(0.5)
+        samples = h.scrape()
+        self.assertEqual(samples("orchestrator_process_state", process="backend",
+                                 state="running"), 1)
+        self.assertEqual(samples("orchestrator_process_state", process="backend",
+                                 state="unknown"), 0)
+        self.assertEqual(samples("backend_status"), 1)
+
+    def test_eventCounters(self) -> None:
+        """orchestrator_events_emitted_total counts all events; the prometheus notifier counts them by type."""
+        h = Harness(CONFIG.replace("notifiers: []", "notifiers: [{type: prometheus}]")).start()
+        h.advance(0.5)
+        h.reactor.last.exited(1)
+        samples = h.scrape()
+        self.assertEqual(samples("orchestrator_events_emitted_total"), 4)
+        self.assertEqual(
+            {t: samples("orchestrator_events_total", process="backend", type=t)
+             for t in ("starting", "running", "crashed", "restart_scheduled")},
+            {"starting": 1, "running": 1, "crashed": 1, "restart_scheduled": 1},
+        )
+
+
+class Hook(Resource):
+    isLeaf = True
+
+    def __init__(self, *codes) -> None:
+        super().__init__()
+        self.codes = list(codes)
+
+    def render_POST(self, request):
+        request.setResponseCode(self.codes.pop(0) if self.codes else 200)
+        return b""
+
+
+WEBHOOKS = CONFIG.replace("notifiers: []", """\
+notifiers:
+  - {type: prometheus}
+  - {type: webhook, url: "https://hooks.example.com/services/T0/B0/s3cr3t", max_retries: 1}
+  - {type: webhook, url: "https://hooks.example.com/other/s3cr3t2", max_retries: 0,
+     events: [crashed]}
+""")
+
+
+def withStubWebhooks(h: Harness, *hooks: Hook) -> list[StubTreq]:
+    """
+    Replace the configured webhooks' HTTP client by StubTreq on C{hooks}.
+    """
+    stubs, pairs, hookIter = [], [], iter(hooks)
+    for notifier, types in h.orchestrator.events._notifiers:
+        if isinstance(notifier, WebhookNotifier):
+            stub = StubTreq(next(hookIter))
+            stubs.append(stub)
+            config = h.loaded.config.notifiers[int(notifier.label[len("notifiers["):-1])]
+            notifier = WebhookNotifier(config, h.reactor, client=stub, random=lambda: 0.5)
+        pairs.append((notifier, types))
+    h.orchestrator.events.setNotifiers(pairs)
+    return stubs
+
+
+class WebhookMetricTests(SynchronousTestCase):
+    def test_webhookDeliveryCountersAppear(self) -> None:
+        """Each webhook's outcomes appear as orchestrator_webhook_deliveries_total{notifier,host,outcome}."""
+        h = Harness(WEBHOOKS)
+        stubs = withStubWebhooks(h, Hook(), Hook(500))
+        h.start()
+        h.advance(0.5)
+        h.reactor.last.exited(1)
+        for stub in stubs:
+            stub.flush()
+        samples = h.scrape()
+
+        def outcomes(index):
+            return {o: samples("orchestrator_webhook_deliveries_total", host="hooks.example.com",
+                               notifier=f"notifiers[{index}]", outcome=o)
+                    for o in ("delivered", "retried", "failed", "dropped")}
+
+        self.assertEqual(outcomes(1), {"delivered": 4, "retried": 0, "failed": 0, "dropped": 0})
+        self.assertEqual(outcomes(2), {"delivered": 0, "retried": 0, "failed": 1, "dropped": 0})
+        self.assertEqual(samples("orchestrator_webhook_queue_length", notifier="notifiers[1]",
+                                 host="hooks.example.com"), 0)
+        self.assertNotIn("s3cr3t", samples.text)
+
+    def test_familiesOfSeveralNotifiersAreMerged(self) -> None:
+        """Two webhooks expose one HELP/TYPE block per family, each with its own series."""
+        h = Harness(WEBHOOKS).start()
+        text = h.scrape().text
+        self.assertEqual(text.count("# TYPE orchestrator_webhook_deliveries_total counter"), 1)
+        self.assertEqual(text.count("# TYPE orchestrator_webhook_queue_length gauge"), 1)
+        self.assertEqual(text.count("orchestrator_webhook_deliveries_total{"), 8)
+
+    def test_aNotifierFailingToCollectIsLoggedAndSkipped(self) -> None:
+        """A notifier whose collect() raises is logged; the scrape still answers with everything else."""
+        h = Harness().start()
+
+        class Broken:
+            name = "broken"
+
+            def notify(self, event):
+                pass
+
+            def collect(self):
+                raise RuntimeError("collector bug")
+
+        h.orchestrator.events.setNotifiers([(Broken(), None)])
+        samples = h.scrape()
+        self.assertIn("backend_status", samples.names())
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class MetricsResourceTests(SynchronousTestCase):
+    def test_servesTextFormat004(self) -> None:
+        """GET /metrics answers 200 with text/plain version 0.0.4 that prometheus_client parses."""
+        h = Harness().start()
+        response, body = h.get()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"),
+                         [b"text/plain; version=0.0.4; charset=utf-8"])
+        self.assertIn("backend_status", {f.name for f in text_string_to_metric_families(body)})
+
+    def test_servesOpenMetricsWhenAsked(self) -> None:
+        """An Accept asking for OpenMetrics gets OpenMetrics 1.0.0, ending in # EOF."""
+        h = Harness(CONFIG + "metrics: {seed_names: false}\n").start()
+        h.advance(0.5)
+        response, body = h.get(
+            "application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5")
+        [contentType] = response.headers.getRawHeaders(b"content-type")
+        self.assertTrue(contentType.startswith(b"application/openmetrics-text; version=1.0.0"),
+                        contentType)
+        self.assertTrue(body.endswith("# EOF\n"))
+        families = {f.name: f for f in parseOpenMetrics(body)}
+        self.assertEqual(families["orchestrator_process_restarts"].type, "counter")
+        self.assertEqual(families["orchestrator_build"].type, "info")
+        running = [s for s in families["orchestrator_process_state"].samples
+                   if s.labels == {"process": "backend", "state": "running"}]
+        self.assertEqual([s.value for s in running], [1])
+
+    def test_valuesAreComputedAtScrapeTime(self) -> None:
+        """Two scrapes around a state change show the new state without any update call."""
+        h = Harness().start()
+        h.advance(0.5)
+        before = h.scrape()("backend_status")
+        h.reactor.last.exited(1)
+        self.assertEqual((before, h.scrape()("backend_status")), (1, 3))
+
+    def test_postIsNotAllowed(self) -> None:
+        """POST /metrics answers a JSON 405 with Allow, never an HTML page."""
+        h = Harness()
+        d = h.http.post("http://127.0.0.1:8000/metrics", data=b"")
+        h.http.flush()
+        response = _result(d)
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"GET, HEAD"])
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        body = h.http.content(response)
+        h.http.flush()
+        self.assertEqual(json.loads(_result(body)), {"success": False, "error": "Method not allowed: use GET"})
+
+
+_installAttempted: list[str] = []
+
+
+def promtool() -> str:
+    """
+    The promtool executable; if missing, run .ci/install-promtool once
+    (it does nothing where it cannot install); skip when still missing.
+    """
+    path = shutil.which("promtool")
+    if path is None and not _installAttempted:
+        script = os.path.join(ROOT, ".ci", "install-promtool")
+        try:
+            done = subprocess.run([script], capture_output=True, text=True, timeout=1200)
+            _installAttempted.append((done.stderr or done.stdout).strip())
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _installAttempted.append(str(e))
+        path = shutil.which("promtool")
+    if path is None:
+        raise SkipTest("promtool is not installed and .ci/install-promtool could not install it "
+                       f"(Debian package 'prometheus'): {_installAttempted[0] or 'no output'}")
+    return path
+
+
+def promtoolCheck(text: str) -> tuple[int, list[str]]:
+    done = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+    return done.returncode, [l for l in (done.stdout + done.stderr).splitlines() if l.strip()]
+
+
+def busyExposition(seed: bool = True) -> str:
+    """
+    An exposition with every family populated: two processes, crashes,
+    health checks, the prometheus notifier, two webhooks with outcomes.
+    """
+    yaml = ProcessFamilyTests.TWO.replace(
+        "notifiers: []", "notifiers:" + WEBHOOKS.split("notifiers:", 1)[1])
+    if not seed:
+        yaml += "metrics: {seed_names: false}\n"
+    h = Harness(yaml)
+    stubs = withStubWebhooks(h, Hook(), Hook(500))
+    h.start()
+    h.advance(0.5)
+    h.reactor.last.exited(1)
+    h.advance(0)
+    h.advance(0.5)
+    h.probe.auto = False
+    h.advance(5)
+    for stub in stubs:
+        stub.flush()
+    samples = h.scrape()
+    for name in ("orchestrator_health_check_duration_seconds", "orchestrator_webhook_deliveries",
+                 "orchestrator_events", "orchestrator_process_restarts"):
+        assert samples.families[name].samples, name
+    return samples.text
+
+
+class PromtoolTests(SynchronousTestCase):
+    def test_onlyTheSeedsCountNameIsReported(self) -> None:
+        """promtool check metrics reports nothing but the seed's backend_restart_count."""
+        code, problems = promtoolCheck(busyExposition())
+        self.assertEqual(problems, ['backend_restart_count non-histogram and non-summary '
+                                    'metrics should not have "_count" suffix'])
+        self.assertNotEqual(code, 0)
+
+    def test_cleanWithoutSeedNames(self) -> None:
+        """With metrics.seed_names: false, promtool check metrics passes with no output."""
+        self.assertEqual(promtoolCheck(busyExposition(seed=False)), (0, []))
