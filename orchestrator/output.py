@@ -13,7 +13,7 @@ import os
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
-__all__ = ["LineSplitter", "OutputLine", "OutputCapture"]
+__all__ = ["LineSplitter", "OutputLine", "OutputCapture", "RunOutput"]
 
 
 class LineSplitter:
@@ -74,8 +74,7 @@ class OutputCapture:
         self._clock = clock
         self._log = Logger(namespace=f"orchestrator.process.{name}")
         self.lines: deque[OutputLine] = deque(maxlen=config.lines or None) if config.lines else deque(maxlen=0)
-        self._splitters: dict[int, LineSplitter] = {}
-        self._pid: int | None = None
+        self._current = RunOutput(self, None)
         self._file: LogFile | None = None
         if config.file:
             directory, filename = os.path.split(config.file)
@@ -85,38 +84,42 @@ class OutputCapture:
                 rotateLength=config.max_bytes, maxRotatedFiles=config.backups,
             )
 
-    def newRun(self, pid: int | None) -> None:
+    def newRun(self, pid: int | None) -> "RunOutput":
         """
-        A new child: forget partial lines of the previous one.
+        A new child: its output gets its own line buffers, so what a
+        previous child still had in its pipes is neither lost nor glued to
+        the new child's lines.
+
+        @return: the L{RunOutput} the new child's protocol feeds.
         """
-        self._pid = pid
-        self._splitters = {}
+        self._current = RunOutput(self, pid)
+        return self._current
 
     def received(self, fd: int, data: bytes) -> None:
-        splitter = self._splitters.get(fd)
-        if splitter is None:
-            splitter = self._splitters[fd] = LineSplitter(self._config.max_line_bytes)
-        self._emit(fd, splitter.feed(data))
+        """
+        Output of the current child.
+        """
+        self._current.received(fd, data)
 
     def ended(self) -> None:
         """
-        The child's pipes closed: deliver any last unterminated line.
+        The current child's pipes closed: deliver any last unterminated line.
         """
-        for fd, splitter in self._splitters.items():
-            self._emit(fd, splitter.flush())
+        self._current.ended()
 
-    def _emit(self, fd: int, lines: list[bytes]) -> None:
+    def _emit(self, fd: int, lines: list[bytes], pid: int | None) -> None:
         stream = "stderr" if fd == 2 else "stdout"
         now = self._clock.seconds()
         for raw in lines:
             text = raw.decode("utf-8", errors="replace")
-            self.lines.append(OutputLine(now, stream, self._pid, text))
+            self.lines.append(OutputLine(now, stream, pid, text))
             if self._config.echo:
                 self._log.info(
-                    "[{process}] {text}", process=self._name, text=text, stream=stream, pid=self._pid
+                    "[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid
                 )
             if self._file is not None:
-                self._file.write(f"{text}\n")
+                # bytes, so that LogFile counts max_bytes in bytes
+                self._file.write(f"{text}\n".encode("utf-8"))
         if lines and self._file is not None:
             self._file.flush()
 
@@ -129,3 +132,28 @@ class OutputCapture:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class RunOutput:
+    """
+    The output of one child (one run): its own line buffer per fd.
+    """
+
+    def __init__(self, capture: OutputCapture, pid: int | None) -> None:
+        self._capture = capture
+        self.pid = pid
+        self._splitters: dict[int, LineSplitter] = {}
+
+    def received(self, fd: int, data: bytes) -> None:
+        splitter = self._splitters.get(fd)
+        if splitter is None:
+            splitter = self._splitters[fd] = LineSplitter(self._capture._config.max_line_bytes)
+        self._capture._emit(fd, splitter.feed(data), self.pid)
+
+    def ended(self) -> None:
+        """
+        This child's pipes closed: deliver any last unterminated line.
+        """
+        splitters, self._splitters = self._splitters, {}
+        for fd, splitter in splitters.items():
+            self._capture._emit(fd, splitter.flush(), self.pid)

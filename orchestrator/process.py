@@ -114,17 +114,33 @@ class _ChildProtocol(ProcessProtocol):
     def __init__(self, owner: "ManagedProcess", run: int) -> None:
         self._owner = owner
         self._run = run
+        # This child's own line buffers (set once it is spawned): its last
+        # output may still be read after a new child was started.
+        self.output = None
+        self.pid: int | None = None
+        # Twisted reaps a child that is already gone from inside
+        # spawnProcess and reports its exit before the transport is even
+        # returned; the owner takes such an exit once it has adopted us.
+        self.adopted = False
+        self.earlyExit = None
+
+    def connectionMade(self) -> None:
+        # The transport forgets the pid once the child is reaped.
+        self.pid = self.transport.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._owner._output.received(childFD, data)
+        (self.output or self._owner._output).received(childFD, data)
 
     def processExited(self, reason) -> None:
         # Not processEnded: that waits until every holder of the pipes
         # (a grandchild too) has closed them.
+        if not self.adopted:
+            self.earlyExit = reason.value
+            return
         self._owner._childExited(self._run, reason.value)
 
     def processEnded(self, reason) -> None:
-        self._owner._output.ended()
+        (self.output or self._owner._output).ended()
 
 
 class ManagedProcess:
@@ -334,6 +350,9 @@ class ManagedProcess:
     def _waitReady(self, wait: bool) -> Deferred:
         if not wait or self.status == "running" or self.status == "unhealthy":
             return succeed(self.snapshot())
+        if self.status != "starting":  # the child exited as it was spawned
+            return fail(StartFailed(
+                f"{self.name} failed to start: {self._crashReason(self.exits[-1])}"))
         d = Deferred()
         self._readyWaiters.append(d)
         return d
@@ -372,12 +391,12 @@ class ManagedProcess:
             self._spawnFailed(problem)
             raise SpawnError(problem)
         self._transport = transport
-        self.pid = transport.pid
+        self.pid = protocol.pid if protocol.pid is not None else transport.pid
         self.startedAt = self._reactor.seconds()
         self.readyAt = None
         self._wasReady = False
         self._pendingCause = None
-        self._output.newRun(self.pid)
+        protocol.output = self._output.newRun(self.pid)
         self._recorder(self.name, self.pid)
         self.log.info("{process} started (PID: {pid})", process=self.name, pid=self.pid)
         self._setStatus("starting", "starting", reason="spawned")
@@ -387,6 +406,9 @@ class ManagedProcess:
             self._monitor.start()
         else:
             self._readyCall = self._reactor.callLater(self.config.ready_after, self._becameReady)
+        protocol.adopted = True
+        if protocol.earlyExit is not None:
+            self._childExited(self._run, protocol.earlyExit)
 
     def _spawnFailed(self, problem: str) -> None:
         self.log.error("Failed to start {process}: {problem}", process=self.name, problem=problem)
@@ -427,7 +449,8 @@ class ManagedProcess:
         """
         if self.status == "starting":
             self._becameReady()
-        elif self.status == "unhealthy":
+        elif self.status == "unhealthy" and self._pendingCause is None:
+            # (Not once a restart for unhealthiness has begun.)
             self._setStatus("running", "running", reason="health recovered")
             self._scheduleReset()
 
@@ -462,6 +485,7 @@ class ManagedProcess:
         """
         self._pendingCause = cause
         self._signal(self.config.stop.signal)
+        self._cancel("_killCall")  # a second call must not leave one to SIGKILL the next child
         self._killCall = self._reactor.callLater(
             self.config.stop.timeout, self._escalate
         )

@@ -69,6 +69,12 @@ class SessionProcess(_process.Process):
     process group and dies with its parent.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        # Taken before the fork: in the child, getppid() already names
+        # another parent if the orchestrator died in between.
+        self._parentPid = os.getpid()
+        super().__init__(*args, **kwargs)
+
     def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
         # posix_spawn cannot set a parent-death signal; fork it is.
         return False
@@ -76,11 +82,10 @@ class SessionProcess(_process.Process):
     def _setupChild(self, *args, **kwargs):
         # Runs in the forked child, before exec; an exception here makes
         # Twisted write it to the child's stderr and _exit(1).
-        parent = os.getppid()
         os.setsid()
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, int(_signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl
+            if os.getppid() != self._parentPid:  # the parent died before prctl
                 os._exit(1)
         super()._setupChild(*args, **kwargs)
 

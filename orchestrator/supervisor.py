@@ -132,7 +132,9 @@ class Supervisor(Service):
             random=self._random,
             monitorFactory=monitorFactory,
             recorder=self._record,
-            killGroup=self._killGroup,
+            # Looked up at call time, so replacing Supervisor._killGroup (as
+            # unit tests do) also reaches processes built in __init__.
+            killGroup=lambda pgid, signal: self._killGroup(pgid, signal),
         )
 
     def _defaultProbe(self, kinds):

@@ -268,6 +268,66 @@ class TransitionTests(SynchronousTestCase):
         self.assertEqual(h.process.status, "starting")
         self.assertEqual(h.process.restartsByReason, {"unhealthy": 1})
 
+    def test_startTimeoutIsRestartedLikeACrash(self) -> None:
+        """A process not ready within start_timeout is stopped, crashed with that cause, and restarted."""
+        h = _Harness("restart: {policy: always, interval: 1}\nstop: {timeout: 5}\n")
+        h.process.start(wait=False)
+        h.process.startTimedOut("not ready within 60s")
+        self.assertEqual(h.child.signals, [signal.SIGTERM])
+        h.child.exited(0)
+        self.assertEqual(h.process.status, "crashed")
+        self.assertEqual(h.process.exits[-1].cause, "start_timeout")
+        h.clock.advance(1)
+        self.assertEqual(h.process.status, "starting")
+        self.assertEqual(h.process.restartsByReason, {"start_timeout": 1})
+
+    def test_repeatedStartTimeoutNeverKillsTheNextChild(self) -> None:
+        """A second start-timeout report for the same child leaves no SIGKILL pending for its successor."""
+        h = _Harness("start: {ready_after: 4}\nrestart: {policy: always, interval: 1}\n"
+                     "stop: {timeout: 5}\n")
+        h.process.start(wait=False)
+        h.process.startTimedOut("slow")
+        h.clock.advance(2)
+        h.process.startTimedOut("slow")
+        h.child.exited(0)
+        self.assertEqual(h.clock.getDelayedCalls()[0].func, h.process._autoRestart)
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.clock.advance(1)
+        successor = h.child
+        h.clock.advance(6)
+        self.assertEqual(successor.signals, [])
+        self.assertEqual(h.process.status, "running")
+
+    def test_exitReportedDuringSpawnIsACrash(self) -> None:
+        """A child that exits so fast Twisted reports it from inside spawnProcess is crashed and restarted, never shown running."""
+        h = _Harness("restart: {policy: always, interval: 1}\n")
+        spawn = h.reactor.spawner
+        pids = []
+
+        def instantExit(protocol, executable, args, env, path):
+            # Twisted's registerReapProcessHandler reaps a child that is
+            # already gone and calls processExited before returning.
+            transport = spawn(protocol, executable, args, env, path)
+            pids.append(transport.pid)
+            transport.exited(1)
+            return transport
+
+        h.process._spawner = instantExit
+        failure = self.failureResultOf(h.process.start(), StartFailed)
+        self.assertIn("exit code 1", failure.getErrorMessage())
+        self.assertEqual(h.process.status, "crashed")
+        self.assertIsNone(h.process.pid)
+        self.assertEqual(h.process.exits[-1].pid, pids[0])
+        self.assertEqual(h.types(), ["starting", "crashed", "restart_scheduled"])
+        self.assertEqual([e.pid for e in h.events[:2]], [pids[0], pids[0]])
+        self.assertEqual(h.reactor.groupKills, [(pids[0], signal.SIGKILL)])
+        h.process._spawner = spawn
+        h.clock.advance(1)
+        self.assertEqual(h.process.status, "starting")
+        self.assertEqual(h.process.pid, h.child.pid)
+        h.clock.advance(h.config.ready_after)
+        self.assertEqual(h.process.status, "running")
+
     def test_uptimeAndSnapshot(self) -> None:
         """uptime counts from the spawn and is 0 once the process is gone."""
         h = _Harness()
