@@ -131,6 +131,7 @@ class _Override:
     raw: Any  # str from env/.env; already typed from the command line
     source: str  # ".env", "env" or "cli"
     where: str  # how an error names it
+    variable: str | None = None  # the environment variable, if any
 
 
 class _Problems:
@@ -263,13 +264,13 @@ def _environmentOverrides(
                 for p in SEED_VARIABLES[name]
             )
             path = tuple(part for group in path for part in group)
-            overrides.append(_Override(path, raw, source, whereOf(name)))
+            overrides.append(_Override(path, raw, source, whereOf(name), name))
         elif name.startswith(GENERIC_PREFIX):
             parts = name[len(GENERIC_PREFIX):].split("__")
             if not all(parts):
                 problems.addRaw(f"{whereOf(name)}: malformed variable name", (1, 0, 0))
                 continue
-            overrides.append(_Override(tuple(parts), raw, source, whereOf(name)))
+            overrides.append(_Override(tuple(parts), raw, source, whereOf(name), name))
     return overrides
 
 
@@ -387,6 +388,7 @@ def loadConfig(
         option = "--" + cliPath[-1]
         overrides.append(_Override(tuple(cliPath), value, "cli", f"option {option}"))
 
+    secretNames: set[str] = set()  # variables holding the admin token: never passed on
     for override in overrides:
         target = _matchKeyCase(schema, data, override.path)
         node = schemaAt(schema, target, data)
@@ -412,6 +414,8 @@ def loadConfig(
             )
             continue
         problems.origins[target] = override.where
+        if target == ("admin", "token") and override.variable:
+            secretNames.add(override.variable)
         for leaf, _ in _leaves(value, target):
             sources[leaf] = override.source
 
@@ -435,7 +439,7 @@ def loadConfig(
     _checkSemantics(data, baseDir, problems, checkExecutables)
     problems.raiseIfAny()
 
-    config = _build(data, filename, baseDir, sources, dotenv, kinds, environ)
+    config = _build(data, filename, baseDir, sources, dotenv, kinds, environ, secretNames)
     return LoadedConfig(config=config, pluginManager=pm, kinds=kinds)
 
 
@@ -646,7 +650,7 @@ def _resolvePath(baseDir: str, value: str | None) -> str | None:
     return os.path.normpath(os.path.join(baseDir, os.path.expanduser(value)))
 
 
-def _build(data: dict, filename, baseDir, sources, dotenv, kinds: Kinds, environ) -> Config:
+def _build(data: dict, filename, baseDir, sources, dotenv, kinds: Kinds, environ, secretNames) -> Config:
     orch = data["orchestrator"]
     adminData = data["admin"]
     processes = {}
@@ -759,7 +763,7 @@ def _build(data: dict, filename, baseDir, sources, dotenv, kinds: Kinds, environ
         notifiers=tuple(notifiers),
         sources=freeze({dottedPath(p): s for p, s in sources.items()}),
         dotenv=freeze(dotenv),
-        secret_env=tuple(sorted(_NEVER_INHERITED | set(secretEnv))),
+        secret_env=tuple(sorted(_NEVER_INHERITED | set(secretEnv) | secretNames)),
         document=freeze(_redacted(data)),
     )
 

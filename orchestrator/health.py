@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from orchestrator.probing import ProbeResult, describeFailure
@@ -143,6 +143,20 @@ class HealthMonitor:
         inFlight, self._inFlight = self._inFlight, None
         if inFlight is not None:
             inFlight.cancel()
+
+    def close(self) -> Deferred:
+        """
+        The process is gone for good (shutdown, reload): stop probing and
+        let the probe release what it holds (an HTTP connection pool).
+        """
+        self.stop()
+        close = getattr(self._probe, "close", None)
+        if close is None:
+            return succeed(None)
+        d = maybeDeferred(close)
+        d.addErrback(lambda f: self.log.failure("probe {probe} failed to close", f,
+                                                probe=self._config.probe))
+        return d
 
     def _startTimeout(self) -> None:
         self._timeoutCall = None

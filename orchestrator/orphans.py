@@ -120,10 +120,37 @@ class StateFile:
             self._children[name] = ChildRecord(name, pid, pid, started)
         self._write()
 
+    def liveOwner(self) -> int | None:
+        """
+        The pid of another orchestrator that is still running with this
+        state file (recorded pid and kernel start time both match), or
+        C{None}.  Two orchestrators on one state file would end each
+        other's children as leftovers.
+        """
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            pid = int(data["orchestrator_pid"])
+            started = int(data["orchestrator_start_time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if pid == os.getpid():
+            return None
+        return pid if processStartTime(pid, self._proc) == started else None
+
+    def claim(self) -> None:
+        """
+        Record this orchestrator as the owner, with no children yet (the
+        previous run's have just been ended).
+        """
+        self._children.clear()
+        self._write()
+
     def _write(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         data = {
             "orchestrator_pid": os.getpid(),
+            "orchestrator_start_time": processStartTime(os.getpid(), self._proc),
             "children": {
                 r.name: {"pid": r.pid, "pgid": r.pgid, "start_time": r.start_time}
                 for r in self._children.values()

@@ -57,7 +57,16 @@ class StartFailed(Exception):
     """
     A start did not reach C{running}: the child exited, could not be
     spawned, or was not ready within C{health.start_timeout}.
+
+    @ivar process: the process's name.
+    @ivar reason: why, for an operator (C{"exit code 1"},
+        C{"not ready within 60s (last check: Connection refused)"}).
     """
+
+    def __init__(self, process: str, reason: str) -> None:
+        super().__init__(f"{process} failed to start: {reason}")
+        self.process = process
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -351,8 +360,7 @@ class ManagedProcess:
         if not wait or self.status == "running" or self.status == "unhealthy":
             return succeed(self.snapshot())
         if self.status != "starting":  # the child exited as it was spawned
-            return fail(StartFailed(
-                f"{self.name} failed to start: {self._crashReason(self.exits[-1])}"))
+            return fail(StartFailed(self.name, self._crashReason(self.exits[-1])))
         d = Deferred()
         self._readyWaiters.append(d)
         return d
@@ -515,6 +523,13 @@ class ManagedProcess:
         except ProcessExitedAlready:
             pass
 
+    def kill(self) -> None:
+        """
+        SIGKILL the child's whole process group now (a shutdown that ran
+        out of time); its exit is handled as usual.
+        """
+        self._signal(_signal.SIGKILL)
+
     def _escalate(self) -> None:
         self._killCall = None
         if self._transport is None:
@@ -577,7 +592,7 @@ class ManagedProcess:
             self._scheduleRestart(record)
         # Last: failing a waiting start releases the command lock, and a
         # queued command (a stop) must see the crash already handled.
-        self._fireReady(StartFailed(f"{self.name} failed to start: {self._crashReason(record)}"))
+        self._fireReady(StartFailed(self.name, self._crashReason(record)))
 
     def _crashReason(self, record: ExitRecord) -> str:
         if record.cause == "unhealthy":
@@ -705,21 +720,11 @@ class ManagedProcess:
         probes, stop the child, close the output file.
         """
         def close(result):
-            self._stopMonitor()
             self._output.close()
-            return result
+            if self._monitor is None:
+                return result
+            return self._monitor.close().addBoth(lambda _: result)
 
         if not self.managed:
-            self._stopMonitor()
             return succeed(None).addBoth(close)
         return self._lock.run(self._doStop).addBoth(close)
-
-    def reconfigure(self, config: ProcessConfig, policy, environment) -> None:
-        """
-        Take a changed configuration that does not need a new child (only
-        used when the difference is in restart/health settings that apply to
-        the next decision); callers restart the process for anything else.
-        """
-        self.config = config
-        self._policy = policy
-        self._environment = dict(environment)

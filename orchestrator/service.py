@@ -97,6 +97,11 @@ class Orchestrator(MultiService):
         if stateFile is True:
             stateDir = config.state_dir or defaultStateDir(config.path)
             stateFile = StateFile(os.path.join(stateDir, "children.json"))
+            owner = stateFile.liveOwner() if config.enabled else None
+            if owner is not None:
+                raise ConfigError([
+                    f"another orchestrator (pid {owner}) is running with this configuration "
+                    f"(state file {stateFile.path}); stop it first or set orchestrator.state_dir"])
         self.supervisor = Supervisor(
             config, loaded.kinds, reactor, spawner, self.events,
             environ=environ, random=random, stateFile=stateFile or None,

@@ -170,8 +170,16 @@ class Supervisor(Service):
             return
         leftovers = self._stateFile.load() if self._stateFile is not None else []
         d = reapLeftovers(leftovers, self._reactor, grace=self._reapGrace) if leftovers else succeed([])
+        if self._stateFile is not None:
+            d.addCallback(lambda _: self._claimStateFile())
         d.addCallback(lambda _: self._autostart(self.processes))
         self._started = d
+
+    def _claimStateFile(self) -> None:
+        try:
+            self._stateFile.claim()
+        except OSError as e:
+            self.log.warn("cannot write state file {path}: {e}", path=self._stateFile.path, e=e)
 
     def _autostart(self, processes) -> None:
         self._pending |= {n for n, p in processes.items() if p.config.autostart}
@@ -213,7 +221,27 @@ class Supervisor(Service):
             self._unsubscribe()
             self._unsubscribe = None
         self._pending.clear()
-        return self._stopAll(list(self.processes.values()))
+        d = self._stopAll(list(self.processes.values()))
+        # A bound on the whole shutdown: whatever still runs then is killed,
+        # so twistd (and systemd's TimeoutStopSec) is never left waiting.
+        deadline = self._reactor.callLater(self._config.shutdown_timeout, self._killAll)
+
+        def done(result):
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        return d.addBoth(done)
+
+    def _killAll(self) -> None:
+        alive = [p for p in self.processes.values() if p.isAlive]
+        if alive:
+            self.log.warn(
+                "shutdown took longer than orchestrator.shutdown_timeout ({timeout}s): "
+                "killing {names}", timeout=self._config.shutdown_timeout,
+                names=", ".join(p.name for p in alive))
+        for process in alive:
+            process.kill()
 
     def _stopAll(self, processes) -> "Deferred":
         ranks = dependencyRanks({p.name: p.config for p in processes} | {

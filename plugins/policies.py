@@ -97,7 +97,7 @@ class Backoff:
                 "description": "Exponential backoff between automatic restarts.",
                 "properties": {
                     "initial": {"type": "number", "minimum": 0, "default": 0.1,
-                                "description": "Delay of the first restart that waits (seconds)."},
+                                "description": "Base delay (seconds): automatic restart n of the window waits initial * factor^(n-1); the first after a healthy run is immediate."},
                     "factor": {"type": "number", "minimum": 1, "default": 2,
                                "description": "Growth per attempt."},
                     "max": {"type": "number", "minimum": 0, "default": 30,

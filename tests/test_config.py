@@ -467,3 +467,27 @@ def test_default_config_is_valid():
     config = loadConfig(os.path.join(root, "conf", "orchestrator.yaml"), envFile=os.devnull,
                         environ={}, entryPoints=False).config
     assert config.processes["backend"].command[0] == os.path.join(root, "examples", "backend", "demo_backend.py")
+
+
+@pytest.mark.parametrize("variable", ["ORCHESTRATOR_ADMIN_TOKEN", "ORCHESTRATOR__ADMIN__TOKEN"])
+def test_token_variables_never_reach_children(variable):
+    """Whichever variable sets the admin token, a child's environment never contains it."""
+    from orchestrator.process import childEnvironment
+
+    environ = {variable: "s3cret", "PATH": "/usr/bin", "HOME": "/root"}
+    config = load(MINIMAL, environ=environ)
+    assert config.admin.token == "s3cret"
+    env = childEnvironment(config.processes["backend"], environ, config.dotenv, set(config.secret_env))
+    assert variable not in env and "s3cret" not in env.values()
+    assert env["PATH"] == "/usr/bin" and env["HOME"] == "/root"
+
+
+def test_webhook_secret_variable_never_reaches_children():
+    """The variable named by a webhook's secret_env is not inherited by children."""
+    from orchestrator.process import childEnvironment
+
+    environ = {"WEBHOOK_SECRET": "whsec_abc", "PATH": "/usr/bin"}
+    config = load(MINIMAL + 'notifiers: [{type: webhook, url: "https://hooks.example", secret_env: WEBHOOK_SECRET}]\n',
+                  environ=environ)
+    env = childEnvironment(config.processes["backend"], environ, config.dotenv, set(config.secret_env))
+    assert "WEBHOOK_SECRET" not in env

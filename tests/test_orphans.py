@@ -282,3 +282,47 @@ def test_realGrandchildOfDeadLeaderIsEnded(tmp_path, session):
     assert pidAlive(grandchild)
     assert _reap(state.load(), grace=3) == [grandchild]
     _waitFor(lambda: not pidAlive(grandchild))
+
+
+def test_liveOwnerDetectsAnotherRunningOrchestrator(tmp_path):
+    """A state file claimed by a live process (pid and start time match) names its owner."""
+    path = tmp_path / "children.json"
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        path.write_text(json.dumps({"orchestrator_pid": other.pid,
+                                    "orchestrator_start_time": processStartTime(other.pid),
+                                    "children": {}}))
+        assert StateFile(str(path)).liveOwner() == other.pid
+        path.write_text(json.dumps({"orchestrator_pid": other.pid,
+                                    "orchestrator_start_time": processStartTime(other.pid) - 1,
+                                    "children": {}}))
+        assert StateFile(str(path)).liveOwner() is None  # the pid was reused
+    finally:
+        other.kill()
+        other.wait()
+    StateFile(str(path)).claim()
+    assert StateFile(str(path)).liveOwner() is None  # our own claim is not "another"
+    assert json.loads(path.read_text())["children"] == {}
+
+
+def test_secondOrchestratorOnSameStateFileRefused(tmp_path):
+    """Building an orchestrator whose state file belongs to a live one is a clear configuration error."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.service import Orchestrator
+    from tests.fakes import FakeProcessReactor, loadText
+
+    loaded = loadText(f"orchestrator: {{state_dir: {tmp_path}}}\n"
+                      "processes:\n  a: {command: ['{python}', '-c', 'a']}\n")
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "children.json").write_text(json.dumps({
+            "orchestrator_pid": other.pid, "orchestrator_start_time": processStartTime(other.pid),
+            "children": {}}))
+        reactor = FakeProcessReactor()
+        with pytest.raises(ConfigError) as caught:
+            Orchestrator(loaded, reactor, reactor.spawner, listen=False, killGroup=reactor.killGroup)
+        assert f"another orchestrator (pid {other.pid}) is running with this configuration" in \
+            caught.value.problems[0]
+    finally:
+        other.kill()
+        other.wait()

@@ -172,6 +172,43 @@ class ShutdownTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(reactor.getDelayedCalls(), [])
 
+    def test_shutdownTimeoutKillsWhatIsLeft(self) -> None:
+        """When stopping takes longer than orchestrator.shutdown_timeout, every child still there is SIGKILLed."""
+        supervisor, reactor, _, _ = _supervisor(
+            "orchestrator: {shutdown_timeout: 3}\n"
+            "processes:\n  a:\n    command: ['{python}', '-c', 'a']\n    stop: {timeout: 30}\n")
+        supervisor.startService()
+        child = reactor.last
+        d = supervisor.stopService()
+        reactor.advance(2.9)
+        self.assertEqual(child.signals, [signal.SIGTERM])
+        reactor.advance(0.1)
+        self.assertEqual(child.signals, [signal.SIGTERM, signal.SIGKILL])
+        self.assertNoResult(d)
+        child.killed(signal.SIGKILL)
+        self.successResultOf(d)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_shutdownClosesProbes(self) -> None:
+        """Stopping for good closes each process's probe (its connection pool), once."""
+        closed = []
+
+        class Probe:
+            def check(self):
+                return Deferred()
+
+            def close(self):
+                closed.append(True)
+
+        supervisor, reactor, _, _ = _supervisor(
+            "processes:\n  a:\n    command: ['{python}', '-c', 'a']\n    health: {probe: tcp, port: 9}\n",
+            probeFactory=lambda health: Probe())
+        supervisor.startService()
+        d = supervisor.stopService()
+        reactor.last.exited(0)
+        self.successResultOf(d)
+        self.assertEqual(closed, [True])
+
     def test_stopServiceCancelsPendingRestarts(self) -> None:
         """A crashed process waiting for its restart is not restarted after shutdown."""
         supervisor, reactor, _, _ = _supervisor(

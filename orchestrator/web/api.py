@@ -86,9 +86,8 @@ def runCommand(orchestrator, name: str, verb: str, wait: bool, what: str = "") -
         if failure.check(StateError):
             raise ApiError(409, str(error))
         if failure.check(SpawnError, StartFailed):
-            # StartFailed says "<name> failed to start: <why>"; the seed
-            # says "Failed to start <name>: <why>".
-            why = str(error).removeprefix(f"{name} failed to start: ")
+            # The seed says "Failed to start <name>: <why>".
+            why = error.reason if failure.check(StartFailed) else str(error)
             raise ApiError(500, f"Failed to {verb} {name}: {why}",
                            extra=views.processStatus(process.snapshot()))
         return failure
