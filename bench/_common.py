@@ -167,23 +167,48 @@ def rssMB(pid: int) -> float | None:
     return None
 
 
+def processGone(pid: int) -> bool:
+    """
+    Whether a process has fully exited: reaped, or a zombie whose threads
+    are all gone.  (The main thread of a multi-threaded process shows
+    C{Z} as soon as it exits, while its other threads are still being torn
+    down and before the parent gets SIGCHLD.)
+    """
+    fields = procStat(pid)
+    if fields is None:
+        return True
+    if fields[0] not in (b"Z", b"X"):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
+
+
 def childrenOf(ppid: int) -> set[int]:
     return {pid for pid, parent in _ppidMap().items() if parent == ppid}
 
 
-def waitNewChild(ppid: int, known: set[int], timeout: float, pause: float = 0.0002):
+def waitNewChild(ppid: int, known: set[int], timeout: float, pause: float = 0.0002,
+                 old: int | None = None):
     """
     Poll C{/proc} until a process whose parent is C{ppid} and whose pid is
     not in C{known} exists.
 
     Each round lists C{/proc} (~0.1 ms) and reads the stat of entries not
     seen before; pids seen to belong to another parent are skipped after.
+    When C{old} is given, each round also notes when that process was
+    first seen gone (see L{processGone}).
 
-    @return: C{(pid, time.perf_counter() when seen)} or C{(None, now)}.
+    @return: C{(pid, perf_counter when seen, perf_counter when old was
+        first seen dead or None)}; pid is None after the timeout.
     """
     seen = set(known)
+    deadAt = None
     deadline = time.perf_counter() + timeout
     while True:
+        if old is not None and deadAt is None and processGone(old):
+            deadAt = time.perf_counter()
         entries = os.listdir("/proc")
         now = time.perf_counter()
         for entry in entries:
@@ -196,10 +221,10 @@ def waitNewChild(ppid: int, known: set[int], timeout: float, pause: float = 0.00
             if fields is None:
                 continue
             if int(fields[1]) == ppid:
-                return pid, now
+                return pid, now, deadAt if deadAt is not None else now
             seen.add(pid)
         if now > deadline:
-            return None, now
+            return None, now, deadAt
         time.sleep(pause)
 
 
@@ -220,6 +245,30 @@ class CPUMeter:
         cpu = (cpuSeconds(self.pid) or 0.0) - self._cpu
         wall = time.monotonic() - self._wall
         return 100.0 * cpu / wall if wall > 0 else 0.0
+
+
+class SystemCPU:
+    """
+    How busy the whole machine was between C{start()} and C{stop()}, in %
+    of all its cores (from the first line of C{/proc/stat}), to flag runs
+    that shared the machine with other work.
+    """
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    def start(self) -> "SystemCPU":
+        self._total, self._idle = self._read()
+        return self
+
+    def stop(self) -> float:
+        total, idle = self._read()
+        spent = total - self._total
+        return 100.0 * (spent - (idle - self._idle)) / spent if spent else 0.0
 
 
 # -- network ---------------------------------------------------------------

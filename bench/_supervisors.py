@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
 import xmlrpc.client
 
@@ -234,6 +235,35 @@ stderr_stream.filename = {directory}/{name}.out
             self.process = None
 
 
+class Minimal:
+    """
+    The reference floor: C{bench/_minimal_supervisor.py} (blocking waitpid,
+    then posix_spawn at once).  One program only.
+    """
+
+    kind = "minimal"
+    version = "-"
+
+    def __init__(self, label: str = "floor: waitpid + posix_spawn") -> None:
+        self.label = label
+        self.process = None
+
+    def start(self, directory: str, programs, timeout: float = 60.0) -> None:
+        (_name, argv, _port), = programs
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_minimal_supervisor.py")
+        self.process = spawn([sys.executable, script] + list(argv),
+                             logPath=os.path.join(directory, "minimal.log"), cwd=directory)
+        self.pid = self.process.pid
+
+    def steady(self, name: str, childPid: int) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            killTree(self.process)
+            self.process = None
+
+
 def idleProfile(supervisor, seconds: float) -> dict:
     """
     The supervisor's CPU% while nothing happens, and its RSS.
@@ -243,4 +273,4 @@ def idleProfile(supervisor, seconds: float) -> dict:
     return {"idle_cpu_percent": meter.stop(), "rss_mb": rssMB(supervisor.pid)}
 
 
-__all__ = ["Orchestrator", "Supervisord", "Circus", "idleProfile", "log"]
+__all__ = ["Orchestrator", "Supervisord", "Circus", "Minimal", "idleProfile", "log"]

@@ -22,7 +22,7 @@ Also runs C{bench/spawn_cost.py}: the cost of the orchestrator's spawn
 mechanism (fork + setsid + PR_SET_PDEATHSIG) against Twisted's default
 C{reactor.spawnProcess} (posix_spawn).
 
-Usage: python bench/respawn.py [--samples 30] [--settle 1.0] [--only NAME,...]
+Usage: python bench/respawn.py [--samples 30] [--settle 0.5] [--only NAME,...]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,10 +39,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (DEMO, OUT, PYTHON, childrenOf, fmt, freePort, healthPid, log,  # noqa: E402
+from _common import (DEMO, OUT, PYTHON, SystemCPU, childrenOf, fmt, freePort, healthPid, log,  # noqa: E402
                      machineInfo, projectBin, stopAll, summary, table, waitFor, waitNewChild,
                      writeResult)
-from _supervisors import Circus, Orchestrator, Supervisord, idleProfile  # noqa: E402
+from _supervisors import Circus, Minimal, Orchestrator, Supervisord, idleProfile  # noqa: E402
 
 #: The orchestrator's default configuration, except that the attempt
 #: counter resets after 1 s of healthy running instead of 60 s: with 60 s,
@@ -73,6 +74,7 @@ def supervisors(only: set[str] | None, circusDelay: float):
         Orchestrator("orchestrator (tuned)", FAST_YAML, FAST_TOP),
         "supervisord",
         "circus",
+        Minimal(),
     ]
     for item in chosen:
         name = item if isinstance(item, str) else item.label
@@ -98,7 +100,8 @@ def measure(supervisor, directory: str, samples: int, settle: float, idle: float
         pid = waitFor(lambda: healthPid(port), 60, 0.02, f"{supervisor.label}: first /health")
         waitFor(lambda: supervisor.steady("backend", pid), 30, 0.05, f"{supervisor.label}: steady")
         result.update(idleProfile(supervisor, idle))
-        toPid, toHealth, failures = [], [], []
+        toPid, toHealth, toDead, reaction, failures = [], [], [], [], []
+        machine = SystemCPU().start()
         for i in range(samples):
             pid = waitFor(lambda: healthPid(port), 30, 0.02, "the backend's /health")
             waitFor(lambda: supervisor.steady("backend", pid), 30, 0.05, "steady state")
@@ -108,11 +111,13 @@ def measure(supervisor, directory: str, samples: int, settle: float, idle: float
             known = childrenOf(supervisor.pid) | {pid}
             t0 = time.perf_counter()
             os.kill(pid, signal.SIGKILL)
-            newPid, seen = waitNewChild(supervisor.pid, known, timeout=10)
+            newPid, seen, dead = waitNewChild(supervisor.pid, known, timeout=10, old=pid)
             if newPid is None:
                 failures.append(f"sample {i}: no new child within 10 s")
                 continue
             toPid.append(seen - t0)
+            toDead.append(dead - t0)
+            reaction.append(seen - dead)
             deadline = time.perf_counter() + 20
             while time.perf_counter() < deadline:
                 if healthPid(port, timeout=0.5) == newPid:
@@ -121,10 +126,21 @@ def measure(supervisor, directory: str, samples: int, settle: float, idle: float
                 time.sleep(0.001)
             else:
                 failures.append(f"sample {i}: new pid {newPid} never answered /health")
-        result.update(pid=summary(toPid), health=summary(toHealth), failures=failures,
-                      raw_pid=toPid, raw_health=toHealth)
+        result["machine_busy_percent"] = machine.stop()
+        result.update(pid=summary(toPid), health=summary(toHealth), dead=summary(toDead),
+                      reaction=summary(reaction), failures=failures,
+                      raw_pid=toPid, raw_health=toHealth, raw_dead=toDead)
     finally:
         supervisor.stop()
+    if supervisor.kind == "orchestrator":
+        # Every kill must have been a first crash after a healthy run
+        # (restarted at once), never a repeated failure (backoff delay).
+        with open(os.path.join(directory, "twistd.log"), errors="replace") as f:
+            attempts = re.findall(r"Auto-restart attempt (\d+)/", f.read())
+        result["restart_attempt_numbers"] = sorted(set(attempts))
+        if any(a != "1" for a in attempts):
+            result.setdefault("failures", []).append(
+                f"some kills were repeated failures (attempts {sorted(set(attempts))})")
     return result
 
 
@@ -142,18 +158,23 @@ def report(results: list[dict], cost: dict | None) -> str:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["label"], r.get("version") or "", "error: " + r["error"], "", "", "", "", "", ""])
+            rows.append([r["label"], r.get("version") or "", "error: " + r["error"]] + [""] * 9)
             continue
-        p, h = r["pid"], r["health"]
+        p, h, d, x = r["pid"], r["health"], r.get("dead", {}), r.get("reaction", {})
         ratio = ""
         if base and p.get("median") and base["pid"].get("median"):
-            ratio = f"{p['median'] / base['pid']['median']:.1f}x"
+            ratio = f"{p['median'] / base['pid']['median']:.2f}x"
         rows.append([r["label"], r.get("version") or "", fmt(p.get("median"), digits=2),
-                     fmt(p.get("p95"), digits=2), ratio, fmt(h.get("median")), fmt(h.get("p95")),
+                     fmt(p.get("p95"), digits=2), ratio,
+                     fmt(d.get("median"), digits=2), fmt(x.get("median"), digits=2),
+                     fmt(h.get("median")), fmt(h.get("p95")),
                      f"{p.get('n', 0)}/{h.get('n', 0)}",
-                     f"{r.get('idle_cpu_percent', 0):.1f}% / {r.get('rss_mb') or 0:.0f} MB"])
-    text = table(["supervisor", "version", "new pid median", "new pid p95", "pid ratio vs default",
-                  "/health median", "/health p95", "samples pid/health", "idle CPU / RSS"], rows)
+                     f"{r.get('idle_cpu_percent', 0):.1f}% / {r.get('rss_mb') or 0:.0f} MB",
+                     f"{r.get('machine_busy_percent', 0):.0f}%"])
+    text = table(["supervisor", "version", "kill -> new pid median", "new pid p95",
+                  "ratio (median) vs orchestrator default", "kill -> old child dead median",
+                  "dead -> new pid median", "kill -> /health median", "/health p95",
+                  "samples pid/health", "idle CPU / RSS", "machine busy during samples"], rows)
     for r in results:
         for failure in r.get("failures", []):
             text += f"\n- {r['label']}: {failure}"
@@ -167,7 +188,7 @@ def report(results: list[dict], cost: dict | None) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--settle", type=float, default=1.0,
+    parser.add_argument("--settle", type=float, default=0.5,
                         help="seconds in steady state before each kill")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement")
     parser.add_argument("--circus-check-delay", type=float, default=0.01)
@@ -180,7 +201,8 @@ def main(argv=None) -> int:
     results = []
     try:
         for supervisor in supervisors(only, args.circus_check_delay):
-            directory = os.path.join(OUT, "respawn", supervisor.label.replace(" ", "-").strip("()"))
+            slug = re.sub(r"[^a-z0-9]+", "-", supervisor.label.lower()).strip("-")
+            directory = os.path.join(OUT, "respawn", slug)
             shutil.rmtree(directory, ignore_errors=True)
             log(f"respawn: {supervisor.label}, {args.samples} samples")
             try:

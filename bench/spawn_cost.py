@@ -36,6 +36,7 @@ epollreactor.install()
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.defer import Deferred, inlineCallbacks  # noqa: E402
+from twisted.internet import process as _process  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
 # What the orchestrator itself imports, so the parent's size is realistic.
@@ -65,8 +66,32 @@ def _default(protocol):
     return reactor.spawnProcess(protocol, "/bin/true", ["/bin/true"], {"PATH": os.defpath}, None)
 
 
+class _PlainFork(_process.Process):
+    """
+    Twisted's own fork path, without setsid and prctl: separates the price
+    of forking from the price of what the child does before exec.
+    """
+
+    def _trySpawnInsteadOfFork(self, *args):
+        return False
+
+
+def _plainFork(protocol):
+    return _PlainFork(reactor, "/bin/true", ["/bin/true"], {"PATH": os.defpath}, None, protocol)
+
+
+_WRAPPED = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "/usr/bin/setsid", "/bin/true"]
+
+
+def _wrapped(protocol):
+    return reactor.spawnProcess(protocol, _WRAPPED[0], _WRAPPED, {"PATH": os.defpath}, None)
+
+
 MECHANISMS = {"SessionProcess (fork+setsid+pdeathsig)": _session,
+              "Twisted fork path (no setsid/pdeathsig)": _plainFork,
               "reactor.spawnProcess (posix_spawn)": _default}
+if all(os.access(path, os.X_OK) for path in (_WRAPPED[0], _WRAPPED[3])):
+    MECHANISMS["posix_spawn of setpriv --pdeathsig KILL setsid CMD"] = _wrapped
 
 
 @inlineCallbacks
@@ -84,23 +109,26 @@ def _run(spawns: int, rounds: int, results: dict):
                 results[name]["exit"].append(exited - t0)
 
 
-def measure(spawns: int, rounds: int = 5) -> dict:
+@inlineCallbacks
+def measure(spawns: int, rounds: int = 5):
     results = {name: {"call": [], "exit": []} for name in MECHANISMS}
-    failure = []
-
-    def go():
-        d = _run(spawns, rounds, results)
-        d.addErrback(failure.append)
-        d.addBoth(lambda _: reactor.callLater(0, lambda: None))
-        return d
-
-    d = go()
-    while not d.called:
-        reactor.iterate(0.01)
-    if failure:
-        failure[0].raiseException()
+    yield _run(spawns, rounds, results)
     return {name: {"call": summary(v["call"]), "exit": summary(v["exit"])}
             for name, v in results.items()}
+
+
+@inlineCallbacks
+def _all(args, data):
+    ballast = None
+    for extra in ([0, args.ballast_mb] if args.ballast_mb else [0]):
+        if extra:
+            ballast = bytearray(extra * 1024 * 1024)
+            for i in range(0, len(ballast), 4096):
+                ballast[i] = 1  # touch every page
+        rss = rssMB(os.getpid())
+        results = yield measure(args.spawns)
+        data["runs"].append({"ballast_mb": extra, "rss_mb": rss, "results": results})
+    del ballast
 
 
 def main(argv=None) -> int:
@@ -109,18 +137,18 @@ def main(argv=None) -> int:
     parser.add_argument("--ballast-mb", type=int, default=256)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    reactor.startRunning(installSignalHandlers=True)  # SIGCHLD waker, as under twistd
     data = {"spawns": args.spawns, "runs": []}
-    ballast = None
-    for extra in ([0, args.ballast_mb] if args.ballast_mb else [0]):
-        if extra:
-            ballast = bytearray(extra * 1024 * 1024)
-            for i in range(0, len(ballast), 4096):
-                ballast[i] = 1  # touch every page
-        run = {"ballast_mb": extra, "rss_mb": rssMB(os.getpid()),
-               "results": measure(args.spawns)}
-        data["runs"].append(run)
-    del ballast
+    failures = []
+
+    def go():
+        d = _all(args, data)
+        d.addErrback(failures.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(go)
+    reactor.run()  # installs the SIGCHLD waker, as under twistd
+    if failures:
+        failures[0].raiseException()
     rows = []
     for run in data["runs"]:
         fork = run["results"]["SessionProcess (fork+setsid+pdeathsig)"]
@@ -130,7 +158,7 @@ def main(argv=None) -> int:
                          f"{r['call']['median'] * 1e3:.3f} ms", f"{r['call']['p95'] * 1e3:.3f} ms",
                          f"{r['exit']['median'] * 1e3:.3f} ms", f"{r['exit']['p95'] * 1e3:.3f} ms",
                          r["call"]["n"]])
-        rows.append([f"{run['rss_mb']:.0f} MB", "ratio fork / posix_spawn",
+        rows.append([f"{run['rss_mb']:.0f} MB", "ratio SessionProcess / posix_spawn",
                      f"{fork['call']['median'] / spawn['call']['median']:.2f}x", "",
                      f"{fork['exit']['median'] / spawn['exit']['median']:.2f}x", "", ""])
     data["table"] = table(["parent RSS", "mechanism", "spawn call median", "call p95",

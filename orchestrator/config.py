@@ -16,35 +16,20 @@ and C{option --NAME: ...} for the command line.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import shlex
-import shutil
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit
 
-import jsonschema
 from dotenv import dotenv_values
 
+from orchestrator._configbuild import buildConfig
+from orchestrator._configchecks import checkSemantics, validateSchema
 from orchestrator._yamlmarks import Located, YAMLLoadError, loadWithMarks
-from orchestrator.configtypes import (
-    AdminConfig,
-    Config,
-    HealthConfig,
-    LoggingConfig,
-    MetricsConfig,
-    NotifierConfig,
-    OutputConfig,
-    ProcessConfig,
-    RestartConfig,
-    StopConfig,
-    freeze,
-)
+from orchestrator.configtypes import Config
 from orchestrator.errors import ConfigError
 from orchestrator.pluginmanager import Kinds, buildPluginManager, collectKinds
-from orchestrator.schema import fillDefaults, masterSchema, schemaAt, selectedBranches
+from orchestrator.schema import fillDefaults, masterSchema, schemaAt
 
 __all__ = [
     "SEED_VARIABLES",
@@ -73,12 +58,6 @@ SEED_VARIABLES: Mapping[str, tuple] = {
 
 #: C{ORCHESTRATOR__A__B=value} sets the path C{a.b}.
 GENERIC_PREFIX = "ORCHESTRATOR__"
-
-#: Variables that never reach a child, whatever C{inherit_env} says.
-_NEVER_INHERITED = frozenset(
-    {"ORCHESTRATOR_ADMIN_TOKEN", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
-     "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"}
-)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -435,11 +414,12 @@ def loadConfig(
         for leaf, _ in _leaves(_get(data, p), p):
             sources.setdefault(leaf, "default")
 
-    _validateSchema(schema, data, problems)
-    _checkSemantics(data, baseDir, problems, checkExecutables)
+    validateSchema(schema, data, problems)
+    checkSemantics(data, baseDir, problems, checkExecutables)
     problems.raiseIfAny()
 
-    config = _build(data, filename, baseDir, sources, dotenv, kinds, environ, secretNames)
+    config = buildConfig(data, filename, baseDir, {dottedPath(p): s for p, s in sources.items()},
+                         dotenv, kinds, environ, secretNames)
     return LoadedConfig(config=config, pluginManager=pm, kinds=kinds)
 
 
@@ -448,330 +428,3 @@ def _get(data: Any, path: tuple) -> Any:
         data = data[key]
     return data
 
-
-_formatChecker = jsonschema.FormatChecker(formats=())
-
-
-@_formatChecker.checks("uri", raises=ValueError)
-def _isHTTPURL(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
-    if not parts.hostname:
-        raise ValueError(f"{value!r} has no host")
-    parts.port  # raises ValueError for a bad port
-    return True
-
-
-def _validateSchema(schema: dict, data: dict, problems: _Problems) -> None:
-    validator = jsonschema.Draft202012Validator(schema, format_checker=_formatChecker)
-    for error in validator.iter_errors(data):
-        _report(schema, data, error, problems)
-
-
-def _report(schema, data, error, problems: _Problems) -> None:
-    path = tuple(error.absolute_path)
-    if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        instance = error.instance if isinstance(error.instance, dict) else {}
-        node = error.schema
-        known = set(node.get("properties", {}))
-        for branch in selectedBranches(schema, node, instance):
-            known |= set(branch.get("properties", {}))
-        for key in instance:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.add(path + (key,), f"unknown key {key!r}{hint}", atKey=True)
-        return
-    if error.validator == "enum" and path and path[-1] in ("probe", "policy", "type"):
-        what = {"probe": "probe kind", "policy": "restart policy", "type": "notifier"}[path[-1]]
-        names = ", ".join(str(v) for v in error.validator_value if v is not None)
-        problems.add(path, f"unknown {what} {error.instance!r} (known: {names})")
-        return
-    if error.validator == "format":
-        problems.add(path, error.cause.args[0] if error.cause else error.message)
-        return
-    if error.validator in ("allOf", "anyOf", "oneOf") and error.context:
-        for sub in error.context:
-            _report(schema, data, sub, problems)
-        return
-    problems.add(path, error.message)
-
-
-def _checkSemantics(data: dict, baseDir: str, problems: _Problems, checkExecutables) -> None:
-    enabled = _get_safe(data, ("orchestrator", "enabled"), True) is not False
-    processes = data.get("processes") if isinstance(data.get("processes"), dict) else {}
-    for name, proc in processes.items():
-        if not isinstance(proc, dict):
-            continue
-        here = ("processes", name)
-        command = proc.get("command")
-        if enabled and not command:
-            problems.add(here, "a managed process needs a command (or set orchestrator.enabled: false)")
-        elif enabled and checkExecutables and isinstance(command, list) and command \
-                and isinstance(command[0], str):
-            _checkExecutable(command[0], baseDir, proc, problems, here + ("command", 0))
-        if not enabled and not proc.get("url") and proc.get("health", {}).get("probe") in (None, "none", "http", "tcp"):
-            problems.add(here, "monitor-only mode (orchestrator.enabled: false) needs a url to probe")
-        url = proc.get("url")
-        if isinstance(url, str):
-            try:
-                _isHTTPURL(url)
-            except ValueError as e:
-                problems.add(here + ("url",), str(e))
-        deps = proc.get("depends_on", [])
-        if isinstance(deps, list):
-            for i, dep in enumerate(deps):
-                if dep == name:
-                    problems.add(here + ("depends_on", i), "a process cannot depend on itself")
-                elif dep not in processes:
-                    problems.add(here + ("depends_on", i), f"unknown process {dep!r}")
-    cycle = _findCycle(processes)
-    if cycle:
-        problems.add(("processes", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
-    admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
-    if admin.get("token") and admin.get("token_file"):
-        problems.add(("admin", "token_file"), "set admin.token or admin.token_file, not both")
-    tokenFile = admin.get("token_file")
-    if isinstance(tokenFile, str):
-        try:
-            with open(os.path.join(baseDir, tokenFile), encoding="utf-8") as f:
-                token = f.readline().strip()
-        except OSError as e:
-            problems.add(("admin", "token_file"), f"cannot read {tokenFile!r}: {e.strerror}")
-        else:
-            if not token:
-                problems.add(("admin", "token_file"), f"{tokenFile!r} is empty")
-            admin["token"] = token
-    listen = admin.get("listen")
-    if isinstance(listen, str):
-        message = listenerProblem(listen, bool(admin.get("token")), admin.get("allow_insecure") is True)
-        if message:
-            problems.add(("admin", "listen"), message)
-
-
-def _get_safe(data, path, default):
-    for key in path:
-        if not isinstance(data, dict) or key not in data:
-            return default
-        data = data[key]
-    return data
-
-
-def _checkExecutable(executable: str, baseDir: str, proc: dict, problems, where) -> None:
-    if os.sep in executable:
-        candidate = os.path.normpath(os.path.join(baseDir, executable))
-        if not os.path.exists(candidate):
-            problems.add(where, f"command not found: {candidate}")
-        elif os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
-            problems.add(where, f"command is not executable: {candidate}")
-    else:
-        searchPath = (proc.get("env") or {}).get("PATH") or os.environ.get("PATH", os.defpath)
-        if shutil.which(executable, path=searchPath) is None:
-            problems.add(where, f"command not found on PATH: {executable!r} (PATH={searchPath})")
-
-
-def _findCycle(processes: Mapping[str, Any]) -> list[str] | None:
-    graph = {
-        name: [d for d in (p.get("depends_on") or []) if d in processes and d != name]
-        if isinstance(p, dict) and isinstance(p.get("depends_on"), list) else []
-        for name, p in processes.items()
-    }
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph[node]:
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for name in graph:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
-    return None
-
-
-def listenerProblem(listen: str, hasToken: bool, allowInsecure: bool) -> str | None:
-    """
-    Check an admin endpoint string: it must parse, and a TCP listener off
-    the loopback interface needs a token (or an explicit
-    C{allow_insecure}).
-
-    @return: the problem, or C{None}.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        # Constructing an endpoint only records its arguments; no reactor
-        # is touched, so None stands in for it.
-        endpoint = serverFromString(None, listen)
-    except (ValueError, TypeError, KeyError) as e:
-        return f"not a valid Twisted endpoint string {listen!r}: {e}"
-    except Exception as e:  # an ssl: endpoint whose files cannot be read
-        return f"cannot use endpoint {listen!r}: {e}"
-    interface = getattr(endpoint, "_interface", None)
-    if interface is None:  # unix sockets and other non-TCP endpoints
-        return None
-    if _isLoopback(interface) or hasToken or allowInsecure:
-        return None
-    shown = interface or "all interfaces"
-    return (
-        f"listening on {shown} needs admin.token (or env ORCHESTRATOR_ADMIN_TOKEN); "
-        "set admin.allow_insecure: true to accept the risk"
-    )
-
-
-def _isLoopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolvePath(baseDir: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    return os.path.normpath(os.path.join(baseDir, os.path.expanduser(value)))
-
-
-def _build(data: dict, filename, baseDir, sources, dotenv, kinds: Kinds, environ, secretNames) -> Config:
-    orch = data["orchestrator"]
-    adminData = data["admin"]
-    processes = {}
-    for name, p in data["processes"].items():
-        command = list(p.get("command") or ())
-        if command and os.sep in command[0]:
-            command[0] = _resolvePath(baseDir, command[0])
-        elif command:
-            searchPath = p["env"].get("PATH") or os.environ.get("PATH", os.defpath)
-            command[0] = shutil.which(command[0], path=searchPath) or command[0]
-        restart = p["restart"]
-        health = p["health"]
-        policyKeys = set(kinds.policies[restart["policy"]].config_schema.get("properties", {}))
-        probe = health["probe"]
-        probeKeys = (
-            set(kinds.probes[probe].config_schema.get("properties", {}))
-            if probe in kinds.probes else set()
-        )
-        restartOnUnhealthy = health["restart_on_unhealthy"]
-        processes[name] = ProcessConfig(
-            name=name,
-            command=tuple(command),
-            url=p["url"],
-            working_dir=_resolvePath(baseDir, p["working_dir"]) or baseDir,
-            env=freeze(p["env"]),
-            inherit_env=p["inherit_env"],
-            env_from_dotenv=tuple(p["env_from_dotenv"]),
-            depends_on=tuple(p["depends_on"]),
-            autostart=p["autostart"],
-            ready_after=float(p["start"]["ready_after"]),
-            stop=StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"])),
-            restart=RestartConfig(
-                policy=restart["policy"],
-                auto=restart["auto"],
-                max_attempts=restart["max_attempts"],
-                delay=float(restart["delay"]),
-                reset_after=float(restart["reset_after"]),
-                success_exit_codes=tuple(restart["success_exit_codes"]),
-                options=freeze({k: v for k, v in restart.items() if k in policyKeys}),
-            ),
-            health=HealthConfig(
-                probe=probe,
-                interval=float(health["interval"]),
-                timeout=float(health["timeout"]),
-                failure_threshold=health["failure_threshold"],
-                success_threshold=health["success_threshold"],
-                start_period=float(health["start_period"]),
-                start_interval=float(health["start_interval"]),
-                start_timeout=float(health["start_timeout"]),
-                restart_on_unhealthy=(
-                    restart["auto"] if restartOnUnhealthy is None else restartOnUnhealthy
-                ),
-                history=health["history"],
-                url=p["url"],
-                process=name,
-                options=freeze({k: v for k, v in health.items() if k in probeKeys}),
-            ),
-            output=OutputConfig(
-                file=_resolvePath(baseDir, p["log"]["file"]),
-                max_bytes=p["log"]["max_bytes"],
-                backups=p["log"]["backups"],
-                lines=p["log"]["lines"],
-                max_line_bytes=p["log"]["max_line_bytes"],
-                echo=p["log"]["echo"],
-            ),
-        )
-    notifiers = []
-    secretEnv = []
-    for i, n in enumerate(data["notifiers"]):
-        keys = set(kinds.notifiers[n["type"]].config_schema.get("properties", {}))
-        options = {k: v for k, v in n.items() if k in keys}
-        if isinstance(options.get("secret_env"), str):
-            secretEnv.append(options["secret_env"])
-        notifiers.append(
-            NotifierConfig(
-                type=n["type"],
-                events=tuple(n["events"]) if n["events"] is not None else None,
-                options=freeze(options),
-                index=i,
-                env=freeze({**dotenv, **environ}),
-            )
-        )
-    stateDir = _resolvePath(baseDir, orch["state_dir"])
-    return Config(
-        path=filename,
-        enabled=orch["enabled"],
-        state_dir=stateDir,
-        shutdown_timeout=float(orch["shutdown_timeout"]),
-        admin=AdminConfig(
-            listen=adminData["listen"],
-            token=adminData["token"],
-            allow_insecure=adminData["allow_insecure"],
-            default_process=adminData["default_process"],
-            allowed_origins=tuple(adminData["allowed_origins"]),
-            allowed_hosts=tuple(adminData["allowed_hosts"]),
-            metrics_requires_token=adminData["metrics_requires_token"],
-            max_body_bytes=adminData["max_body_bytes"],
-        ),
-        logging=LoggingConfig(
-            level=data["logging"]["level"],
-            format=data["logging"]["format"],
-            file=_resolvePath(baseDir, data["logging"]["file"]),
-        ),
-        metrics=MetricsConfig(
-            seed_names=data["metrics"]["seed_names"],
-            health_buckets=tuple(float(b) for b in data["metrics"]["health_buckets"]),
-        ),
-        plugins=tuple(data["plugins"]),
-        processes=freeze(processes),
-        notifiers=tuple(notifiers),
-        sources=freeze({dottedPath(p): s for p, s in sources.items()}),
-        dotenv=freeze(dotenv),
-        secret_env=tuple(sorted(_NEVER_INHERITED | set(secretEnv) | secretNames)),
-        document=freeze(_redacted(data)),
-    )
-
-
-def _redacted(data: dict) -> dict:
-    import copy
-
-    doc = copy.deepcopy(data)
-    if doc.get("admin", {}).get("token"):
-        doc["admin"]["token"] = "********"
-    return doc

@@ -114,7 +114,6 @@ class MetricsCollector(Collector):
     def _families(self):
         orch = self._orchestrator
         config = orch.config
-        now = orch.reactor.seconds()
         snapshots = {name: p.snapshot() for name, p in orch.processes.items()}
 
         if config.metrics.seed_names:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal as _signal
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed

@@ -14,11 +14,11 @@ import signal
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 
 from orchestrator import __version__
-from orchestrator.config import LoadedConfig, loadConfig
+from orchestrator.config import LoadedConfig
 from orchestrator.errors import ConfigError
 from orchestrator.events import EventBus
 from orchestrator.orphans import StateFile

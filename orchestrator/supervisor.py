@@ -10,7 +10,7 @@ import random as _random
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import Service
-from twisted.internet.defer import DeferredList, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from orchestrator.configtypes import Config
@@ -243,7 +243,7 @@ class Supervisor(Service):
         for process in alive:
             process.kill()
 
-    def _stopAll(self, processes) -> "Deferred":
+    def _stopAll(self, processes) -> Deferred:
         ranks = dependencyRanks({p.name: p.config for p in processes} | {
             n: p.config for n, p in self.processes.items()})
         byRank: dict[int, list] = {}
@@ -258,7 +258,7 @@ class Supervisor(Service):
 
     # -- reload -----------------------------------------------------------------
 
-    def apply(self, config: Config, kinds) -> "Deferred":
+    def apply(self, config: Config, kinds) -> Deferred:
         """
         Apply a new configuration by diffing processes: removed ones stop,
         added ones start, changed ones are replaced (stopped, then started

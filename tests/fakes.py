@@ -83,7 +83,7 @@ class FakeProcessTransport:
     def _end(self, reason) -> None:
         assert self.alive, "this child is already dead"
         self.alive = False
-        pid, self.pid = self.pid, None
+        self.pid = None
         self.proto.processExited(Failure(reason))
         self.proto.processEnded(Failure(reason))
 

@@ -6,8 +6,6 @@ once, every error located.
 from __future__ import annotations
 
 import os
-import stat
-import sys
 
 import pytest
 from twisted.python import usage

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.harness import freePort, getJSON, http, pidAlive, waitFor
+from tests.harness import http, pidAlive, waitFor
 
 pytestmark = pytest.mark.integration
 

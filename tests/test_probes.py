@@ -16,7 +16,7 @@ import tempfile
 
 from treq.testing import StubTreq
 from twisted.internet import reactor as _globalReactor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater

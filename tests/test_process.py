@@ -14,7 +14,6 @@ import stat
 import tempfile
 import textwrap
 
-from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 

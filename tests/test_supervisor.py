@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import textwrap
 import time
 
 from twisted.internet.defer import Deferred
@@ -23,7 +22,7 @@ from orchestrator.events import EventBus
 from orchestrator.orphans import StateFile
 from orchestrator.service import Orchestrator
 from orchestrator.supervisor import Supervisor, dependencyRanks
-from tests.fakes import EXECUTABLE, FakeProcessReactor, loadText, writeConfig
+from tests.fakes import FakeProcessReactor, loadText, writeConfig
 
 _CHAIN = """
 processes:

@@ -1,0 +1,167 @@
+"""
+Build the typed, immutable L{Config} from a merged and validated document.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+
+from orchestrator.configtypes import (
+    AdminConfig,
+    Config,
+    HealthConfig,
+    LoggingConfig,
+    MetricsConfig,
+    NotifierConfig,
+    OutputConfig,
+    ProcessConfig,
+    RestartConfig,
+    StopConfig,
+    freeze,
+)
+
+__all__ = ["buildConfig", "NEVER_INHERITED"]
+
+#: Variables that never reach a child, whatever C{inherit_env} says.
+NEVER_INHERITED = frozenset(
+    {"ORCHESTRATOR_ADMIN_TOKEN", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID",
+     "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"}
+)
+
+
+def _resolvePath(baseDir: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    return os.path.normpath(os.path.join(baseDir, os.path.expanduser(value)))
+
+
+def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, secretNames) -> Config:
+    """
+    @param data: the merged document, defaults filled, already valid.
+    @param sources: JSON path -> where its value came from.
+    @param secretNames: variables that set the admin token (never inherited).
+    """
+    orch = data["orchestrator"]
+    adminData = data["admin"]
+    processes = {}
+    for name, p in data["processes"].items():
+        command = list(p.get("command") or ())
+        if command and os.sep in command[0]:
+            command[0] = _resolvePath(baseDir, command[0])
+        elif command:
+            searchPath = p["env"].get("PATH") or os.environ.get("PATH", os.defpath)
+            command[0] = shutil.which(command[0], path=searchPath) or command[0]
+        restart = p["restart"]
+        health = p["health"]
+        policyKeys = set(kinds.policies[restart["policy"]].config_schema.get("properties", {}))
+        probe = health["probe"]
+        probeKeys = (
+            set(kinds.probes[probe].config_schema.get("properties", {}))
+            if probe in kinds.probes else set()
+        )
+        restartOnUnhealthy = health["restart_on_unhealthy"]
+        processes[name] = ProcessConfig(
+            name=name,
+            command=tuple(command),
+            url=p["url"],
+            working_dir=_resolvePath(baseDir, p["working_dir"]) or baseDir,
+            env=freeze(p["env"]),
+            inherit_env=p["inherit_env"],
+            env_from_dotenv=tuple(p["env_from_dotenv"]),
+            depends_on=tuple(p["depends_on"]),
+            autostart=p["autostart"],
+            ready_after=float(p["start"]["ready_after"]),
+            stop=StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"])),
+            restart=RestartConfig(
+                policy=restart["policy"],
+                auto=restart["auto"],
+                max_attempts=restart["max_attempts"],
+                delay=float(restart["delay"]),
+                reset_after=float(restart["reset_after"]),
+                success_exit_codes=tuple(restart["success_exit_codes"]),
+                options=freeze({k: v for k, v in restart.items() if k in policyKeys}),
+            ),
+            health=HealthConfig(
+                probe=probe,
+                interval=float(health["interval"]),
+                timeout=float(health["timeout"]),
+                failure_threshold=health["failure_threshold"],
+                success_threshold=health["success_threshold"],
+                start_period=float(health["start_period"]),
+                start_interval=float(health["start_interval"]),
+                start_timeout=float(health["start_timeout"]),
+                restart_on_unhealthy=(
+                    restart["auto"] if restartOnUnhealthy is None else restartOnUnhealthy
+                ),
+                history=health["history"],
+                url=p["url"],
+                process=name,
+                options=freeze({k: v for k, v in health.items() if k in probeKeys}),
+            ),
+            output=OutputConfig(
+                file=_resolvePath(baseDir, p["log"]["file"]),
+                max_bytes=p["log"]["max_bytes"],
+                backups=p["log"]["backups"],
+                lines=p["log"]["lines"],
+                max_line_bytes=p["log"]["max_line_bytes"],
+                echo=p["log"]["echo"],
+            ),
+        )
+    notifiers = []
+    secretEnv = []
+    for i, n in enumerate(data["notifiers"]):
+        keys = set(kinds.notifiers[n["type"]].config_schema.get("properties", {}))
+        options = {k: v for k, v in n.items() if k in keys}
+        if isinstance(options.get("secret_env"), str):
+            secretEnv.append(options["secret_env"])
+        notifiers.append(
+            NotifierConfig(
+                type=n["type"],
+                events=tuple(n["events"]) if n["events"] is not None else None,
+                options=freeze(options),
+                index=i,
+                env=freeze({**dotenv, **environ}),
+            )
+        )
+    stateDir = _resolvePath(baseDir, orch["state_dir"])
+    return Config(
+        path=filename,
+        enabled=orch["enabled"],
+        state_dir=stateDir,
+        shutdown_timeout=float(orch["shutdown_timeout"]),
+        admin=AdminConfig(
+            listen=adminData["listen"],
+            token=adminData["token"],
+            allow_insecure=adminData["allow_insecure"],
+            default_process=adminData["default_process"],
+            allowed_origins=tuple(adminData["allowed_origins"]),
+            allowed_hosts=tuple(adminData["allowed_hosts"]),
+            metrics_requires_token=adminData["metrics_requires_token"],
+            max_body_bytes=adminData["max_body_bytes"],
+        ),
+        logging=LoggingConfig(
+            level=data["logging"]["level"],
+            format=data["logging"]["format"],
+            file=_resolvePath(baseDir, data["logging"]["file"]),
+        ),
+        metrics=MetricsConfig(
+            seed_names=data["metrics"]["seed_names"],
+            health_buckets=tuple(float(b) for b in data["metrics"]["health_buckets"]),
+        ),
+        plugins=tuple(data["plugins"]),
+        processes=freeze(processes),
+        notifiers=tuple(notifiers),
+        sources=freeze(dict(sources)),
+        dotenv=freeze(dotenv),
+        secret_env=tuple(sorted(NEVER_INHERITED | set(secretEnv) | secretNames)),
+        document=freeze(_redacted(data)),
+    )
+
+
+def _redacted(data: dict) -> dict:
+    doc = copy.deepcopy(data)
+    if doc.get("admin", {}).get("token"):
+        doc["admin"]["token"] = "********"
+    return doc

@@ -1,0 +1,225 @@
+"""
+The checks a configuration gets after merging: JSON Schema validation
+(with errors rewritten into operator terms: unknown keys with a
+suggestion, unknown kinds with the known ones) and what a schema cannot
+express: URLs, executables, dependency cycles, token files and the admin
+listener's safety.  Problems are added to the loader's collector, located.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import shutil
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import jsonschema
+
+from orchestrator.schema import selectedBranches
+
+__all__ = ["validateSchema", "checkSemantics", "listenerProblem", "isHTTPURL"]
+
+
+_formatChecker = jsonschema.FormatChecker(formats=())
+
+
+@_formatChecker.checks("uri", raises=ValueError)
+def isHTTPURL(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{value!r} has no host")
+    parts.port  # raises ValueError for a bad port
+    return True
+
+
+def validateSchema(schema: dict, data: dict, problems) -> None:
+    """
+    Validate once against the master schema; every error goes to
+    C{problems}.
+    """
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_formatChecker)
+    for error in validator.iter_errors(data):
+        _report(schema, data, error, problems)
+
+
+def _report(schema, data, error, problems) -> None:
+    path = tuple(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        instance = error.instance if isinstance(error.instance, dict) else {}
+        node = error.schema
+        known = set(node.get("properties", {}))
+        for branch in selectedBranches(schema, node, instance):
+            known |= set(branch.get("properties", {}))
+        for key in instance:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.add(path + (key,), f"unknown key {key!r}{hint}", atKey=True)
+        return
+    if error.validator == "enum" and path and path[-1] in ("probe", "policy", "type"):
+        what = {"probe": "probe kind", "policy": "restart policy", "type": "notifier"}[path[-1]]
+        names = ", ".join(str(v) for v in error.validator_value if v is not None)
+        problems.add(path, f"unknown {what} {error.instance!r} (known: {names})")
+        return
+    if error.validator == "format":
+        problems.add(path, error.cause.args[0] if error.cause else error.message)
+        return
+    if error.validator in ("allOf", "anyOf", "oneOf") and error.context:
+        for sub in error.context:
+            _report(schema, data, sub, problems)
+        return
+    problems.add(path, error.message)
+
+
+def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -> None:
+    """
+    The checks a schema cannot express.  Reads the token file into
+    C{admin.token}.
+    """
+    enabled = _getOrDefault(data, ("orchestrator", "enabled"), True) is not False
+    processes = data.get("processes") if isinstance(data.get("processes"), dict) else {}
+    for name, proc in processes.items():
+        if not isinstance(proc, dict):
+            continue
+        here = ("processes", name)
+        command = proc.get("command")
+        if enabled and not command:
+            problems.add(here, "a managed process needs a command (or set orchestrator.enabled: false)")
+        elif enabled and checkExecutables and isinstance(command, list) and command \
+                and isinstance(command[0], str):
+            _checkExecutable(command[0], baseDir, proc, problems, here + ("command", 0))
+        if not enabled and not proc.get("url") and proc.get("health", {}).get("probe") in (None, "none", "http", "tcp"):
+            problems.add(here, "monitor-only mode (orchestrator.enabled: false) needs a url to probe")
+        url = proc.get("url")
+        if isinstance(url, str):
+            try:
+                isHTTPURL(url)
+            except ValueError as e:
+                problems.add(here + ("url",), str(e))
+        deps = proc.get("depends_on", [])
+        if isinstance(deps, list):
+            for i, dep in enumerate(deps):
+                if dep == name:
+                    problems.add(here + ("depends_on", i), "a process cannot depend on itself")
+                elif dep not in processes:
+                    problems.add(here + ("depends_on", i), f"unknown process {dep!r}")
+    cycle = _findCycle(processes)
+    if cycle:
+        problems.add(("processes", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
+    admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    if admin.get("token") and admin.get("token_file"):
+        problems.add(("admin", "token_file"), "set admin.token or admin.token_file, not both")
+    tokenFile = admin.get("token_file")
+    if isinstance(tokenFile, str):
+        try:
+            with open(os.path.join(baseDir, tokenFile), encoding="utf-8") as f:
+                token = f.readline().strip()
+        except OSError as e:
+            problems.add(("admin", "token_file"), f"cannot read {tokenFile!r}: {e.strerror}")
+        else:
+            if not token:
+                problems.add(("admin", "token_file"), f"{tokenFile!r} is empty")
+            admin["token"] = token
+    listen = admin.get("listen")
+    if isinstance(listen, str):
+        message = listenerProblem(listen, bool(admin.get("token")), admin.get("allow_insecure") is True)
+        if message:
+            problems.add(("admin", "listen"), message)
+
+
+def _getOrDefault(data, path, default):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+def _checkExecutable(executable: str, baseDir: str, proc: dict, problems, where) -> None:
+    if os.sep in executable:
+        candidate = os.path.normpath(os.path.join(baseDir, executable))
+        if not os.path.exists(candidate):
+            problems.add(where, f"command not found: {candidate}")
+        elif os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
+            problems.add(where, f"command is not executable: {candidate}")
+    else:
+        searchPath = (proc.get("env") or {}).get("PATH") or os.environ.get("PATH", os.defpath)
+        if shutil.which(executable, path=searchPath) is None:
+            problems.add(where, f"command not found on PATH: {executable!r} (PATH={searchPath})")
+
+
+def _findCycle(processes: Mapping[str, Any]) -> list[str] | None:
+    graph = {
+        name: [d for d in (p.get("depends_on") or []) if d in processes and d != name]
+        if isinstance(p, dict) and isinstance(p.get("depends_on"), list) else []
+        for name, p in processes.items()
+    }
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for name in graph:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def listenerProblem(listen: str, hasToken: bool, allowInsecure: bool) -> str | None:
+    """
+    Check an admin endpoint string: it must parse, and a TCP listener off
+    the loopback interface needs a token (or an explicit
+    C{allow_insecure}).
+
+    @return: the problem, or C{None}.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Constructing an endpoint only records its arguments; no reactor
+        # is touched, so None stands in for it.
+        endpoint = serverFromString(None, listen)
+    except (ValueError, TypeError, KeyError) as e:
+        return f"not a valid Twisted endpoint string {listen!r}: {e}"
+    except Exception as e:  # an ssl: endpoint whose files cannot be read
+        return f"cannot use endpoint {listen!r}: {e}"
+    interface = getattr(endpoint, "_interface", None)
+    if interface is None:  # unix sockets and other non-TCP endpoints
+        return None
+    if _isLoopback(interface) or hasToken or allowInsecure:
+        return None
+    shown = interface or "all interfaces"
+    return (
+        f"listening on {shown} needs admin.token (or env ORCHESTRATOR_ADMIN_TOKEN); "
+        "set admin.allow_insecure: true to accept the risk"
+    )
+
+
+def _isLoopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
