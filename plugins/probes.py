@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ProcessProtocol
-from twisted.python.failure import Failure
 
 from orchestrator.hookspecs import hookimpl
 from orchestrator.probing import ProbeResult
