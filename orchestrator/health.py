@@ -76,13 +76,16 @@ class HealthMonitor:
 
     log = Logger()
 
-    def __init__(self, process, config, probe, clock, managed: bool = True, onResult=None) -> None:
+    def __init__(self, process, config, probe, clock, managed: bool = True, onResult=None,
+                 random=None) -> None:
         self._process = process
         self._config = config
         self._probe = probe
         self._clock = clock
         self._managed = managed
         self._onResult = onResult or (lambda name, result: None)
+        self._random = random or (lambda: 0.0)
+        self._due = 0.0
         self.results: deque[ProbeResult] = deque(maxlen=config.history)
         self.total = self.successes = self.failures = 0
         self.consecutiveFailures = self.consecutiveSuccesses = 0
@@ -126,7 +129,13 @@ class HealthMonitor:
         self._spawnedAt = self._clock.seconds()
         self.consecutiveFailures = self.consecutiveSuccesses = 0
         self.lastStartFailure = None
-        self._call = self._clock.callLater(_FIRST_START_GAP, self._check)
+        first = _FIRST_START_GAP
+        if not self._managed:
+            # Monitor-only processes all begin together: spread their
+            # phases over the first interval so probes do not queue behind
+            # each other for ever after.
+            first += self._random() * min(self._config.interval, self._config.start_interval)
+        self._schedule(first)
         if self._managed and self._config.start_timeout > 0:
             self._timeoutCall = self._clock.callLater(self._config.start_timeout, self._startTimeout)
 
@@ -169,8 +178,13 @@ class HealthMonitor:
                 + (f" (last check: {self.lastStartFailure.reason})" if self.lastStartFailure else "")
             )
 
+    def _schedule(self, delay: float) -> None:
+        self._due = self._clock.seconds() + delay
+        self._call = self._clock.callLater(delay, self._check)
+
     def _check(self) -> None:
         self._call = None
+        due = self._due
         startedAt = self._clock.seconds()
         timeout = self._config.timeout
         d = maybeDeferred(self._probe.check)
@@ -186,9 +200,9 @@ class HealthMonitor:
             return ProbeResult(healthy=False, reason=describeFailure(failure, timeout))
 
         d.addCallbacks(stamp, failed)
-        d.addCallback(self._handle, startedAt, d)
+        d.addCallback(self._handle, startedAt, due, d)
 
-    def _handle(self, result: ProbeResult, startedAt: float, d) -> None:
+    def _handle(self, result: ProbeResult, startedAt: float, due: float, d) -> None:
         if self._inFlight is not d:
             return  # cancelled by stop(): the run is over
         self._inFlight = None
@@ -210,10 +224,11 @@ class HealthMonitor:
         if self._running and self._call is None:
             if self._starting:
                 self._gap = min(self._config.start_interval, self._gap * 2)
-                delay = self._gap
+                self._schedule(self._gap)
             else:
-                delay = max(0.0, startedAt + self._config.interval - now)
-            self._call = self._clock.callLater(delay, self._check)
+                # Keep to the schedule (a late reactor does not stretch the
+                # period), but never start a probe before the last ended.
+                self._schedule(max(0.0, due + self._config.interval - now))
 
     def _record(self, result: ProbeResult) -> None:
         self.results.append(result)

@@ -108,16 +108,30 @@ class StateFile:
 
     def record(self, name: str, pid: int | None) -> None:
         """
-        Remember a child (or forget it when C{pid} is C{None}).
+        Remember a child (or forget it when C{pid} is C{None}) and write
+        the file now.
+        """
+        if self.update(name, pid):
+            self.flush()
+
+    def update(self, name: str, pid: int | None) -> bool:
+        """
+        Remember a child (or forget it) in memory only; L{flush} writes.
+
+        @return: whether anything changed.
         """
         if pid is None:
-            if self._children.pop(name, None) is None:
-                return
-        else:
-            started = processStartTime(pid, self._proc)
-            if started is None:
-                return
-            self._children[name] = ChildRecord(name, pid, pid, started)
+            return self._children.pop(name, None) is not None
+        started = processStartTime(pid, self._proc)
+        if started is None:
+            return False
+        self._children[name] = ChildRecord(name, pid, pid, started)
+        return True
+
+    def flush(self) -> None:
+        """
+        Write the file (atomically: a crash never leaves half of it).
+        """
         self._write()
 
     def liveOwner(self) -> int | None:
@@ -144,7 +158,7 @@ class StateFile:
         previous run's have just been ended).
         """
         self._children.clear()
-        self._write()
+        self.flush()
 
     def _write(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -87,6 +87,7 @@ class Orchestrator(MultiService):
         self.kinds = loaded.kinds
         self.version = __version__
         self._reloader = reload
+        self._spawner = spawner
         self._logObserver = logObserver
         self._handleSignals = handleSignals
         self._previousHUP = None
@@ -153,9 +154,10 @@ class Orchestrator(MultiService):
             self._previousHUP = signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._sighup)
             )
-        self.log.info("orchestrator {version} started ({n} processes, {mode})",
+        self.log.info("orchestrator {version} started ({n} processes, {mode}, children spawned by {how})",
                       version=self.version, n=len(self.processes),
-                      mode="managing" if self.config.enabled else "monitor-only")
+                      mode="managing" if self.config.enabled else "monitor-only",
+                      how=getattr(self._spawner, "mechanism", "a custom spawner"))
         self._callEach("startup")
 
     def stopService(self):

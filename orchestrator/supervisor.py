@@ -99,6 +99,7 @@ class Supervisor(Service):
         self._killGroup = killGroup
         self._reapGrace = reapGrace
         self.probeObservers: list[Callable] = []
+        self._flushCall = None
         self.processes: dict[str, ManagedProcess] = {}
         self._pending: set[str] = set()
         self._unsubscribe = None
@@ -119,7 +120,8 @@ class Supervisor(Service):
                 return None
             probe = (self._probeFactory or self._defaultProbe(kinds))(pconfig.health)
             return HealthMonitor(process, pconfig.health, probe, self._reactor,
-                                 managed=managed, onResult=self._probeResult)
+                                 managed=managed, onResult=self._probeResult,
+                                 random=self._random)
 
         return ManagedProcess(
             pconfig,
@@ -147,12 +149,29 @@ class Supervisor(Service):
             except Exception:
                 self.log.failure("probe observer failed")
 
+    #: Writes of the state file are coalesced over this many seconds, so a
+    #: crash and its immediate restart cost one write, off the respawn
+    #: path.  A child spawned in the window before an orchestrator SIGKILL
+    #: still dies with it (parent-death signal); only what it started in
+    #: those milliseconds could be missed by the next start.
+    stateFileDelay = 0.05
+
     def _record(self, name: str, pid: int | None) -> None:
-        if self._stateFile is not None:
-            try:
-                self._stateFile.record(name, pid)
-            except OSError as e:
-                self.log.warn("cannot write state file {path}: {e}", path=self._stateFile.path, e=e)
+        if self._stateFile is None or not self._stateFile.update(name, pid):
+            return
+        if self._flushCall is None or not self._flushCall.active():
+            self._flushCall = self._reactor.callLater(self.stateFileDelay, self._flushStateFile)
+
+    def _flushStateFile(self) -> None:
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+        if self._stateFile is None:
+            return
+        try:
+            self._stateFile.flush()
+        except OSError as e:
+            self.log.warn("cannot write state file {path}: {e}", path=self._stateFile.path, e=e)
 
     # -- life cycle -----------------------------------------------------------
 
@@ -229,6 +248,7 @@ class Supervisor(Service):
         def done(result):
             if deadline.active():
                 deadline.cancel()
+            self._flushStateFile()
             return result
 
         return d.addBoth(done)

@@ -52,12 +52,10 @@ def startOrchestrator(text: str, probe=None, probes=None, reactor=None, probeFac
     reactor = reactor or FakeProcessReactor()
     factory = probeFactory or (
         (lambda health: probes[health.process]) if probes is not None else (lambda health: probe))
+    # Fake pids must never reach os.killpg; random 0: no phase spread, exact times.
     orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                probeFactory=factory)
-    # Fake pids must never reach os.killpg.
-    orchestrator.supervisor._killGroup = reactor.killGroup
-    for process in orchestrator.processes.values():
-        process._killGroup = reactor.killGroup
+                                probeFactory=factory, killGroup=reactor.killGroup,
+                                random=lambda: 0.0)
     orchestrator.startService()
     return orchestrator, reactor
 
@@ -194,6 +192,36 @@ class ReadinessTests(_Base):
         self.assertEqual(self.probe.pending, [])
         self.reactor.advance(0.01)
         self.assertEqual(len(self.probe.pending), 1)
+
+    def test_lateReactorDoesNotStretchTheSchedule(self):
+        """A probe that starts late (busy reactor) does not push the following ones back."""
+        self.start("{interval: 1}")
+        self.becomeRunning()  # probed at 0.01: due again at 1.01, 2.01, ...
+        self.reactor.advance(1.5)  # the reactor gets to it 0.49 s late
+        self.assertEqual(self.probe.checks, 2)
+        self.probe.answer(True)
+        self.reactor.advance(0.49)  # t = 1.99
+        self.assertEqual(self.probe.checks, 2)
+        self.reactor.advance(0.02)  # t = 2.01: on the original schedule
+        self.assertEqual(self.probe.checks, 3)
+
+    def test_monitorOnlyPhasesSpread(self):
+        """Monitor-only processes start probing at a random phase within start_interval, so they do not align."""
+        reactor = FakeProcessReactor()
+        probes = {"a": TimedProbe(reactor, readyAt=0), "b": TimedProbe(reactor, readyAt=0)}
+        samples = iter([0.25, 0.75])
+        loaded = loadText(
+            "orchestrator: {enabled: false}\n"
+            "processes:\n"
+            "  a: {url: 'http://10.1.1.1', health: {interval: 10, start_interval: 2}}\n"
+            "  b: {url: 'http://10.1.1.2', health: {interval: 10, start_interval: 2}}\n")
+        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                    probeFactory=lambda h: probes[h.process],
+                                    killGroup=reactor.killGroup, random=lambda: next(samples))
+        orchestrator.startService()
+        runUntil(reactor, 25)
+        self.assertEqual([round(t, 6) for t in probes["a"].times], [0.51, 10.51, 20.51])
+        self.assertEqual([round(t, 6) for t in probes["b"].times], [1.51, 11.51, 21.51])
 
     def test_successThreshold(self):
         """With C{success_threshold: 2}, readiness needs two successes in a row."""

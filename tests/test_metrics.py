@@ -342,7 +342,7 @@ notifiers: []
         self.assertEqual(samples("orchestrator_process_state", process="backend",
                                  state="unknown"), 1)
         self.assertEqual(h.reactor.spawned, [])
-        h.advance(0.5)
+        h.advance(1.1)  # the first probe's phase is spread over start_interval (1 s)
         samples = h.scrape()
         self.assertEqual(samples("orchestrator_process_state", process="backend",
                                  state="running"), 1)

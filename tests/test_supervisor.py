@@ -432,3 +432,45 @@ def _waitExec(pid: int, comm: str, timeout: float = 5.0) -> None:
             pass
         time.sleep(0.005)
     raise AssertionError(f"pid {pid} did not exec {comm}")
+
+
+class StateFileWriteTests(SynchronousTestCase):
+    """
+    The orphan state file is written off the respawn path, coalesced.
+    """
+
+    def test_crashAndRestartCoalesceIntoOneWrite(self) -> None:
+        """A crash and its immediate restart cost one write, after stateFileDelay, naming the new child."""
+        import json as _json
+
+        directory = tempfile.mkdtemp(prefix="orch-state-")
+        proc = os.path.join(directory, "proc")
+        for pid in (1001, 1002):
+            os.makedirs(os.path.join(proc, str(pid)))
+            with open(os.path.join(proc, str(pid), "stat"), "w") as f:
+                f.write(f"{pid} (x) S 1 {pid} " + " ".join(["0"] * 16) + f" {pid * 10} 0 0\n")
+        state = StateFile(os.path.join(directory, "children.json"), proc=proc)
+        writes = []
+        original = state.flush
+        state.flush = lambda: (writes.append(dict(state._children)), original())[1]
+        supervisor, reactor, _, _ = _supervisor(
+            "processes:\n  a:\n    command: ['{python}', '-c', 'a']\n", stateFile=state)
+        supervisor.startService()
+        self.assertEqual(len(writes), 1)  # the claim at start-up, before any child
+        reactor.advance(1)  # ready
+        self.assertEqual(len(writes), 2)
+        reactor.last.exited(1)  # crash: the first restart after a ready run is immediate
+        reactor.advance(0)
+        self.assertEqual(len(reactor.spawned), 2)
+        self.assertEqual(len(writes), 2)  # nothing written on the respawn path
+        reactor.advance(Supervisor.stateFileDelay)
+        self.assertEqual(len(writes), 3)
+        with open(state.path) as f:
+            self.assertEqual(_json.load(f)["children"],
+                             {"a": {"pid": 1002, "pgid": 1002, "start_time": 10020}})
+        d = supervisor.stopService()
+        reactor.last.exited(0)
+        self.successResultOf(d)
+        with open(state.path) as f:
+            self.assertEqual(_json.load(f)["children"], {})
+        self.assertEqual(reactor.getDelayedCalls(), [])
