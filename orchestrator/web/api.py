@@ -117,18 +117,34 @@ def _failedInBackground(failure, name: str, verb: str) -> None:
                verb=verb, process=name, why=failure.getErrorMessage())
 
 
-class _Command(ApiResource):
+class _ProcessRoute(ApiResource):
+    """
+    A route about one configured process, looked up per request (a reload
+    may remove it): 404 when it is gone.
+
+    @ivar _what: added to the 404 message (the seed's routes name the
+        setting that chose the process).
+    """
+
+    def __init__(self, orchestrator, name: str, what: str = "") -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._name = name
+        self._what = what
+
+    def process(self):
+        return lookupProcess(self._orchestrator, self._name, self._what)
+
+
+class _Command(_ProcessRoute):
     """
     C{POST}: one command on one process.  C{?wait=false} (or the body
     C{{"wait": false}}) answers without waiting for readiness.
     """
 
     def __init__(self, orchestrator, name: str, verb: str, what: str = "") -> None:
-        super().__init__()
-        self._orchestrator = orchestrator
-        self._name = name
+        super().__init__(orchestrator, name, what)
         self._verb = verb
-        self._what = what
 
     def POST(self, request):
         wait = queryBool(request, "wait", True)
@@ -139,68 +155,43 @@ class _Command(ApiResource):
 # -- reading state ---------------------------------------------------------------------
 
 
-class _Status(ApiResource):
+class _Status(_ProcessRoute):
     """
     C{GET}: a process's status (the seed's C{status} answer and more).
     """
 
-    def __init__(self, orchestrator, name: str, what: str = "") -> None:
-        super().__init__()
-        self._orchestrator = orchestrator
-        self._name = name
-        self._what = what
-
     def GET(self, request):
-        process = lookupProcess(self._orchestrator, self._name, self._what)
-        return views.processStatus(process.snapshot())
+        return views.processStatus(self.process().snapshot())
 
 
-class _SeedHealth(ApiResource):
+class _SeedHealth(_ProcessRoute):
     """
     C{GET}: the seed's C{/api/v1/admin/backend/health}.
     """
 
-    def __init__(self, orchestrator, name: str, what: str) -> None:
-        super().__init__()
-        self._orchestrator = orchestrator
-        self._name = name
-        self._what = what
-
     def GET(self, request):
-        process = lookupProcess(self._orchestrator, self._name, self._what)
-        return views.seedHealth(self._orchestrator.config, process)
+        return views.seedHealth(self._orchestrator.config, self.process())
 
 
-class _Logs(ApiResource):
+class _Logs(_ProcessRoute):
     """
     C{GET ?lines=N}: the last N lines a process wrote (100 by default).
     """
 
-    def __init__(self, orchestrator, name: str) -> None:
-        super().__init__()
-        self._orchestrator = orchestrator
-        self._name = name
-
     def GET(self, request):
         lines = queryInt(request, "lines", 100, 0, MAX_LOG_LINES)
-        process = lookupProcess(self._orchestrator, self._name)
-        tail = process.output.tail(lines)
+        tail = self.process().output.tail(lines)
         return {"name": self._name, "count": len(tail), "lines": [line.toJSON() for line in tail]}
 
 
-class _Health(ApiResource):
+class _Health(_ProcessRoute):
     """
     C{GET ?limit=N}: a process's last N probe results and counters.
     """
 
-    def __init__(self, orchestrator, name: str) -> None:
-        super().__init__()
-        self._orchestrator = orchestrator
-        self._name = name
-
     def GET(self, request):
         limit = queryInt(request, "limit", None, 0, MAX_LOG_LINES)
-        return views.healthDetail(lookupProcess(self._orchestrator, self._name), limit)
+        return views.healthDetail(self.process(), limit)
 
 
 class _Process(_Status):
