@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import shutil
 from typing import Any, Mapping
@@ -95,8 +96,18 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -
         elif enabled and checkExecutables and isinstance(command, list) and command \
                 and isinstance(command[0], str):
             _checkExecutable(command[0], baseDir, proc, problems, here + ("command", 0))
-        if not enabled and not proc.get("url") and proc.get("health", {}).get("probe") in (None, "none", "http", "tcp"):
+        health = proc.get("health") if isinstance(proc.get("health"), dict) else {}
+        probe = health.get("probe")
+        if not enabled and not proc.get("url") and probe in (None, "none", "http", "tcp"):
             problems.add(here, "monitor-only mode (orchestrator.enabled: false) needs a url to probe")
+        elif enabled and not proc.get("url") and (
+                probe == "http" or (probe == "tcp" and not health.get("port"))):
+            problems.add(here + ("health", "probe"),
+                         f"the {probe} probe needs the process's url"
+                         + (" (or health.port)" if probe == "tcp" else ""))
+        log = proc.get("log") if isinstance(proc.get("log"), dict) else {}
+        if isinstance(log.get("file"), str):
+            _checkWritable(log["file"], baseDir, problems, here + ("log", "file"))
         url = proc.get("url")
         if isinstance(url, str):
             try:
@@ -106,10 +117,18 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -
         deps = proc.get("depends_on", [])
         if isinstance(deps, list):
             for i, dep in enumerate(deps):
+                if not isinstance(dep, str):
+                    continue  # the schema reports its type
                 if dep == name:
                     problems.add(here + ("depends_on", i), "a process cannot depend on itself")
                 elif dep not in processes:
                     problems.add(here + ("depends_on", i), f"unknown process {dep!r}")
+    logging = data.get("logging") if isinstance(data.get("logging"), dict) else {}
+    if isinstance(logging.get("file"), str):
+        _checkWritable(logging["file"], baseDir, problems, ("logging", "file"))
+    for where, value in _numbers(data, ()):
+        if not math.isfinite(value):
+            problems.add(where, f"{value} is not a finite number")
     cycle = _findCycle(processes)
     if cycle:
         problems.add(("processes", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
@@ -132,6 +151,37 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -
         message = listenerProblem(listen, bool(admin.get("token")), admin.get("allow_insecure") is True)
         if message:
             problems.add(("admin", "listen"), message)
+
+
+def _numbers(value: Any, path: tuple):
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _numbers(sub, path + (key,))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from _numbers(sub, path + (i,))
+    elif isinstance(value, float):
+        yield path, value
+
+
+def _checkWritable(path: str, baseDir: str, problems, where) -> None:
+    """
+    A log file must be creatable: its folder exists and is writable, or the
+    nearest existing ancestor is a writable folder (it will be created).
+    """
+    full = os.path.normpath(os.path.join(baseDir, os.path.expanduser(path)))
+    if os.path.isdir(full):
+        problems.add(where, f"{full} is a folder, not a file")
+        return
+    if os.path.exists(full):
+        if not os.access(full, os.W_OK):
+            problems.add(where, f"cannot write {full}")
+        return
+    ancestor = os.path.dirname(full)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+        problems.add(where, f"cannot create {full}: {ancestor} is not a writable folder")
 
 
 def _getOrDefault(data, path, default):
@@ -157,7 +207,8 @@ def _checkExecutable(executable: str, baseDir: str, proc: dict, problems, where)
 
 def _findCycle(processes: Mapping[str, Any]) -> list[str] | None:
     graph = {
-        name: [d for d in (p.get("depends_on") or []) if d in processes and d != name]
+        name: [d for d in (p.get("depends_on") or [])
+               if isinstance(d, str) and d in processes and d != name]
         if isinstance(p, dict) and isinstance(p.get("depends_on"), list) else []
         for name, p in processes.items()
     }

@@ -16,6 +16,7 @@ and C{option --NAME: ...} for the command line.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from dataclasses import dataclass
@@ -126,7 +127,13 @@ class _Problems:
         self.items: list[tuple[tuple, str]] = []
 
     def _location(self, path: tuple, atKey: bool) -> tuple[tuple, str]:
-        # The nearest override or YAML node at or above the path.
+        # Something the YAML never mentioned but a variable created (a
+        # process made by GO_BACKEND_URL) is located at that variable.
+        if path and path not in self.valueMarks:
+            below = [where for origin, where in self.origins.items() if origin[:len(path)] == path]
+            if below:
+                return (1, 0, 0), below[0]
+        # Otherwise the nearest override or YAML node at or above the path.
         for n in range(len(path), -1, -1):
             prefix = path[:n]
             if prefix in self.origins:
@@ -172,9 +179,12 @@ def _convert(raw: str, schema: dict) -> Any:
             raise ValueError(f"{raw!r} is not an integer") from None
     if "number" in types:
         try:
-            return float(raw.strip())
+            number = float(raw.strip())
         except ValueError:
             raise ValueError(f"{raw!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{raw!r} is not a finite number")
+        return number
     if "array" in types:
         import json
 
@@ -314,6 +324,8 @@ def loadConfig(
                 text = f.read()
         except OSError as e:
             raise ConfigError([f"{path}: cannot read configuration: {e.strerror}"]) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError([f"{path}: not UTF-8 text (byte {e.start})"]) from None
         try:
             data, valueMarks, keyMarks = loadWithMarks(text)
         except YAMLLoadError as e:
@@ -327,8 +339,40 @@ def loadConfig(
     problems = _Problems(path, valueMarks, keyMarks)
     sources: dict[tuple, str] = {p: "yaml" for p, _ in _leaves(data)} if data else {}
 
+
+    # The .env file, read first: it may name plugins or the default process.
+    dotenv: dict[str, str] = {}
+    dotenvLines: dict[str, int] = {}
+    envPath = envFile
+    if envPath is None and os.path.isfile(".env"):
+        envPath = ".env"
+    if envPath is not None:
+        if not (os.path.isfile(envPath) or envPath == os.devnull):
+            problems.addRaw(f"{envPath}: no such .env file", (1, 0, 0))
+        else:
+            try:
+                dotenv = {k: (v if v is not None else "") for k, v in dotenv_values(envPath).items()}
+                dotenvLines = _dotenvLines(envPath)
+            except (OSError, UnicodeDecodeError) as e:
+                problems.addRaw(f"{envPath}: cannot read: {e}", (1, 0, 0))
+
+    def early(path: tuple):
+        """The raw value the environment gives a path, before the schema exists."""
+        name = GENERIC_PREFIX + "__".join(part.upper() for part in path)
+        found = None
+        for layer in (dotenv, environ):
+            for key, value in layer.items():
+                if key.upper() == name:
+                    found = value
+        return found
+
     # Plugins first: their kinds' options are part of the schema.
     pluginList = data.get("plugins", [])
+    if early(("plugins",)) is not None:
+        try:
+            pluginList = _convert(early(("plugins",)), {"type": "array", "items": {"type": "string"}})
+        except ValueError:
+            pluginList = []  # reported with its variable's name below
     if not isinstance(pluginList, list) or not all(isinstance(p, str) for p in pluginList):
         problems.add(("plugins",), "expected a list of dotted module paths")
         pluginList = []
@@ -342,24 +386,18 @@ def loadConfig(
         raise  # pragma: no cover
     schema = masterSchema(kinds)
 
-    # Overrides, lowest precedence first.
+    # Overrides, lowest precedence first.  The seed's variables act on the
+    # default process, which the environment itself may rename.
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
-    defaultProcess = admin.get("default_process", "backend")
+    defaultProcess = early(("admin", "default_process")) or admin.get("default_process")
+    if not isinstance(defaultProcess, str) or not defaultProcess:
+        defaultProcess = "backend"
     overrides: list[_Override] = []
-    dotenv: dict[str, str] = {}
-    envPath = envFile
-    if envPath is None and os.path.isfile(".env"):
-        envPath = ".env"
-    if envPath is not None:
-        if not (os.path.isfile(envPath) or envPath == os.devnull):
-            problems.addRaw(f"{envPath}: no such .env file", (1, 0, 0))
-        else:
-            dotenv = {k: (v if v is not None else "") for k, v in dotenv_values(envPath).items()}
-            lines = _dotenvLines(envPath)
-            overrides += _environmentOverrides(
-                dotenv, ".env", defaultProcess,
-                lambda n: f"{envPath}:{lines.get(n, 1)}: {n}", problems,
-            )
+    if dotenv:
+        overrides += _environmentOverrides(
+            dotenv, ".env", defaultProcess,
+            lambda n: f"{envPath}:{dotenvLines.get(n, 1)}: {n}", problems,
+        )
     overrides += _environmentOverrides(
         environ, "env", defaultProcess, lambda n: f"env {n}", problems
     )
@@ -378,6 +416,10 @@ def loadConfig(
             )
             continue
         value = override.raw
+        if target == ("admin", "token") and not (isinstance(value, str) and value.strip()):
+            problems.addRaw(f"{override.where}: empty token (unset the variable to keep "
+                            "the configured one)", (1, 0, 0))
+            continue
         if isinstance(value, str) and override.source != "cli":
             try:
                 value = _convert(value, node)

@@ -89,7 +89,8 @@ class HealthConfig:
     """
     Health probing of one process.  C{probe} is C{"none"} when the process
     is not probed.  C{url} and C{process} are copied from the process so a
-    probe kind needs nothing else.
+    probe kind needs nothing else; C{env} is the process's own child
+    environment (filled in by the supervisor), for probes that run commands.
     """
 
     probe: str = "none"
@@ -105,6 +106,7 @@ class HealthConfig:
     url: str | None = None
     process: str = ""
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, fail, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -230,6 +230,9 @@ class ManagedProcess:
         self._killCall = None
         self._pendingCause: str | None = None
         self._readyWaiters: list[Deferred] = []
+        self._pause: Deferred | None = None
+        self._interruptedBy: str | None = None
+        self._retired: str | None = None
         self._stopWaiters: list[Deferred] = []
 
     # -- what the API and metrics read -------------------------------------
@@ -286,6 +289,8 @@ class ManagedProcess:
         """
         if not self.managed:
             return fail(StateError(self._elsewhere("start")))
+        if self._retired:
+            return fail(StateError(f"cannot start {self.name}: {self._retired}"))
         return self._lock.run(self._doStart, wait)
 
     def stop(self) -> Deferred:
@@ -295,6 +300,7 @@ class ManagedProcess:
         """
         if not self.managed:
             return fail(StateError(self._elsewhere("stop")))
+        self._preempt("stop requested")
         return self._lock.run(self._doStop)
 
     def restart(self, wait: bool = True) -> Deferred:
@@ -303,7 +309,25 @@ class ManagedProcess:
         """
         if not self.managed:
             return fail(StateError(self._elsewhere("restart")))
+        if self._retired:
+            return fail(StateError(f"cannot restart {self.name}: {self._retired}"))
         return self._lock.run(self._doRestart, wait)
+
+    def _preempt(self, why: str) -> None:
+        """
+        A stop must not wait behind a start or restart that is waiting for
+        readiness (up to C{start_timeout}, or for ever) or pausing between
+        its stop and start: interrupt them, so the queued stop runs now.
+        Their callers are told why (409).
+        """
+        self._interruptedBy = why
+        interrupted = StateError(f"{self.name}: interrupted before it was ready ({why})")
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.errback(interrupted)
+        if self._pause is not None:
+            pause, self._pause = self._pause, None
+            pause.cancel()
 
     def _elsewhere(self, verb: str) -> str:
         return (
@@ -312,6 +336,7 @@ class ManagedProcess:
         )
 
     def _doStart(self, wait: bool) -> Deferred:
+        self._interruptedBy = None
         self._cancelRestart()
         if self.status in ("starting", "running", "unhealthy"):
             return self._waitReady(wait)
@@ -324,6 +349,7 @@ class ManagedProcess:
         return self._waitReady(wait)
 
     def _doStop(self) -> Deferred:
+        self._interruptedBy = None
         self._wanted = False
         self._cancelRestart()
         if self._transport is None:
@@ -333,6 +359,7 @@ class ManagedProcess:
         return self._terminate("stop requested").addCallback(lambda _: self.snapshot())
 
     def _doRestart(self, wait: bool) -> Deferred:
+        self._interruptedBy = None
         self._cancelRestart()
         self._clearGaveUp()
         d = self._terminate("restart requested") if self._transport is not None else succeed(None)
@@ -340,11 +367,22 @@ class ManagedProcess:
         def pause(_):
             if self.status != "stopped":
                 self._setStatus("stopped", "stopped", reason="restart requested")
+            if self._interruptedBy:
+                raise StateError(f"restart of {self.name} interrupted: {self._interruptedBy}")
             from twisted.internet.task import deferLater
 
-            return deferLater(self._reactor, self.config.restart.delay, lambda: None)
+            self._pause = deferLater(self._reactor, self.config.restart.delay, lambda: None)
+
+            def interrupted(failure):
+                failure.trap(CancelledError)
+                raise StateError(f"restart of {self.name} interrupted: stop requested")
+
+            return self._pause.addErrback(interrupted)
 
         def spawn(_):
+            self._pause = None
+            if self._retired:
+                raise StateError(f"cannot restart {self.name}: {self._retired}")
             self._wanted = True
             self._countRestart("manual")
             self._spawn()
@@ -395,6 +433,8 @@ class ManagedProcess:
                 )
             except OSError as e:
                 problem = f"{e.strerror or e}: {executable}"
+            except Exception as e:  # e.g. ValueError: embedded null byte
+                problem = f"{type(e).__name__}: {e}: {executable}"
         if problem is not None:
             self._spawnFailed(problem)
             raise SpawnError(problem)
@@ -407,16 +447,24 @@ class ManagedProcess:
         protocol.output = self._output.newRun(self.pid)
         self._recorder(self.name, self.pid)
         self.log.info("{process} started (PID: {pid})", process=self.name, pid=self.pid)
-        self._setStatus("starting", "starting", reason="spawned")
-        if self._monitor is None:
-            self._monitor = self._monitorFactory(self)
-        if self._monitor is not None:
-            self._monitor.start()
-        else:
-            self._readyCall = self._reactor.callLater(self.config.ready_after, self._becameReady)
         protocol.adopted = True
-        if protocol.earlyExit is not None:
-            self._childExited(self._run, protocol.earlyExit)
+        try:
+            self._setStatus("starting", "starting", reason="spawned")
+            if self._monitor is None:
+                try:
+                    self._monitor = self._monitorFactory(self)
+                except Exception:
+                    # A probe plugin that cannot be built must not lose the
+                    # child: it runs unprobed (ready after start.ready_after).
+                    self.log.failure("{process}: the {probe} probe failed to start; running without it",
+                                     process=self.name, probe=self.config.health.probe)
+            if self._monitor is not None:
+                self._monitor.start()
+            else:
+                self._readyCall = self._reactor.callLater(self.config.ready_after, self._becameReady)
+        finally:
+            if protocol.earlyExit is not None:
+                self._childExited(self._run, protocol.earlyExit)
 
     def _spawnFailed(self, problem: str) -> None:
         self.log.error("Failed to start {process}: {problem}", process=self.name, problem=problem)
@@ -645,8 +693,8 @@ class ManagedProcess:
     def _autoRestart(self) -> None:
         self._restartCall = None
         self._restartAt = None
-        if self._lock.locked or self._transport is not None or not self._wanted:
-            return  # a command in progress decides what happens next
+        if self._lock.locked or self._transport is not None or not self._wanted or self._retired:
+            return  # a command in progress (or a shutdown) decides what happens next
         last = self.exits[-1] if self.exits else None
         self._countRestart("crash" if last is None or last.cause in ("exit", "spawn_failed") else last.cause)
         try:
@@ -714,7 +762,14 @@ class ManagedProcess:
         if status != self.status:
             self._setStatus(status, status, reason=reason)
 
-    def shutdown(self) -> Deferred:
+    @property
+    def wanted(self) -> bool:
+        """
+        Whether the process is meant to run (started, and not stopped since).
+        """
+        return self._wanted
+
+    def shutdown(self, why: str = "the orchestrator is shutting down") -> Deferred:
         """
         Stop for good (the orchestrator is stopping): cancel restarts and
         probes, stop the child, close the output file.
@@ -725,6 +780,17 @@ class ManagedProcess:
                 return result
             return self._monitor.close().addBoth(lambda _: result)
 
+        self.retire(why)
         if not self.managed:
             return succeed(None).addBoth(close)
         return self._lock.run(self._doStop).addBoth(close)
+
+    def retire(self, why: str) -> None:
+        """
+        This process object is going away (shutdown, or a reload removes or
+        replaces it): refuse new starts, no automatic restarts, and
+        interrupt a start waiting for readiness so a stop can run now.
+        """
+        self._retired = why
+        self._cancelRestart()
+        self._preempt(why)

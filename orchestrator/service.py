@@ -224,23 +224,22 @@ class Orchestrator(MultiService):
         try:
             loaded = self._reloader()
         except ConfigError as e:
-            for problem in e.problems:
-                self.log.error("reload rejected: {problem}", problem=problem)
-            self.events.emit("config_rejected", None, reason=f"{len(e.problems)} problem(s)")
-            return fail(e)
-        old = self.config
-        if loaded.config.admin != old.admin:
+            return fail(self._rejected(e))
+        except Exception as e:  # a loader bug must not take the running config down
+            self.log.failure("reading the configuration failed")
+            return fail(self._rejected(ConfigError([f"cannot read the configuration: {e!r}"])))
+        if loaded.config.admin != self.config.admin:
             self.log.warn("admin settings changed; they apply at the next start of the orchestrator")
-        self.loaded = loaded
-        self.pluginManager = loaded.pluginManager
-        self.kinds = loaded.kinds
-        for notifier in self.events.notifiers:
-            if hasattr(notifier, "close"):
-                maybeDeferred(notifier.close).addErrback(lambda f: None)
-        self.events.setNotifiers(buildNotifiers(loaded.config, loaded.kinds, self.reactor, self.log))
         d = self.supervisor.apply(loaded.config, loaded.kinds)
 
-        def done(summary):
+        def applied(summary):
+            self.loaded = loaded
+            self.pluginManager = loaded.pluginManager
+            self.kinds = loaded.kinds
+            for notifier in self.events.notifiers:
+                if hasattr(notifier, "close"):
+                    maybeDeferred(notifier.close).addErrback(lambda f: None)
+            self.events.setNotifiers(buildNotifiers(loaded.config, loaded.kinds, self.reactor, self.log))
             self.log.info(
                 "configuration reloaded: added {added}, removed {removed}, changed {changed}, "
                 "unchanged {unchanged}", **{k: ", ".join(v) or "-" for k, v in summary.items()})
@@ -248,4 +247,14 @@ class Orchestrator(MultiService):
                 f"{k}: {len(v)}" for k, v in summary.items()))
             return summary
 
-        return d.addCallback(done)
+        def notApplied(failure):
+            failure.trap(ConfigError)
+            raise self._rejected(failure.value)
+
+        return d.addCallbacks(applied, notApplied)
+
+    def _rejected(self, error: ConfigError) -> ConfigError:
+        for problem in error.problems:
+            self.log.error("reload rejected: {problem}", problem=problem)
+        self.events.emit("config_rejected", None, reason=f"{len(error.problems)} problem(s)")
+        return error

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import shutil
 import signal as _signal
@@ -144,11 +145,13 @@ class SessionProcess(GroupSignalling, _process.Process):
         super()._setupChild(*args, **kwargs)
 
 
+@functools.lru_cache(maxsize=None)
 def wrapperCommand(which: Callable[[str], str | None] = shutil.which) -> list[str] | None:
     """
     The wrapper prefix C{[env, -C]} ... as absolute paths, or C{None} if a
     tool is missing or too old (C{env -C} needs coreutils 8.28,
-    C{setpriv --pdeathsig} util-linux 2.33).  Checked once by running it.
+    C{setpriv --pdeathsig} util-linux 2.33).  Checked by running it, once
+    per process (cached: an exec probe builds a spawner per run).
     """
     tools = {name: which(name) for name in ("env", "setsid", "setpriv")}
     if None in tools.values():
@@ -175,7 +178,7 @@ def sessionSpawner(reactor, wrapper: list[str] | None | bool = True) -> Spawner:
     @param wrapper: C{True} to find the wrappers (L{wrapperCommand}),
         C{False} for the fork path, or an explicit prefix.
     """
-    prefix = wrapperCommand() if wrapper is True else (wrapper or None)
+    prefix = list(wrapperCommand() or []) or None if wrapper is True else (wrapper or None)
     if prefix is None:
         def spawn(protocol, executable, args, env, path):
             return SessionProcess(reactor, executable, list(args), dict(env), path, protocol)

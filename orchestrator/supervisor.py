@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import random as _random
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
-from orchestrator.configtypes import Config
+from orchestrator.configtypes import Config, freeze
+from orchestrator.errors import ConfigError
 from orchestrator.health import HealthMonitor
 from orchestrator.orphans import StateFile, reapLeftovers
 from orchestrator.process import ManagedProcess, childEnvironment
@@ -100,6 +102,7 @@ class Supervisor(Service):
         self._reapGrace = reapGrace
         self.probeObservers: list[Callable] = []
         self._flushCall = None
+        self._reloadLock = DeferredLock()
         self.processes: dict[str, ManagedProcess] = {}
         self._pending: set[str] = set()
         self._unsubscribe = None
@@ -114,12 +117,16 @@ class Supervisor(Service):
     def _makeProcess(self, pconfig, config: Config, kinds) -> ManagedProcess:
         policy = kinds.policies[pconfig.restart.policy](pconfig.restart)
         managed = config.enabled
+        environment = childEnvironment(pconfig, self._environ, config.dotenv, set(config.secret_env))
+        # An exec probe runs with its process's environment: never the
+        # orchestrator's secrets.
+        health = replace(pconfig.health, env=freeze(environment))
 
         def monitorFactory(process):
-            if pconfig.health.probe == "none":
+            if health.probe == "none":
                 return None
-            probe = (self._probeFactory or self._defaultProbe(kinds))(pconfig.health)
-            return HealthMonitor(process, pconfig.health, probe, self._reactor,
+            probe = (self._probeFactory or self._defaultProbe(kinds))(health)
+            return HealthMonitor(process, health, probe, self._reactor,
                                  managed=managed, onResult=self._probeResult,
                                  random=self._random)
 
@@ -129,7 +136,7 @@ class Supervisor(Service):
             spawner=self._spawner,
             policy=policy,
             events=self._events,
-            environment=childEnvironment(pconfig, self._environ, config.dotenv, set(config.secret_env)),
+            environment=environment,
             managed=managed,
             random=self._random,
             monitorFactory=monitorFactory,
@@ -191,7 +198,8 @@ class Supervisor(Service):
         d = reapLeftovers(leftovers, self._reactor, grace=self._reapGrace) if leftovers else succeed([])
         if self._stateFile is not None:
             d.addCallback(lambda _: self._claimStateFile())
-        d.addCallback(lambda _: self._autostart(self.processes))
+        d.addCallback(lambda _: self._autostart(
+            n for n, p in self.processes.items() if p.config.autostart))
         self._started = d
 
     def _claimStateFile(self) -> None:
@@ -200,8 +208,11 @@ class Supervisor(Service):
         except OSError as e:
             self.log.warn("cannot write state file {path}: {e}", path=self._stateFile.path, e=e)
 
-    def _autostart(self, processes) -> None:
-        self._pending |= {n for n, p in processes.items() if p.config.autostart}
+    def _autostart(self, names) -> None:
+        """
+        Start these processes, each once its dependencies are running.
+        """
+        self._pending |= set(names)
         self._startReady()
 
     def _startReady(self) -> None:
@@ -240,7 +251,7 @@ class Supervisor(Service):
             self._unsubscribe()
             self._unsubscribe = None
         self._pending.clear()
-        d = self._stopAll(list(self.processes.values()))
+        d = self._stopAll(list(self.processes.values()), "the orchestrator is shutting down")
         # A bound on the whole shutdown: whatever still runs then is killed,
         # so twistd (and systemd's TimeoutStopSec) is never left waiting.
         deadline = self._reactor.callLater(self._config.shutdown_timeout, self._killAll)
@@ -263,7 +274,7 @@ class Supervisor(Service):
         for process in alive:
             process.kill()
 
-    def _stopAll(self, processes) -> Deferred:
+    def _stopAll(self, processes, why: str) -> Deferred:
         ranks = dependencyRanks({p.name: p.config for p in processes} | {
             n: p.config for n, p in self.processes.items()})
         byRank: dict[int, list] = {}
@@ -273,7 +284,7 @@ class Supervisor(Service):
         for rank in sorted(byRank, reverse=True):
             group = byRank[rank]
             d.addCallback(lambda _, group=group: DeferredList(
-                [maybeDeferred(p.shutdown) for p in group], consumeErrors=True))
+                [maybeDeferred(p.shutdown, why) for p in group], consumeErrors=True))
         return d.addCallback(lambda _: None)
 
     # -- reload -----------------------------------------------------------------
@@ -282,12 +293,18 @@ class Supervisor(Service):
         """
         Apply a new configuration by diffing processes: removed ones stop,
         added ones start, changed ones are replaced (stopped, then started
-        with the new settings), unchanged ones keep running untouched.
+        with the new settings if they were running or meant to run),
+        unchanged ones keep running untouched.  Reloads are serialised.
 
         @return: a Deferred firing with C{{"added": [...], "removed": [...],
             "changed": [...], "unchanged": [...]}} once removed and changed
-            processes are stopped and the new ones are launched.
+            processes are stopped and the new ones are launched, or failing
+            with L{ConfigError} (nothing changed) when a new process cannot
+            be built.
         """
+        return self._reloadLock.run(self._apply, config, kinds)
+
+    def _apply(self, config: Config, kinds) -> Deferred:
         old = self._config
         modeChanged = old.enabled != config.enabled
         added = [n for n in config.processes if n not in self.processes]
@@ -298,27 +315,35 @@ class Supervisor(Service):
                                         or self._envChanged(n, old, config))
         ]
         unchanged = [n for n in config.processes if n in self.processes and n not in changed]
+        # Build everything new before touching anything old: a process that
+        # cannot be built (its output file cannot be opened) rejects the
+        # whole reload and the running configuration stays.
+        try:
+            fresh = {n: self._makeProcess(config.processes[n], config, kinds) for n in changed + added}
+        except Exception as e:
+            return fail(ConfigError([f"cannot apply the configuration: {type(e).__name__}: {e}"]))
+        # A changed process keeps what the operator did: it comes back if it
+        # was running or meant to run, stays down if it was stopped.
+        toStart = [n for n in changed
+                   if self.processes[n].isAlive or self.processes[n].wanted]
+        toStart += [n for n in added if config.processes[n].autostart]
         self._config = config
         self._kinds = kinds
         goners = [self.processes[n] for n in removed + changed]
-        d = self._stopAll(goners) if goners else succeed(None)
+        d = self._stopAll(goners, "replaced by a configuration reload") if goners else succeed(None)
 
         def replace(_):
             for name in removed:
                 del self.processes[name]
-            fresh = {}
-            for name in changed + added:
+            for name, process in fresh.items():
                 previous = self.processes.get(name)
-                process = self._makeProcess(config.processes[name], config, kinds)
                 if previous is not None:
                     process.restartCount = previous.restartCount
                 self.processes[name] = process
-                fresh[name] = process
-            # keep the configured order
-            self.processes = {n: self.processes[n] for n in config.processes}
+            self.processes = {n: self.processes[n] for n in config.processes}  # configured order
             if self.running:
                 if config.enabled:
-                    self._autostart(fresh)
+                    self._autostart(toStart)
                 else:
                     for process in fresh.values():
                         process.startMonitoring()

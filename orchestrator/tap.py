@@ -69,11 +69,14 @@ def makeService(options: Options):
             logObserver=buildObserver(loaded.config.logging),
             handleSignals=True,
         )
-    except ConfigError as e:
+    except (ConfigError, OSError) as e:
         # Problems only a built service can find (two plugins mounting the
-        # same admin route): report them like any configuration error.
+        # same admin route, another orchestrator on the same state file, a
+        # log file that cannot be opened): report them like any
+        # configuration error, without a traceback.
         import sys
 
-        print(f"twistd orchestrator: invalid configuration ({len(e.problems)} problem(s)):\n  "
-              + "\n  ".join(e.problems), file=sys.stderr)
+        found = e.problems if isinstance(e, ConfigError) else (f"{e.strerror}: {e.filename}",)
+        print(f"twistd orchestrator: cannot start ({len(found)} problem(s)):\n  "
+              + "\n  ".join(found), file=sys.stderr)
         raise SystemExit(1)

@@ -262,7 +262,9 @@ class ExecProbe:
         self._cap = options.get("max_output_bytes", 4096)
         self._spawn = spawner or sessionSpawner(reactor)
         self._killGroup = killGroup
-        self._env = dict(os.environ)
+        # The supervisor hands over the process's own environment (never
+        # the orchestrator's secrets); a bare PATH when used on its own.
+        self._env = dict(config.env) if config.env else {"PATH": os.environ.get("PATH", os.defpath)}
 
     def check(self) -> Deferred:
         protocol = _ExecProtocol(self._cap, self._killGroup)

@@ -489,3 +489,93 @@ def test_webhook_secret_variable_never_reaches_children():
                   environ=environ)
     env = childEnvironment(config.processes["backend"], environ, config.dotenv, set(config.secret_env))
     assert "WEBHOOK_SECRET" not in env
+
+
+# -- robustness: odd input is a located error, never a traceback -------------------
+
+@pytest.mark.parametrize("snippet,expected", [
+    ("    health: {interval: .nan}\n", "processes.backend.health.interval: nan is not a finite number"),
+    ("    stop: {timeout: .inf}\n", "processes.backend.stop.timeout: inf is not a finite number"),
+])
+def test_non_finite_numbers_rejected(snippet, expected):
+    """NaN and infinity are refused (a NaN interval would probe in a busy loop)."""
+    (message,) = problems(MINIMAL + snippet)
+    assert message.endswith(expected)
+
+
+def test_non_finite_number_from_environment():
+    """A NaN from the environment is refused with the variable's name."""
+    assert problems(environ={"HEALTH_CHECK_INTERVAL": "nan"}) == [
+        "env HEALTH_CHECK_INTERVAL: 'nan' is not a finite number"]
+
+
+def test_empty_token_variable_is_an_error():
+    """An empty ORCHESTRATOR_ADMIN_TOKEN never silently removes the configured token."""
+    found = problems(MINIMAL + "admin: {token: yaml-secret}\n", environ={"ORCHESTRATOR_ADMIN_TOKEN": ""})
+    assert found == ["env ORCHESTRATOR_ADMIN_TOKEN: empty token (unset the variable to keep the configured one)"]
+
+
+def test_plugins_from_environment_are_loaded():
+    """ORCHESTRATOR__PLUGINS loads its modules like the YAML list does."""
+    found = problems(environ={"ORCHESTRATOR__PLUGINS": "no_such_module_xyz"})
+    assert any("cannot import 'no_such_module_xyz'" in m for m in found)
+    config = load(MINIMAL + "notifiers: [{type: broken}]\n",
+                  environ={"ORCHESTRATOR__PLUGINS": "tests.plugin_samples.broken_notifier"})
+    assert [n.type for n in config.notifiers] == ["broken"]
+
+
+def test_default_process_from_environment_steers_seed_variables():
+    """The seed's variables follow admin.default_process even when the environment sets it."""
+    text = 'processes:\n  web: {command: ["{python}"]}\n'
+    config = load(text, environ={"ORCHESTRATOR__ADMIN__DEFAULT_PROCESS": "web",
+                                 "GO_BACKEND_URL": "http://127.0.0.1:3999"})
+    assert config.processes["web"].url == "http://127.0.0.1:3999"
+    assert "backend" not in config.processes
+
+
+def test_error_on_a_process_made_by_a_variable_names_the_variable():
+    """A process that only a seed variable created is located at that variable."""
+    assert problems("processes: {}\n", environ={"GO_BACKEND_URL": "http://127.0.0.1:1"}) == [
+        "env GO_BACKEND_URL: processes.backend: a managed process needs a command "
+        "(or set orchestrator.enabled: false)"]
+
+
+def test_http_probe_needs_a_url():
+    """An http probe on a process without a url is a located error, not a probe of "/health"."""
+    (message,) = problems('processes:\n  bot: {command: ["{python}"], health: {probe: http}}\n')
+    assert message.endswith("processes.bot.health.probe: the http probe needs the process's url")
+
+
+def test_log_file_that_cannot_be_created(tmp_path):
+    """A log file whose folder cannot be created is reported at start, with its location."""
+    (tmp_path / "plain").write_text("a file, not a folder")
+    found = problems(MINIMAL + "    log: {file: plain/backend.log}\nlogging: {file: plain/o.log}\n",
+                     tmp_path=tmp_path)
+    assert any(m.endswith(f"processes.backend.log.file: cannot create {tmp_path}/plain/backend.log: "
+                          f"{tmp_path}/plain is not a writable folder") for m in found), found
+    assert any("logging.file: cannot create" in m for m in found), found
+
+
+def test_non_utf8_file(tmp_path):
+    """A configuration that is not UTF-8 is a clear error."""
+    path = tmp_path / "o.yaml"
+    path.write_bytes(b"processes:\n  a: {command: [\"\xff\"]}\n")
+    with pytest.raises(ConfigError) as caught:
+        loadConfig(str(path), envFile=os.devnull, environ={}, entryPoints=False)
+    assert caught.value.problems == (f"{path}: not UTF-8 text (byte 28)",)
+
+
+@pytest.mark.parametrize("text", [
+    'processes:\n  a: {command: ["{python}"], depends_on: [[a]]}\n',
+    'orchestrator: {enabled: false}\nprocesses:\n  a: {health: 5}\n',
+    'admin: {default_process: [a]}\nprocesses: {}\n',
+    'processes: [1, 2]\n',
+    'processes:\n  a: {command: ["{python}"], restart: null}\n',
+    'notifiers: {}\n',
+    'processes:\n  a: {command: "{python}"}\n',
+    'logging: 7\n',
+])
+def test_wrong_shapes_are_located_errors(text):
+    """Values of the wrong shape anywhere give located errors, never an exception."""
+    found = problems(text, environ={"GO_BACKEND_URL": "http://127.0.0.1:1"})
+    assert found and all(":" in m for m in found)

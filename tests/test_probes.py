@@ -334,9 +334,10 @@ class ExecProbeTests(TestCase):
 
     timeout = 30
 
-    def execProbe(self, command, **options):
+    def execProbe(self, command, env=None, **options):
         spawner = _RecordingSpawner()
-        config = HealthConfig(probe="exec", timeout=5, options={"command": command, **options})
+        config = HealthConfig(probe="exec", timeout=5, options={"command": command, **options},
+                              env=env or {})
         return ExecProbe(config, _globalReactor, spawner=spawner), spawner
 
     def test_exitZero(self):
@@ -362,8 +363,9 @@ class ExecProbeTests(TestCase):
         return probeOnce(probe, _globalReactor, timeout=10).addCallback(checked)
 
     def test_shell(self):
-        """With C{shell}, a command string runs through /bin/sh -c."""
-        probe, _ = self.execProbe("test -n \"$HOME\" && exit 3", shell=True)
+        """With C{shell}, a command string runs through /bin/sh -c, in the process's environment."""
+        probe, _ = self.execProbe("test \"$PROBE_VAR\" = set && exit 3", shell=True,
+                                  env={"PROBE_VAR": "set", "PATH": os.defpath})
         self.assertEqual(probe.argv[:2], ["/bin/sh", "-c"])
 
         def checked(result):
@@ -519,3 +521,32 @@ class CustomProbeKindTests(SynchronousTestCase):
         reactor.advance(1)
         self.assertEqual(worker.status, "unhealthy")
         self.assertEqual(worker.health.snapshot().last.reason, f"{self.file} lacks 'ok'")
+
+
+def test_exec_probe_never_sees_orchestrator_secrets(monkeypatch):
+    """Built by the supervisor, an exec probe runs with its process's environment: no admin token, no webhook secret."""
+    from orchestrator.service import Orchestrator
+    from tests.fakes import FakeProcessReactor, loadText
+
+    monkeypatch.setenv("ORCHESTRATOR_ADMIN_TOKEN", "s3cret")
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_x")
+    loaded = loadText(
+        "processes:\n  backend:\n    command: ['{python}']\n    env: {MINE: 'yes'}\n"
+        "    health: {probe: exec, command: ['true']}\n"
+        "notifiers: [{type: webhook, url: 'https://hooks.example', secret_env: WEBHOOK_SECRET}]\n",
+        environ=dict(os.environ))
+    seen = []
+    reactor = FakeProcessReactor()
+    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                killGroup=reactor.killGroup, environ=dict(os.environ),
+                                probeFactory=lambda health: seen.append(dict(health.env)) or _Never())
+    orchestrator.startService()
+    (env,) = seen
+    assert env["MINE"] == "yes"
+    assert "ORCHESTRATOR_ADMIN_TOKEN" not in env and "WEBHOOK_SECRET" not in env
+    assert "s3cret" not in env.values()
+
+
+class _Never:
+    def check(self):
+        return Deferred()

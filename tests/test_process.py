@@ -18,6 +18,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.errors import StateError
+from orchestrator.health import HealthMonitor
 from orchestrator.events import EventBus
 from orchestrator.process import ManagedProcess, SpawnError, StartFailed, childEnvironment
 from tests.fakes import EXECUTABLE, FakeProcessReactor, loadText
@@ -41,7 +42,8 @@ class _Harness:
     events it emitted.
     """
 
-    def __init__(self, block: str = "", randoms=None, loaded=None, environment=None) -> None:
+    def __init__(self, block: str = "", randoms=None, loaded=None, environment=None,
+                 probeFactory=None) -> None:
         self.loaded = loaded or _config(block)
         self.config = self.loaded.config.processes["backend"]
         self.reactor = FakeProcessReactor()
@@ -59,6 +61,9 @@ class _Harness:
             environment=environment if environment is not None else {"PATH": "/usr/bin:/bin"},
             random=self._random,
             killGroup=self.reactor.killGroup,
+            monitorFactory=(lambda process: HealthMonitor(
+                process, self.config.health, probeFactory(self.config.health), self.reactor))
+            if probeFactory else None,
         )
 
     def _random(self) -> float:
@@ -537,6 +542,17 @@ class GiveUpTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.spawned), 6)
 
 
+class _NeverReady:
+    """
+    A probe whose checks never answer.
+    """
+
+    def check(self):
+        from twisted.internet.defer import Deferred
+
+        return Deferred()
+
+
 class StopTests(SynchronousTestCase):
     """
     Stopping: the stop signal, SIGKILL at exactly stop.timeout, the Deferred
@@ -589,18 +605,59 @@ class StopTests(SynchronousTestCase):
         self.assertEqual(h.clock.getDelayedCalls(), [])
         self.assertNotIn("running", h.types())
 
-    def test_stopQueuedBehindAFailingStartEndsStopped(self) -> None:
-        """A stop queued behind a start whose child crashes leaves the process stopped with no restart scheduled."""
+    def test_stopInterruptsAStartWaitingForReadiness(self) -> None:
+        """A stop does not queue behind a start waiting for readiness: the start is told it was interrupted (409) and the child is stopped at once."""
         h = _Harness("restart: {policy: always, interval: 1}\n")
         starting = h.process.start()
         stopping = h.process.stop()
+        failure = self.failureResultOf(starting, StateError)
+        self.assertIn("interrupted before it was ready (stop requested)", str(failure.value))
+        self.assertEqual(h.child.signals, [signal.SIGTERM])
         self.assertNoResult(stopping)
-        h.child.exited(1)
-        self.failureResultOf(starting, StartFailed)
+        h.child.exited(0)
         self.assertEqual(self.successResultOf(stopping).status, "stopped")
-        self.assertEqual(h.process.status, "stopped")
         self.assertEqual(h.types()[-1], "stopped")
         self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_stopInterruptsARestartsPause(self) -> None:
+        """A stop during a restart's pause ends the restart (409) without spawning, and the process stays stopped."""
+        h = _Harness("restart: {delay: 2}\n")
+        h.process.start(wait=False)
+        h.clock.advance(1)
+        restarting = h.process.restart()
+        h.child.exited(0)  # the restart's stop completes; the 2 s pause begins
+        stopping = h.process.stop()
+        self.failureResultOf(restarting, StateError)
+        self.assertEqual(self.successResultOf(stopping).status, "stopped")
+        h.clock.advance(10)
+        self.assertEqual(len(h.reactor.spawned), 1)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_stopDuringARestartsStopSkipsTheStart(self) -> None:
+        """A stop that arrives while a restart is still stopping the old child leaves nothing spawned."""
+        h = _Harness("restart: {delay: 2}\n")
+        h.process.start(wait=False)
+        h.clock.advance(1)
+        restarting = h.process.restart()
+        stopping = h.process.stop()
+        h.child.exited(0)
+        self.failureResultOf(restarting, StateError)
+        self.assertEqual(self.successResultOf(stopping).status, "stopped")
+        h.clock.advance(10)
+        self.assertEqual(len(h.reactor.spawned), 1)
+
+    def test_shutdownDuringAStartThatNeverBecomesReady(self) -> None:
+        """Shutting down while a start waits for readiness for ever (start_timeout 0) stops the child at once; no new start is accepted."""
+        h = _Harness("health: {probe: tcp, port: 9, start_timeout: 0}\n",
+                     probeFactory=lambda health: _NeverReady())
+        starting = h.process.start()
+        done = h.process.shutdown()
+        self.failureResultOf(starting, StateError)
+        self.assertEqual(h.child.signals, [signal.SIGTERM])
+        h.child.exited(0)
+        self.successResultOf(done)
+        self.failureResultOf(h.process.start(), StateError)
+        self.assertEqual(len(h.reactor.spawned), 1)
 
     def test_stopCancelsAScheduledRestart(self) -> None:
         """Stopping a crashed process that waits for its restart cancels the restart."""
@@ -717,22 +774,6 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(h.process.pid, pids[2])
         self.assertEqual([t.alive for t in h.reactor.spawned], [False, False, True])
         self.assertEqual(h.process.restartCount, 2)
-
-    def test_stopDuringRestartWaitsForIt(self) -> None:
-        """A stop sent during a restart runs after it: the restarted child is then stopped."""
-        h = _Harness("restart: {delay: 1}\n")
-        h.startRunning()
-        restarting = h.process.restart(wait=False)
-        stopping = h.process.stop()
-        h.child.exited(0)
-        h.clock.advance(1)
-        self.assertEqual(self.successResultOf(restarting).status, "starting")
-        self.assertNoResult(stopping)
-        self.assertEqual(h.child.signals, [signal.SIGTERM])
-        h.child.exited(0)
-        self.assertEqual(self.successResultOf(stopping).status, "stopped")
-        self.assertEqual(h.alive(), [])
-        self.assertEqual(h.clock.getDelayedCalls(), [])
 
     def test_restartOfStoppedProcessStartsIt(self) -> None:
         """restart on a stopped process starts it after restart.delay."""

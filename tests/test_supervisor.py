@@ -342,6 +342,79 @@ class ApplyTests(SynchronousTestCase):
         self.assertEqual(supervisor.processes["change"].restartCount, 1)
 
 
+class ApplyRaceTests(SynchronousTestCase):
+    """
+    Reloads that overlap each other or commands never leave an untracked child.
+    """
+
+    def test_overlappingReloadsAreSerialised(self) -> None:
+        """Two reloads in a row apply one after the other: one child per process, all tracked."""
+        directory = tempfile.mkdtemp(prefix="orch-apply-")
+        supervisor, reactor, _, _ = _supervisor(_BEFORE, directory=directory)
+        supervisor.startService()
+        reactor.advance(1)
+        new = _load(_AFTER, directory)
+        first = supervisor.apply(new.config, new.kinds)
+        second = supervisor.apply(new.config, new.kinds)
+        for name in ("change", "remove"):
+            _alive(reactor)[name].exited(0)
+        self.successResultOf(first)
+        self.assertEqual(self.successResultOf(second)["unchanged"], ["keep", "change", "add"])
+        alive = [t for t in reactor.spawned if t.alive]
+        self.assertEqual(sorted(_name(t) for t in alive), ["add", "change", "keep"])
+        tracked = {p.pid for p in supervisor.processes.values()}
+        self.assertEqual({t.pid for t in alive}, tracked)
+
+    def test_commandOnAReplacedProcessIsRefused(self) -> None:
+        """A restart sent to a process while a reload replaces it is refused (409) and spawns nothing."""
+        from orchestrator.errors import StateError
+
+        directory = tempfile.mkdtemp(prefix="orch-apply-")
+        supervisor, reactor, _, _ = _supervisor(_BEFORE, directory=directory)
+        supervisor.startService()
+        reactor.advance(1)
+        old = supervisor.processes["change"]
+        new = _load(_AFTER, directory)
+        d = supervisor.apply(new.config, new.kinds)
+        self.failureResultOf(old.restart(wait=False), StateError)
+        for name in ("change", "remove"):
+            _alive(reactor)[name].exited(0)
+        self.successResultOf(d)
+        self.assertEqual(sorted(_name(t) for t in reactor.spawned if t.alive), ["add", "change", "keep"])
+
+    def test_unbuildableProcessRejectsTheWholeReload(self) -> None:
+        """A reload whose new process cannot be built (its log file cannot be opened) changes nothing."""
+        directory = tempfile.mkdtemp(prefix="orch-apply-")
+        supervisor, reactor, _, _ = _supervisor(_BEFORE, directory=directory)
+        supervisor.startService()
+        before = dict(supervisor.processes)
+        broken = _load(_AFTER.replace('    env: {MODE: new}\n',
+                                      '    env: {MODE: new}\n    log: {file: logs/x.log}\n'),
+                       directory)
+        with open(os.path.join(directory, "logs"), "w") as f:  # valid when checked, not any more
+            f.write("a file where the log folder should be")
+        self.failureResultOf(supervisor.apply(broken.config, broken.kinds), ConfigError)
+        self.assertEqual(supervisor.processes, before)
+        self.assertTrue(all(not t.signals for t in reactor.spawned))
+        self.assertNotEqual(supervisor.config, broken.config)
+
+    def test_changedProcessStoppedByHandStaysStopped(self) -> None:
+        """A changed process that the operator had stopped is replaced but not started."""
+        directory = tempfile.mkdtemp(prefix="orch-apply-")
+        supervisor, reactor, _, _ = _supervisor(_BEFORE, directory=directory)
+        supervisor.startService()
+        reactor.advance(1)
+        stopping = supervisor.processes["change"].stop()
+        _alive(reactor)["change"].exited(0)
+        self.successResultOf(stopping)
+        new = _load(_AFTER, directory)
+        d = supervisor.apply(new.config, new.kinds)
+        _alive(reactor)["remove"].exited(0)
+        self.successResultOf(d)
+        self.assertEqual(supervisor.processes["change"].status, "stopped")
+        self.assertEqual(sorted(_name(t) for t in reactor.spawned if t.alive), ["add", "keep"])
+
+
 class ReloadTests(SynchronousTestCase):
     """
     Orchestrator.reload: re-read the file, apply by diff, or keep the old
