@@ -4,15 +4,52 @@ request answers 200 C{{"status": "ok"}} at once.  One asyncio loop, no
 threads, so hundreds of persistent probe connections cost it little and
 the bench measures the prober, not the backend.
 
+It also counts what it answers, for the bench and out of the prober's
+reach: C{GET /__window/start} starts a measuring window, C{GET
+/__window/stop} ends it and answers JSON: requests answered, seconds, and
+how they spread in time (requests per 10 ms slot: mean, p99, max; a prober
+that sends all its probes in one burst each second shows a max far above
+the mean).
+
 Usage: python _tinybackend.py PORT   (runs until killed)
 """
 
 import asyncio
+import json
 import sys
+import time
 
 BODY = b'{"status": "ok"}'
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+SLOT = 0.01
+
+_window: dict = {"start": None, "arrivals": []}
+
+
+def _control(request: bytes) -> bytes | None:
+    if not request.startswith(b"GET /__window/"):
+        return None
+    now = time.monotonic()
+    if request.startswith(b"GET /__window/start"):
+        _window["start"], _window["arrivals"] = now, []
+        body = b"{}"
+    else:
+        start, arrivals = _window["start"] or now, _window["arrivals"]
+        _window["start"], _window["arrivals"] = None, []
+        slots = [0] * max(1, int((now - start) / SLOT))
+        for t in arrivals:
+            i = int((t - start) / SLOT)
+            if i < len(slots):
+                slots[i] += 1
+        ordered = sorted(slots)
+        body = json.dumps({"requests": len(arrivals), "seconds": now - start,
+                           "slot_s": SLOT, "per_slot_mean": len(arrivals) / len(slots),
+                           "per_slot_p99": ordered[int(0.99 * (len(ordered) - 1))],
+                           "per_slot_max": ordered[-1],
+                           "empty_slots": ordered.count(0) / len(slots)}).encode()
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 class _Health(asyncio.Protocol):
@@ -29,7 +66,13 @@ class _Health(asyncio.Protocol):
                 if len(self.buffer) > 65536:
                     self.transport.close()
                 return
-            self.buffer = self.buffer[end + 4:]
+            request, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+            control = _control(request)
+            if control is not None:
+                self.transport.write(control)
+                continue
+            if _window["start"] is not None:
+                _window["arrivals"].append(time.monotonic())
             self.transport.write(RESPONSE)
 
 

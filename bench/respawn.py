@@ -18,11 +18,16 @@ the orchestrator: running with its automatic-restart attempt counter back
 at 0, so the kill is a first crash after a healthy run, which the backoff
 policy restarts at once), plus C{--settle} seconds.
 
-Also runs C{bench/spawn_cost.py}: the cost of the orchestrator's spawn
-mechanism (fork + setsid + PR_SET_PDEATHSIG) against Twisted's default
-C{reactor.spawnProcess} (posix_spawn).
+Where C{perf} can record system-wide tracepoints (root), the same kills
+are also timed by the kernel (C{_ktrace.py}): kill -> the victim's SIGCHLD
+(old child gone) -> the fork of the new pid -> its execs.  Those are exact;
+the C{/proc} scanner's split is only as good as its CPU share.
 
-Usage: python bench/respawn.py [--samples 30] [--settle 0.5] [--only NAME,...]
+Also runs C{bench/spawn_cost.py}: the orchestrator's spawn mechanisms
+(posix_spawn behind the wrappers, the fork fallback) against Twisted's
+plain C{reactor.spawnProcess}.
+
+Usage: python bench/respawn.py [--samples 30] [--settle 0.5] [--only NAME,...] [--trace auto|on|off]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from _common import (DEMO, OUT, PYTHON, SystemCPU, childrenOf, fmt, freePort, he
                      machineInfo, projectBin, stopAll, summary, table, waitFor, waitNewChild,
                      writeResult)
 from _supervisors import Circus, Minimal, Orchestrator, Supervisord, idleProfile  # noqa: E402
+import _ktrace  # noqa: E402
 
 #: The orchestrator's default configuration, except that the attempt
 #: counter resets after 1 s of healthy running instead of 60 s: with 60 s,
@@ -87,7 +93,8 @@ def supervisors(only: set[str] | None, circusDelay: float):
         yield item
 
 
-def measure(supervisor, directory: str, samples: int, settle: float, idle: float) -> dict:
+def measure(supervisor, directory: str, samples: int, settle: float, idle: float,
+            trace: bool = False) -> dict:
     port = freePort()
     argv = [PYTHON, DEMO, "--port", str(port)]
     result = {"label": supervisor.label, "kind": supervisor.kind,
@@ -100,7 +107,8 @@ def measure(supervisor, directory: str, samples: int, settle: float, idle: float
         pid = waitFor(lambda: healthPid(port), 60, 0.02, f"{supervisor.label}: first /health")
         waitFor(lambda: supervisor.steady("backend", pid), 30, 0.05, f"{supervisor.label}: steady")
         result.update(idleProfile(supervisor, idle))
-        toPid, toHealth, toDead, reaction, failures = [], [], [], [], []
+        toPid, toHealth, toDead, reaction, failures, pairs = [], [], [], [], [], []
+        tracer = _ktrace.Trace(os.path.join(directory, "perf.data")).start() if trace else None
         machine = SystemCPU().start()
         for i in range(samples):
             pid = waitFor(lambda: healthPid(port), 30, 0.02, "the backend's /health")
@@ -115,6 +123,7 @@ def measure(supervisor, directory: str, samples: int, settle: float, idle: float
             if newPid is None:
                 failures.append(f"sample {i}: no new child within 10 s")
                 continue
+            pairs.append((pid, newPid))
             toPid.append(seen - t0)
             toDead.append(dead - t0)
             reaction.append(seen - dead)
@@ -127,6 +136,22 @@ def measure(supervisor, directory: str, samples: int, settle: float, idle: float
             else:
                 failures.append(f"sample {i}: new pid {newPid} never answered /health")
         result["machine_busy_percent"] = machine.stop()
+        if tracer is not None:
+            tracer.stop()
+            kernel = tracer.respawns(pairs)
+            os.unlink(tracer.path)
+            lastExec = [k["execs"][-1][0] for k in kernel if k["execs"]]
+            firstExec = [k["execs"][0][0] for k in kernel if k["execs"]]
+            result["kernel"] = {
+                "n": len(kernel),
+                "kill_gone": summary([k["kill_gone"] for k in kernel]),
+                "gone_new": summary([k["gone_new"] for k in kernel]),
+                "kill_new": summary([k["kill_new"] for k in kernel]),
+                "new_first_exec": summary(firstExec),
+                "new_command_exec": summary(lastExec),
+                "exec_chain": [name for _t, name in kernel[0]["execs"]] if kernel else [],
+                "raw": kernel,
+            }
         result.update(pid=summary(toPid), health=summary(toHealth), dead=summary(toDead),
                       reaction=summary(reaction), failures=failures,
                       raw_pid=toPid, raw_health=toHealth, raw_dead=toDead)
@@ -175,6 +200,22 @@ def report(results: list[dict], cost: dict | None) -> str:
                   "ratio (median) vs orchestrator default", "kill -> old child dead median",
                   "dead -> new pid median", "kill -> /health median", "/health p95",
                   "samples pid/health", "idle CPU / RSS", "machine busy during samples"], rows)
+    traced = [r for r in results if r.get("kernel", {}).get("n")]
+    if traced:
+        krows = []
+        for r in traced:
+            k = r["kernel"]
+            krows.append([r["label"], fmt(k["kill_new"].get("median"), digits=2),
+                          fmt(k["kill_new"].get("p95"), digits=2),
+                          fmt(k["kill_gone"].get("median"), digits=2),
+                          fmt(k["gone_new"].get("median"), digits=2),
+                          fmt(k["gone_new"].get("p95"), digits=2),
+                          fmt(k["new_command_exec"].get("median"), digits=2),
+                          " > ".join(os.path.basename(e) for e in k["exec_chain"]), k["n"]])
+        text += "\n\nKernel timestamps of the same kills (perf tracepoints):\n\n" + table(
+            ["supervisor", "kill -> new pid (fork) median", "p95", "kill -> old child gone (SIGCHLD) median",
+             "gone -> new pid median", "gone -> new pid p95", "new pid -> command exec'd median",
+             "exec chain", "n"], krows)
     for r in results:
         for failure in r.get("failures", []):
             text += f"\n- {r['label']}: {failure}"
@@ -194,7 +235,16 @@ def main(argv=None) -> int:
     parser.add_argument("--circus-check-delay", type=float, default=0.01)
     parser.add_argument("--spawns", type=int, default=200, help="spawns per mechanism in spawn_cost")
     parser.add_argument("--only", default="", help="comma-separated label substrings")
+    parser.add_argument("--trace", choices=["auto", "on", "off"], default="auto",
+                        help="also time each kill with kernel tracepoints (perf; root)")
     args = parser.parse_args(argv)
+    trace = False
+    if args.trace != "off":
+        why = _ktrace.available()
+        trace = why is None
+        if args.trace == "on" and not trace:
+            parser.error(f"--trace on: {why}")
+        log(f"respawn: kernel tracing {'on' if trace else 'off (' + why + ')'}")
     only = {o for o in args.only.split(",") if o}
     started = time.monotonic()
     info = machineInfo()
@@ -206,14 +256,17 @@ def main(argv=None) -> int:
             shutil.rmtree(directory, ignore_errors=True)
             log(f"respawn: {supervisor.label}, {args.samples} samples")
             try:
-                results.append(measure(supervisor, directory, args.samples, args.settle, args.idle))
+                results.append(measure(supervisor, directory, args.samples, args.settle, args.idle,
+                                       trace))
             except Exception as e:  # keep going with the other supervisors
                 log(f"respawn: {supervisor.label} failed: {e!r}")
                 results.append({"label": supervisor.label, "error": repr(e)})
             r = results[-1]
             if "pid" in r:
                 log(f"  new pid median {fmt(r['pid'].get('median'), digits=2)}, "
-                    f"/health median {fmt(r['health'].get('median'))}")
+                    f"/health median {fmt(r['health'].get('median'))}"
+                    + (f"; kernel: kill -> new pid {fmt(r['kernel']['kill_new'].get('median'), digits=2)}"
+                       if r.get("kernel", {}).get("n") else ""))
         cost = None
         if args.spawns > 0 and (not only or "spawn" in only):
             log(f"spawn cost: {args.spawns} spawns per mechanism")

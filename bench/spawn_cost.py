@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
 """
-Cost of the orchestrator's spawn mechanism.
+Cost of the orchestrator's spawn mechanisms.
 
-L{orchestrator.spawn.SessionProcess} forks (posix_spawn cannot run setsid
-and PR_SET_PDEATHSIG in the child) where Twisted's default
-C{reactor.spawnProcess} uses posix_spawn.  With a real epoll reactor, in a
-process that has imported what the orchestrator imports, this spawns
-C{/bin/true} N times with each mechanism (alternating in rounds, so drift
-and noise hit both alike) and records:
+Three ways to start a child, compared in one run with a real epoll reactor,
+in a process that has imported what the orchestrator imports:
 
-- C{call}: how long the spawn call blocks the reactor (for the fork path
-  this is when the child pid exists: fork returns in the parent after the
-  child is created);
-- C{exit}: spawn call to C{processExited} (child set-up, exec, exit, SIGCHLD,
-  reaping).
+- C{sessionSpawner(reactor)}: what the orchestrator uses when the tools
+  exist (L{orchestrator.spawn.WrappedProcess}): Twisted's posix_spawn path
+  with the command behind C{env -C DIR setsid setpriv --pdeathsig KILL --};
+- C{sessionSpawner(reactor, wrapper=False)}: the fallback
+  (L{orchestrator.spawn.SessionProcess}): Twisted's fork path with
+  C{setsid()} + C{prctl(PR_SET_PDEATHSIG)} in the child before exec;
+- plain C{reactor.spawnProcess}: posix_spawn, no session, no parent-death
+  signal (the floor).
 
-Then the same with C{--ballast-mb} of touched memory in the parent, because
-fork copies the page tables of the whole parent and posix_spawn (vfork)
-does not.  Run with the project's venv Python.
+Each spawns C{/bin/true} N times (alternating in rounds, so drift and noise
+hit all alike) and records:
 
-Usage: .venv/bin/python bench/spawn_cost.py [--spawns 200] [--ballast-mb 256] [--json]
+- C{call}: how long the spawn call blocks the reactor (fork: until fork
+  returns in the parent; posix_spawn (vfork): until the child has run its
+  file actions and exec'd its first program);
+- C{exit}: spawn call to C{processExited} (child set-up, exec(s), exit,
+  SIGCHLD, reaping).
+
+Then again with C{--ballast-mb} of touched memory in the parent (fork copies
+the page tables of the whole parent, posix_spawn does not), and with
+C{--fds} extra open descriptors (an orchestrator holds one probe connection
+and two or three output pipes per child; Twisted's posix_spawn path asks
+the child to close every one of them, and lists them in Python first).
+Run with the project's venv Python.
+
+Usage: .venv/bin/python bench/spawn_cost.py [--spawns 200] [--ballast-mb 256] [--fds 1000] [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 
@@ -36,7 +48,6 @@ epollreactor.install()
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.defer import Deferred, inlineCallbacks  # noqa: E402
-from twisted.internet import process as _process  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
 # What the orchestrator itself imports, so the parent's size is realistic.
@@ -44,10 +55,17 @@ import orchestrator.service  # noqa: E402,F401
 import orchestrator.web.service  # noqa: E402,F401
 import plugins.notifiers  # noqa: E402,F401
 import plugins.probes  # noqa: E402,F401
-from orchestrator.spawn import SessionProcess  # noqa: E402
+from orchestrator.spawn import sessionSpawner  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import rssMB, summary, table  # noqa: E402
+
+TRUE = "/bin/true"
+ENV = {"PATH": os.defpath}
+
+WRAPPED = "sessionSpawner: posix_spawn + env/setsid/setpriv wrappers"
+FORK = "sessionSpawner(wrapper=False): fork + setsid + pdeathsig"
+PLAIN = "reactor.spawnProcess: posix_spawn, no session/pdeathsig"
 
 
 class _Exited(ProcessProtocol):
@@ -58,47 +76,24 @@ class _Exited(ProcessProtocol):
         self.done.callback(time.perf_counter())
 
 
-def _session(protocol):
-    return SessionProcess(reactor, "/bin/true", ["/bin/true"], {"PATH": os.defpath}, None, protocol)
-
-
-def _default(protocol):
-    return reactor.spawnProcess(protocol, "/bin/true", ["/bin/true"], {"PATH": os.defpath}, None)
-
-
-class _PlainFork(_process.Process):
-    """
-    Twisted's own fork path, without setsid and prctl: separates the price
-    of forking from the price of what the child does before exec.
-    """
-
-    def _trySpawnInsteadOfFork(self, *args):
-        return False
-
-
-def _plainFork(protocol):
-    return _PlainFork(reactor, "/bin/true", ["/bin/true"], {"PATH": os.defpath}, None, protocol)
-
-
-_WRAPPED = ["/usr/bin/setpriv", "--pdeathsig", "KILL", "/usr/bin/setsid", "/bin/true"]
-
-
-def _wrapped(protocol):
-    return reactor.spawnProcess(protocol, _WRAPPED[0], _WRAPPED, {"PATH": os.defpath}, None)
-
-
-MECHANISMS = {"SessionProcess (fork+setsid+pdeathsig)": _session,
-              "Twisted fork path (no setsid/pdeathsig)": _plainFork,
-              "reactor.spawnProcess (posix_spawn)": _default}
-if all(os.access(path, os.X_OK) for path in (_WRAPPED[0], _WRAPPED[3])):
-    MECHANISMS["posix_spawn of setpriv --pdeathsig KILL setsid CMD"] = _wrapped
+def mechanisms() -> dict:
+    wrapped = sessionSpawner(reactor)
+    fork = sessionSpawner(reactor, wrapper=False)
+    found = {}
+    if getattr(wrapped, "mechanism", "") == "posix_spawn+wrappers":
+        found[WRAPPED] = lambda protocol: wrapped(protocol, TRUE, [TRUE], ENV, None)
+    found[FORK] = lambda protocol: fork(protocol, TRUE, [TRUE], ENV, None)
+    found[PLAIN] = lambda protocol: reactor.spawnProcess(protocol, TRUE, [TRUE], ENV, None)
+    return found
 
 
 @inlineCallbacks
-def _run(spawns: int, rounds: int, results: dict):
+def measure(spawns: int, rounds: int = 5):
+    chosen = mechanisms()
+    results = {name: {"call": [], "exit": []} for name in chosen}
     perRound = max(1, spawns // rounds)
     for _ in range(rounds):
-        for name, spawn in MECHANISMS.items():
+        for name, spawn in chosen.items():
             for _ in range(perRound):
                 protocol = _Exited()
                 t0 = time.perf_counter()
@@ -107,34 +102,62 @@ def _run(spawns: int, rounds: int, results: dict):
                 exited = yield protocol.done
                 results[name]["call"].append(t1 - t0)
                 results[name]["exit"].append(exited - t0)
-
-
-@inlineCallbacks
-def measure(spawns: int, rounds: int = 5):
-    results = {name: {"call": [], "exit": []} for name in MECHANISMS}
-    yield _run(spawns, rounds, results)
-    return {name: {"call": summary(v["call"]), "exit": summary(v["exit"])}
+    return {name: {"call": summary(v["call"]), "exit": summary(v["exit"]),
+                   "raw_call": v["call"], "raw_exit": v["exit"]}
             for name, v in results.items()}
 
 
 @inlineCallbacks
 def _all(args, data):
-    ballast = None
-    for extra in ([0, args.ballast_mb] if args.ballast_mb else [0]):
+    scenarios = [("orchestrator's size", 0, 0)]
+    if args.ballast_mb:
+        scenarios.append((f"+{args.ballast_mb} MB", args.ballast_mb, 0))
+    if args.fds:
+        scenarios.append((f"+{args.fds} open fds", 0, args.fds))
+    for label, extra, fds in scenarios:
+        ballast = None
+        sockets = []
         if extra:
             ballast = bytearray(extra * 1024 * 1024)
             for i in range(0, len(ballast), 4096):
                 ballast[i] = 1  # touch every page
+        for _ in range(fds // 2):
+            sockets.extend(socket.socketpair())  # close-on-exec, like Twisted's
         rss = rssMB(os.getpid())
+        openFDs = len(os.listdir("/proc/self/fd"))
         results = yield measure(args.spawns)
-        data["runs"].append({"ballast_mb": extra, "rss_mb": rss, "results": results})
-    del ballast
+        data["runs"].append({"label": label, "ballast_mb": extra, "extra_fds": fds,
+                             "open_fds": openFDs, "rss_mb": rss, "results": results})
+        for s in sockets:
+            s.close()
+        del ballast
+
+
+def report(data: dict) -> str:
+    rows = []
+    for run in data["runs"]:
+        where = f"{run['rss_mb']:.0f} MB, {run['open_fds']} fds"
+        res = run["results"]
+        for name, r in res.items():
+            rows.append([where, name,
+                         f"{r['call']['median'] * 1e3:.3f} ms", f"{r['call']['p95'] * 1e3:.3f} ms",
+                         f"{r['exit']['median'] * 1e3:.3f} ms", f"{r['exit']['p95'] * 1e3:.3f} ms",
+                         r["call"]["n"]])
+        for a, b, what in ((FORK, WRAPPED, "fork / wrapped"), (WRAPPED, PLAIN, "wrapped / plain")):
+            if a in res and b in res:
+                rows.append([where, f"ratio {what}",
+                             f"{res[a]['call']['median'] / res[b]['call']['median']:.2f}x", "",
+                             f"{res[a]['exit']['median'] / res[b]['exit']['median']:.2f}x", "", ""])
+    return table(["parent", "mechanism", "spawn call median", "call p95",
+                  "spawn -> processExited median", "exited p95", "n"], rows)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spawns", type=int, default=200)
     parser.add_argument("--ballast-mb", type=int, default=256)
+    parser.add_argument("--fds", type=int, default=1000,
+                        help="extra open descriptors for the third scenario (0: skip it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     data = {"spawns": args.spawns, "runs": []}
@@ -149,20 +172,7 @@ def main(argv=None) -> int:
     reactor.run()  # installs the SIGCHLD waker, as under twistd
     if failures:
         failures[0].raiseException()
-    rows = []
-    for run in data["runs"]:
-        fork = run["results"]["SessionProcess (fork+setsid+pdeathsig)"]
-        spawn = run["results"]["reactor.spawnProcess (posix_spawn)"]
-        for name, r in run["results"].items():
-            rows.append([f"{run['rss_mb']:.0f} MB", name,
-                         f"{r['call']['median'] * 1e3:.3f} ms", f"{r['call']['p95'] * 1e3:.3f} ms",
-                         f"{r['exit']['median'] * 1e3:.3f} ms", f"{r['exit']['p95'] * 1e3:.3f} ms",
-                         r["call"]["n"]])
-        rows.append([f"{run['rss_mb']:.0f} MB", "ratio SessionProcess / posix_spawn",
-                     f"{fork['call']['median'] / spawn['call']['median']:.2f}x", "",
-                     f"{fork['exit']['median'] / spawn['exit']['median']:.2f}x", "", ""])
-    data["table"] = table(["parent RSS", "mechanism", "spawn call median", "call p95",
-                           "spawn -> processExited median", "exited p95", "n"], rows)
+    data["table"] = report(data)
     if args.json:
         print(json.dumps(data))
     else:
