@@ -273,10 +273,23 @@ class SystemCPU:
 
 # -- network ---------------------------------------------------------------
 
+_issuedPorts: set[int] = set()
+
+
 def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """
+    A free TCP port on 127.0.0.1, never one this bench process handed out
+    before (the kernel may offer a just-closed port again: two backends, or
+    a backend and supervisord's RPC port, then fight over it).
+    """
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _issuedPorts:
+            _issuedPorts.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
 
 
 def httpGet(port: int, path: str, timeout: float = 2.0, method: str = "GET",
