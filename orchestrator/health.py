@@ -5,14 +5,17 @@ changes.
 While a process is C{starting}, probes go out quickly (the first about
 10 ms after the spawn, the gap doubling up to C{start_interval}), so a
 backend ready in 80 ms is reported C{running} within about 200 ms rather
-than an interval later.  Once it is running, probes follow C{interval}.  A
-probe never overlaps itself: the next is scheduled from the previous one's
-start, but never before it finished.  The core enforces C{timeout} on every
-probe kind by cancelling its Deferred.
+than an interval later.  Once it is running, probes follow C{interval} on a
+fixed phase (like L{twisted.internet.task.LoopingCall}): a late reactor does
+not stretch the period, and a probe never overlaps itself; slots missed
+while one was slow are skipped.  Monitor-only processes start at a random
+phase, so hundreds of them do not probe in the same instant.  The core
+enforces C{timeout} on every probe kind by cancelling its Deferred.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -226,9 +229,13 @@ class HealthMonitor:
                 self._gap = min(self._config.start_interval, self._gap * 2)
                 self._schedule(self._gap)
             else:
-                # Keep to the schedule (a late reactor does not stretch the
-                # period), but never start a probe before the last ended.
-                self._schedule(max(0.0, due + self._config.interval - now))
+                # Keep to the schedule and its phase, like LoopingCall: a
+                # late reactor does not stretch the period, and slots missed
+                # while a probe was slow (or the reactor busy) are skipped
+                # rather than bunched up "now" with every other process's.
+                interval = self._config.interval
+                missed = max(0, math.ceil((now - due - interval) / interval - 1e-9))
+                self._schedule(max(0.0, due + (missed + 1) * interval - now))
 
     def _record(self, result: ProbeResult) -> None:
         self.results.append(result)

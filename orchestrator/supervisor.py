@@ -156,17 +156,20 @@ class Supervisor(Service):
             except Exception:
                 self.log.failure("probe observer failed")
 
-    #: Writes of the state file are coalesced over this many seconds, so a
-    #: crash and its immediate restart cost one write, off the respawn
-    #: path.  A child spawned in the window before an orchestrator SIGKILL
-    #: still dies with it (parent-death signal); only what it started in
-    #: those milliseconds could be missed by the next start.
+    #: A child that is gone is forgotten in the state file this many
+    #: seconds later, so a crash and its immediate restart cost one write,
+    #: made after the new child exists.  A new child is recorded at once:
+    #: the parent-death signal is set by C{setpriv} a few milliseconds after
+    #: the spawn, and a child spawned just before an orchestrator SIGKILL
+    #: must still be found (and ended) by the next start.
     stateFileDelay = 0.05
 
     def _record(self, name: str, pid: int | None) -> None:
         if self._stateFile is None or not self._stateFile.update(name, pid):
             return
-        if self._flushCall is None or not self._flushCall.active():
+        if pid is not None:
+            self._flushStateFile()
+        elif self._flushCall is None or not self._flushCall.active():
             self._flushCall = self._reactor.callLater(self.stateFileDelay, self._flushStateFile)
 
     def _flushStateFile(self) -> None:

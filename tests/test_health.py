@@ -368,19 +368,20 @@ class TimeoutAndOverlapTests(_Base):
         self.assertEqual(backend.requests, 3)
 
     def test_noOverlap(self):
-        """While a slow probe is in flight no other is sent; the next follows when it ends."""
+        """While a slow probe is in flight no other is sent; the next keeps the schedule's phase, missed slots skipped."""
         self.start("{interval: 1, timeout: 30}")
-        self.becomeRunning()
+        self.becomeRunning()  # probes due at 0.01, 1.01, 2.01, ...
         self.reactor.advance(1)
         self.assertEqual(self.probe.checks, 2)
-        for _ in range(50):
-            self.reactor.advance(0.1)
+        self.reactor.advance(4.49)  # t = 5.50: slots 2.01 .. 5.01 passed while it ran
         self.assertEqual(self.probe.checks, 2)
         self.assertEqual(len(self.probe.pending), 1)
         self.probe.answer(True)
-        self.reactor.advance(0)
-        self.assertEqual(self.probe.checks, 3)  # overdue: at once, not stacked
-        self.reactor.advance(0.5)
+        self.reactor.advance(0.5)  # t = 6.00: not yet, and not "at once" either
+        self.assertEqual(self.probe.checks, 2)
+        self.reactor.advance(0.01)  # t = 6.01: the next slot in phase
+        self.assertEqual(self.probe.checks, 3)
+        self.reactor.advance(0.99)
         self.assertEqual(self.probe.checks, 3)
 
     def test_noOverlapWhileStarting(self):

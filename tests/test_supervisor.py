@@ -513,7 +513,7 @@ class StateFileWriteTests(SynchronousTestCase):
     """
 
     def test_crashAndRestartCoalesceIntoOneWrite(self) -> None:
-        """A crash and its immediate restart cost one write, after stateFileDelay, naming the new child."""
+        """A new child is recorded at once (after it exists); forgetting the crashed one costs no write of its own."""
         import json as _json
 
         directory = tempfile.mkdtemp(prefix="orch-state-")
@@ -529,15 +529,16 @@ class StateFileWriteTests(SynchronousTestCase):
         supervisor, reactor, _, _ = _supervisor(
             "processes:\n  a:\n    command: ['{python}', '-c', 'a']\n", stateFile=state)
         supervisor.startService()
-        self.assertEqual(len(writes), 1)  # the claim at start-up, before any child
+        self.assertEqual(len(writes), 2)  # the claim at start-up, then the first child at once
+        self.assertEqual(list(writes[1]), ["a"])
         reactor.advance(1)  # ready
-        self.assertEqual(len(writes), 2)
         reactor.last.exited(1)  # crash: the first restart after a ready run is immediate
+        self.assertEqual(len(writes), 2)  # nothing written between the reap and the respawn
         reactor.advance(0)
         self.assertEqual(len(reactor.spawned), 2)
-        self.assertEqual(len(writes), 2)  # nothing written on the respawn path
+        self.assertEqual(len(writes), 3)  # the new child, recorded as soon as it exists
         reactor.advance(Supervisor.stateFileDelay)
-        self.assertEqual(len(writes), 3)
+        self.assertEqual(len(writes), 3)  # the pending "forget" had nothing left to write
         with open(state.path) as f:
             self.assertEqual(_json.load(f)["children"],
                              {"a": {"pid": 1002, "pgid": 1002, "start_time": 10020}})
