@@ -73,7 +73,7 @@ class OutputCapture:
         self._config = config
         self._clock = clock
         self._log = Logger(namespace=f"orchestrator.process.{name}")
-        self.lines: deque[OutputLine] = deque(maxlen=config.lines or None) if config.lines else deque(maxlen=0)
+        self.lines: deque[OutputLine] = deque(maxlen=config.lines)
         self._current = RunOutput(self, None)
         self._file: LogFile | None = None
         if config.file:

@@ -483,10 +483,7 @@ class ManagedProcess:
         self._wasReady = True
         self.readyAt = self._reactor.seconds()
         self._setStatus("running", "running", reason="ready")
-        if self.config.restart.reset_after >= 0 and self.attempts:
-            self._resetCall = self._reactor.callLater(
-                self.config.restart.reset_after, self._resetAttempts
-            )
+        self._scheduleReset()
         self._fireReady(None)
 
     def _resetAttempts(self) -> None:

@@ -141,9 +141,7 @@ class Supervisor(Service):
             random=self._random,
             monitorFactory=monitorFactory,
             recorder=self._record,
-            # Looked up at call time, so replacing Supervisor._killGroup (as
-            # unit tests do) also reaches processes built in __init__.
-            killGroup=lambda pgid, signal: self._killGroup(pgid, signal),
+            killGroup=self._killGroup,
         )
 
     def _defaultProbe(self, kinds):

@@ -40,10 +40,8 @@ def build(yaml: str = CONFIG):
     reactor = FakeProcessReactor()
     reactor.advance(1_000)
     orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False,
-                                listen=False, probeFactory=lambda h: ScriptedProbe(auto=True))
-    orchestrator.supervisor._killGroup = reactor.killGroup
-    for process in orchestrator.processes.values():
-        process._killGroup = reactor.killGroup
+                                listen=False, probeFactory=lambda h: ScriptedProbe(auto=True),
+                                killGroup=reactor.killGroup)
     return orchestrator, reactor
 
 

@@ -185,10 +185,8 @@ class LogNotifierTests(SynchronousTestCase):
         """)
         reactor = FakeProcessReactor()
         orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False,
-                                    listen=False, probeFactory=lambda h: ScriptedProbe(auto=True))
-        orchestrator.supervisor._killGroup = reactor.killGroup
-        for process in orchestrator.processes.values():
-            process._killGroup = reactor.killGroup
+                                    listen=False, probeFactory=lambda h: ScriptedProbe(auto=True),
+                                    killGroup=reactor.killGroup)
         stream = self.route(format="json")
         orchestrator.startService()
         reactor.advance(1)

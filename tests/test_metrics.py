@@ -66,10 +66,8 @@ class Harness:
 
         self.orchestrator = Orchestrator(self.loaded, self.reactor, self.reactor.spawner,
                                          stateFile=False, listen=False,
-                                         probeFactory=probeFactory, random=lambda: 0.5)
-        self.orchestrator.supervisor._killGroup = self.reactor.killGroup
-        for process in self.orchestrator.processes.values():
-            process._killGroup = self.reactor.killGroup
+                                         probeFactory=probeFactory, random=lambda: 0.5,
+                                         killGroup=self.reactor.killGroup)
         root = Resource()
         root.putChild(b"metrics", MetricsResource(self.orchestrator.metrics.registry))
         self.http = StubTreq(root)

@@ -503,9 +503,8 @@ class CustomProbeKindTests(SynchronousTestCase):
             f"{{probe: file, file: {self.file}, contains: ok, interval: 1, failure_threshold: 2, "
             "restart_on_unhealthy: false}"))
         reactor = FakeProcessReactor()
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False)
-        for process in orchestrator.processes.values():
-            process._killGroup = reactor.killGroup
+        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                    killGroup=reactor.killGroup)
         orchestrator.startService()
         worker = orchestrator.process("worker")
         reactor.advance(0.01)

@@ -225,8 +225,8 @@ class ShutdownTests(SynchronousTestCase):
         loaded = loadText(_CHAIN)
         reactor = FakeProcessReactor()
         orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                    environ={"PATH": "/bin"}, random=lambda: 0.5)
-        _fakeGroupKills(orchestrator, reactor)
+                                    environ={"PATH": "/bin"}, random=lambda: 0.5,
+                                    killGroup=reactor.killGroup)
         orchestrator.startService()
         for _ in range(3):
             reactor.advance(1)
@@ -242,15 +242,6 @@ class ShutdownTests(SynchronousTestCase):
         self.assertFalse(orchestrator.running)
         self.assertEqual(_alive(reactor), {})
         self.assertEqual(reactor.getDelayedCalls(), [])
-
-
-def _fakeGroupKills(orchestrator: Orchestrator, reactor: FakeProcessReactor) -> None:
-    """
-    Never signal real process groups with the fake children's pids.
-    """
-    orchestrator.supervisor._killGroup = reactor.killGroup
-    for process in orchestrator.processes.values():
-        process._killGroup = reactor.killGroup
 
 
 _BEFORE = """
@@ -427,8 +418,8 @@ class ReloadTests(SynchronousTestCase):
         load = lambda: loadConfig(self.path, envFile=os.devnull, environ={}, entryPoints=False)
         self.reactor = FakeProcessReactor()
         self.orchestrator = Orchestrator(load(), self.reactor, self.reactor.spawner, reload=load,
-                                         stateFile=False, listen=False, environ={"PATH": "/bin"})
-        _fakeGroupKills(self.orchestrator, self.reactor)
+                                         stateFile=False, listen=False, environ={"PATH": "/bin"},
+                                         killGroup=self.reactor.killGroup)
         self.orchestrator.startService()
         self.reactor.advance(1)
         self.logs: list[dict] = []
