@@ -2,7 +2,7 @@
 """
 Does a child spawned right before the orchestrator is SIGKILLed die with
 it?  A parent (the project's venv Python, a real reactor) spawns
-C{/bin/sleep} through C{orchestrator.spawn.sessionSpawner} and SIGKILLs
+C{/bin/sleep} through C{orchestrator.supervision.spawn.sessionSpawner} and SIGKILLs
 itself in the same reactor turn; after a pause the bench looks for the
 sleep.  Repeated N times for the wrapped posix_spawn spawner and for the
 fork fallback.  Every survivor is killed at the end.
@@ -29,7 +29,7 @@ CHILD = r"""
 import os, signal, sys
 from twisted.internet import reactor
 from twisted.internet.protocol import ProcessProtocol
-from orchestrator.spawn import sessionSpawner
+from orchestrator.supervision.spawn import sessionSpawner
 spawn = sessionSpawner(reactor, wrapper=sys.argv[1] == "wrapped")
 def go():
     spawn(ProcessProtocol(), "/bin/sleep", ["/bin/sleep", sys.argv[2]], {"PATH": os.defpath}, None)

@@ -6,10 +6,10 @@ Three ways to start a child, compared in one run with a real epoll reactor,
 in a process that has imported what the orchestrator imports:
 
 - C{sessionSpawner(reactor)}: what the orchestrator uses when the tools
-  exist (L{orchestrator.spawn.WrappedProcess}): Twisted's posix_spawn path
+  exist (L{orchestrator.supervision.spawn.WrappedProcess}): Twisted's posix_spawn path
   with the command behind C{env -C DIR setsid setpriv --pdeathsig KILL --};
 - C{sessionSpawner(reactor, wrapper=False)}: the fallback
-  (L{orchestrator.spawn.SessionProcess}): Twisted's fork path with
+  (L{orchestrator.supervision.spawn.SessionProcess}): Twisted's fork path with
   C{setsid()} + C{prctl(PR_SET_PDEATHSIG)} in the child before exec;
 - plain C{reactor.spawnProcess}: posix_spawn, no session, no parent-death
   signal (the floor).
@@ -51,11 +51,11 @@ from twisted.internet.defer import Deferred, inlineCallbacks  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
 # What the orchestrator itself imports, so the parent's size is realistic.
-import orchestrator.service  # noqa: E402,F401
-import orchestrator.web.service  # noqa: E402,F401
-import plugins.notifiers  # noqa: E402,F401
-import plugins.probes  # noqa: E402,F401
-from orchestrator.spawn import sessionSpawner  # noqa: E402
+import orchestrator.app  # noqa: E402,F401
+import orchestrator.web.server  # noqa: E402,F401
+import orchestrator.builtin.notifiers  # noqa: E402,F401
+import orchestrator.builtin.probes  # noqa: E402,F401
+from orchestrator.supervision.spawn import sessionSpawner  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import rssMB, summary, table  # noqa: E402

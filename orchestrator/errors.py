@@ -1,10 +1,12 @@
 """
-Errors the orchestrator reports to an operator.
+Errors the orchestrator reports to an operator, all in one place: the
+configuration cannot be used, a command conflicts with a state, a child
+cannot be spawned or did not come up.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "StateError"]
+__all__ = ["ConfigError", "SpawnError", "StartFailed", "StateError"]
 
 
 class ConfigError(Exception):
@@ -27,3 +29,26 @@ class StateError(Exception):
     A command conflicts with a process's state (the API answers 409), for
     instance a start in monitor-only mode.
     """
+
+
+class SpawnError(Exception):
+    """
+    The child could not be spawned (missing executable, bad working
+    directory...).  The message is the operator's explanation.
+    """
+
+
+class StartFailed(Exception):
+    """
+    A start did not reach C{running}: the child exited, could not be
+    spawned, or was not ready within C{health.start_timeout}.
+
+    @ivar process: the process's name.
+    @ivar reason: why, for an operator (C{"exit code 1"},
+        C{"not ready within 60s (last check: Connection refused)"}).
+    """
+
+    def __init__(self, process: str, reason: str) -> None:
+        super().__init__(f"{process} failed to start: {reason}")
+        self.process = process
+        self.reason = reason

@@ -96,7 +96,7 @@ class JSONObserver:
 
 def buildObserver(config, stream: IO[str] | None = None) -> ILogObserver:
     """
-    The observer for a L{orchestrator.configtypes.LoggingConfig}.
+    The observer for a L{orchestrator.config.types.LoggingConfig}.
     """
     if stream is None:
         stream = open(config.file, "a", encoding="utf-8") if config.file else sys.stdout

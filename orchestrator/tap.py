@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from orchestrator.config import loadConfig
+from orchestrator.config.load import loadConfig
 from orchestrator.errors import ConfigError
 
 __all__ = ["Options", "makeService"]
@@ -56,8 +56,8 @@ def makeService(options: Options):
     from twisted.internet import reactor
 
     from orchestrator.logs import buildObserver
-    from orchestrator.service import Orchestrator
-    from orchestrator.spawn import sessionSpawner
+    from orchestrator.app import Orchestrator
+    from orchestrator.supervision.spawn import sessionSpawner
 
     loaded = options.loaded
     try:

@@ -21,7 +21,7 @@ from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from orchestrator.hookspecs import hookimpl
+from orchestrator.plugin import hookimpl
 
 __all__ = ["LogNotifier", "PrometheusNotifier", "WebhookNotifier", "signWebhook"]
 
@@ -44,7 +44,7 @@ class LogNotifier:
     def __init__(self, config, reactor) -> None:
         self._level = config.options.get("level", "info")
         # An instance attribute: a Logger class attribute is a descriptor
-        # that would replace this namespace with "plugins.notifiers.LogNotifier".
+        # that would replace this namespace with "orchestrator.builtin.notifiers.LogNotifier".
         self.log = Logger(namespace="orchestrator.events", source=self)
 
     def notify(self, event) -> None:

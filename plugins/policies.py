@@ -8,8 +8,7 @@ only repeated failures in the window wait.
 
 from __future__ import annotations
 
-from orchestrator.hookspecs import hookimpl
-from orchestrator.policy import RestartHistory
+from orchestrator.plugin import RestartHistory, hookimpl
 
 __all__ = ["Always", "OnFailure", "Never", "Backoff"]
 

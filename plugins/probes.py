@@ -2,7 +2,7 @@
 Built-in probe kinds: C{http}, C{tcp} and C{exec}.
 
 Each is constructed as C{kind(config, reactor)} with the process's
-L{orchestrator.configtypes.HealthConfig}; C{check()} returns a Deferred
+L{orchestrator.config.types.HealthConfig}; C{check()} returns a Deferred
 L{ProbeResult}.  The scheduler enforces C{health.timeout} by cancelling
 that Deferred, and each kind makes cancellation real: the HTTP request is
 aborted, the TCP attempt dropped, the exec probe's process group killed.
@@ -20,9 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ProcessProtocol
 
-from orchestrator.hookspecs import hookimpl
-from orchestrator.probing import ProbeResult
-from orchestrator.spawn import killGroup, sessionSpawner
+from orchestrator.plugin import ProbeResult, hookimpl
+from orchestrator.supervision.spawn import killGroup, sessionSpawner
 
 __all__ = ["HTTPProbe", "TCPProbe", "ExecProbe"]
 
@@ -230,7 +229,7 @@ class ExecProbe:
     (C{exit 2: database unreachable}).  The probe runs in its own session:
     on timeout, and once it exited, its process group is killed.
 
-    @param spawner: see L{orchestrator.spawn.sessionSpawner} (tests inject
+    @param spawner: see L{orchestrator.supervision.spawn.sessionSpawner} (tests inject
         a fake).
     @param killGroup: C{killGroup(pgid, signal)}.
     """

@@ -22,8 +22,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from orchestrator.config import loadConfig
-from orchestrator.probing import ProbeResult
+from orchestrator.config.load import loadConfig
+from orchestrator.health.results import ProbeResult
 
 #: An executable that surely exists, for configurations under test.
 EXECUTABLE = sys.executable
@@ -116,7 +116,7 @@ class FakeProcessReactor(MemoryReactorClock):
 
     def spawner(self, protocol, executable, args, env, path):
         """
-        The signature L{orchestrator.process.ManagedProcess} wants.
+        The signature L{orchestrator.supervision.process.ManagedProcess} wants.
         """
         return self.spawnProcess(protocol, executable, args, env, path)
 

@@ -23,8 +23,8 @@ from openapi_schema_validator import OAS31Validator
 from treq.testing import StubTreq
 from twisted.python.failure import Failure
 
-from orchestrator.config import loadConfig
-from orchestrator.service import Orchestrator
+from orchestrator.config.load import loadConfig
+from orchestrator.app import Orchestrator
 from orchestrator.web import AdminSite, buildRoot
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, writeConfig
 

@@ -11,7 +11,7 @@ import pytest
 from twisted.web.resource import Resource
 
 from orchestrator.errors import ConfigError
-from orchestrator.hookspecs import hookimpl
+from orchestrator.hooks.specs import hookimpl
 from orchestrator.web import buildRoot
 from tests.test_api import ApiHarness
 
@@ -109,7 +109,7 @@ def test_failing_hook_is_a_startup_error():
 
 def test_admin_service_builds_the_tree_at_construction():
     """The clash surfaces while the orchestrator is built (before twistd starts anything)."""
-    from orchestrator.service import Orchestrator
+    from orchestrator.app import Orchestrator
     from tests.fakes import FakeProcessReactor
 
     api = ApiHarness()

@@ -10,8 +10,8 @@ import os
 import pytest
 from twisted.python import usage
 
-from orchestrator.cli import main as cliMain
-from orchestrator.config import loadConfig, parseBoolean
+from orchestrator.cli.main import main as cliMain
+from orchestrator.config.load import loadConfig, parseBoolean
 from orchestrator.errors import ConfigError
 from orchestrator.tap import Options
 from tests.fakes import EXECUTABLE, writeConfig
@@ -470,7 +470,7 @@ def test_default_config_is_valid():
 @pytest.mark.parametrize("variable", ["ORCHESTRATOR_ADMIN_TOKEN", "ORCHESTRATOR__ADMIN__TOKEN"])
 def test_token_variables_never_reach_children(variable):
     """Whichever variable sets the admin token, a child's environment never contains it."""
-    from orchestrator.process import childEnvironment
+    from orchestrator.supervision.process import childEnvironment
 
     environ = {variable: "s3cret", "PATH": "/usr/bin", "HOME": "/root"}
     config = load(MINIMAL, environ=environ)
@@ -482,7 +482,7 @@ def test_token_variables_never_reach_children(variable):
 
 def test_webhook_secret_variable_never_reaches_children():
     """The variable named by a webhook's secret_env is not inherited by children."""
-    from orchestrator.process import childEnvironment
+    from orchestrator.supervision.process import childEnvironment
 
     environ = {"WEBHOOK_SECRET": "whsec_abc", "PATH": "/usr/bin"}
     config = load(MINIMAL + 'notifiers: [{type: webhook, url: "https://hooks.example", secret_env: WEBHOOK_SECRET}]\n',

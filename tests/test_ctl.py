@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from orchestrator import ctl
+from orchestrator.cli import ctl
 from tests.harness import freePort
 from tests.test_api import TOKEN, ApiHarness, config
 

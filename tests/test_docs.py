@@ -10,9 +10,9 @@ import re
 import pluggy
 import pytest
 
-from orchestrator import hookspecs
-from orchestrator.pluginmanager import buildPluginManager, collectKinds
-from orchestrator.schema import masterSchema
+from orchestrator.hooks import specs as hookspecs
+from orchestrator.hooks.manager import buildPluginManager, collectKinds
+from orchestrator.config.schema import masterSchema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,7 +110,7 @@ def test_every_schema_property_has_description():
 
 def test_readme_reference_is_generated_from_schema():
     """README's configuration reference equals `orchestrator config-reference` output."""
-    from orchestrator.reference import BEGIN, END, configReference
+    from orchestrator.config.reference import BEGIN, END, configReference
 
     schema = masterSchema(collectKinds(buildPluginManager(entryPoints=False)))
     readme = _read("README.md")
@@ -127,7 +127,7 @@ def test_readme_opens_with_the_two_commands():
 
 def test_env_example_lists_every_seed_variable():
     """conf/.env.example documents every seed variable."""
-    from orchestrator.config import SEED_VARIABLES
+    from orchestrator.config.load import SEED_VARIABLES
 
     example = _read("conf", ".env.example")
     for name in SEED_VARIABLES:

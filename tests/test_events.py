@@ -1,5 +1,5 @@
 """
-Tests for L{orchestrator.events}: the event value and the bus that hands
+Tests for L{orchestrator.notify.events}: the event value and the bus that hands
 each event to every notifier and subscriber under its own error handling.
 """
 
@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.events import EVENT_TYPES, Event, EventBus
-from orchestrator.service import Orchestrator
+from orchestrator.notify.events import EVENT_TYPES, Event, EventBus
+from orchestrator.app import Orchestrator
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 
 DESIGN_FIELDS = {"id", "type", "process", "from", "to", "reason", "pid", "exit_code",

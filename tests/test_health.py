@@ -19,9 +19,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from orchestrator.probing import ProbeResult
-from orchestrator.service import Orchestrator
-from plugins.probes import HTTPProbe
+from orchestrator.health.results import ProbeResult
+from orchestrator.app import Orchestrator
+from orchestrator.builtin.probes import HTTPProbe
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 
 CONFIG = """
@@ -72,7 +72,7 @@ def captureLog(testCase) -> list[dict]:
 
 def healthLines(events) -> list[str]:
     return [formatEvent(e) for e in events
-            if e.get("log_namespace") == "orchestrator.health.HealthMonitor"]
+            if e.get("log_namespace") == "orchestrator.health.monitor.HealthMonitor"]
 
 
 class TimedProbe:

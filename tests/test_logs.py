@@ -13,11 +13,11 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.configtypes import LoggingConfig, NotifierConfig
-from orchestrator.events import EventBus
+from orchestrator.config.types import LoggingConfig, NotifierConfig
+from orchestrator.notify.events import EventBus
 from orchestrator.logs import JSONObserver, TextObserver, buildObserver
-from orchestrator.service import Orchestrator
-from plugins.notifiers import LogNotifier
+from orchestrator.app import Orchestrator
+from orchestrator.builtin.notifiers import LogNotifier
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"

@@ -1,5 +1,5 @@
 """
-Tests for L{orchestrator.metrics}: the seed's four gauges and the
+Tests for L{orchestrator.notify.metrics}: the seed's four gauges and the
 per-process families, computed at scrape time, served in memory by
 L{MetricsResource} through treq's L{StubTreq}, parsed back with
 prometheus_client's parsers, and checked by C{promtool} where installed.
@@ -24,9 +24,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
 from orchestrator import __version__
-from orchestrator.metrics import MetricsResource
-from orchestrator.service import Orchestrator
-from plugins.notifiers import WebhookNotifier
+from orchestrator.notify.metrics import MetricsResource
+from orchestrator.app import Orchestrator
+from orchestrator.builtin.notifiers import WebhookNotifier
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

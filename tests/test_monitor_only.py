@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from orchestrator.errors import ConfigError, StateError
-from plugins.probes import HTTPProbe
+from orchestrator.builtin.probes import HTTPProbe
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 from tests.test_health import startOrchestrator
 

@@ -1,5 +1,5 @@
 """
-Tests for the built-in notifiers in L{plugins.notifiers}: the webhook
+Tests for the built-in notifiers in L{orchestrator.builtin.notifiers}: the webhook
 (Standard Webhooks signature, retries, queue, timeouts, close) over
 treq's in-memory L{StubTreq} with a L{Clock}, and the prometheus counter.
 """
@@ -21,9 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from orchestrator.configtypes import NotifierConfig
-from orchestrator.events import Event
-from plugins.notifiers import PrometheusNotifier, WebhookNotifier, signWebhook
+from orchestrator.config.types import NotifierConfig
+from orchestrator.notify.events import Event
+from orchestrator.builtin.notifiers import PrometheusNotifier, WebhookNotifier, signWebhook
 from tests.fakes import loadText
 
 URL = "http://hooks.example.com:8080/services/T00/B00/s3cr3tT0ken"

@@ -1,5 +1,5 @@
 """
-Unit tests for L{orchestrator.orphans}: the state file of children and the
+Unit tests for L{orchestrator.supervision.orphans}: the state file of children and the
 reaping of a killed orchestrator's leftovers, recognised by pid and kernel
 start time, never by name.
 
@@ -18,7 +18,7 @@ import time
 import pytest
 from twisted.internet.task import Clock
 
-from orchestrator.orphans import (
+from orchestrator.supervision.orphans import (
     ChildRecord,
     StateFile,
     groupMembers,
@@ -308,7 +308,7 @@ def test_liveOwnerDetectsAnotherRunningOrchestrator(tmp_path):
 def test_secondOrchestratorOnSameStateFileRefused(tmp_path):
     """Building an orchestrator whose state file belongs to a live one is a clear configuration error."""
     from orchestrator.errors import ConfigError
-    from orchestrator.service import Orchestrator
+    from orchestrator.app import Orchestrator
     from tests.fakes import FakeProcessReactor, loadText
 
     loaded = loadText(f"orchestrator: {{state_dir: {tmp_path}}}\n"

@@ -1,5 +1,5 @@
 """
-Unit tests for L{orchestrator.output}: a child's output split into lines,
+Unit tests for L{orchestrator.supervision.output}: a child's output split into lines,
 kept in memory, logged under the process's name and written to a
 size-rotated file.
 """
@@ -15,8 +15,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.configtypes import OutputConfig
-from orchestrator.output import LineSplitter, OutputCapture
+from orchestrator.config.types import OutputConfig
+from orchestrator.supervision.output import LineSplitter, OutputCapture
 from tests.test_process import _Harness
 
 
@@ -192,7 +192,7 @@ class OutputCaptureTests(SynchronousTestCase):
 
 class ChildOutputTests(SynchronousTestCase):
     """
-    Output through L{orchestrator.process.ManagedProcess}: each child's
+    Output through L{orchestrator.supervision.process.ManagedProcess}: each child's
     lines carry its own pid.
     """
 

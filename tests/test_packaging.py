@@ -34,8 +34,9 @@ def test_wheel_installs_twistd_plugin(tmp_path):
     assert os.path.exists(os.path.join(site, "twisted", "plugins", "orchestrator_plugin.py"))
     assert not os.path.exists(os.path.join(site, "twisted", "plugins", "__init__.py")) or \
         os.path.getsize(os.path.join(site, "twisted", "plugins", "__init__.py")) > 0  # Twisted's own
-    assert os.path.exists(os.path.join(site, "orchestrator", "schema.json"))
-    assert os.path.exists(os.path.join(site, "plugins", "probes.py"))
+    assert os.path.exists(os.path.join(site, "orchestrator", "config", "schema.json"))
+    assert os.path.exists(os.path.join(site, "orchestrator", "builtin", "probes.py"))
+    assert not os.path.exists(os.path.join(site, "plugins"))  # never a top-level "plugins" package
     outside = str(tmp_path)
     listed = subprocess.run([str(venv / "bin" / "twistd"), "--help"], cwd=outside,
                             capture_output=True, text=True, timeout=120)

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from orchestrator.config import loadConfig
+from orchestrator.config.load import loadConfig
 from orchestrator.errors import ConfigError
-from orchestrator.pluginmanager import DEFAULT_PLUGINS, buildPluginManager, collectKinds
-from orchestrator.service import Orchestrator
+from orchestrator.hooks.manager import DEFAULT_PLUGINS, buildPluginManager, collectKinds
+from orchestrator.app import Orchestrator
 from tests.fakes import FakeProcessReactor, writeConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +68,7 @@ def test_duplicate_kind_names_rejected():
     with pytest.raises(ConfigError) as caught:
         load(BASE + "plugins: [tests.plugin_samples.duplicate_log]\n")
     assert ("plugin tests.plugin_samples.duplicate_log: notifier 'log' is already "
-            "registered by plugins.notifiers") in caught.value.problems[0]
+            "registered by orchestrator.builtin.notifiers") in caught.value.problems[0]
 
 
 def test_misspelled_hook_rejected():

@@ -1,5 +1,5 @@
 """
-Unit tests for the built-in restart policies (L{plugins.policies}): pure
+Unit tests for the built-in restart policies (L{orchestrator.builtin.policies}): pure
 functions of a L{RestartHistory}, so every delay is exact.
 """
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.configtypes import RestartConfig, freeze
+from orchestrator.config.types import RestartConfig, freeze
 from orchestrator.errors import ConfigError
-from orchestrator.policy import ExitRecord, RestartHistory
-from plugins.policies import Always, Backoff, Never, OnFailure, register_restart_policies
+from orchestrator.supervision.policy import ExitRecord, RestartHistory
+from orchestrator.builtin.policies import Always, Backoff, Never, OnFailure, register_restart_policies
 from tests.fakes import loadText
 
 

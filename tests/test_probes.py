@@ -26,14 +26,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from orchestrator.configtypes import HealthConfig
+from orchestrator.config.types import HealthConfig
 from orchestrator.errors import ConfigError
-from orchestrator.health import HealthMonitor
-from orchestrator.pluginmanager import buildPluginManager, collectKinds
-from orchestrator.probing import ProbeResult
-from orchestrator.service import Orchestrator
-from orchestrator.spawn import sessionSpawner
-from plugins.probes import ExecProbe, HTTPProbe, TCPProbe
+from orchestrator.health.monitor import HealthMonitor
+from orchestrator.hooks.manager import buildPluginManager, collectKinds
+from orchestrator.health.results import ProbeResult
+from orchestrator.app import Orchestrator
+from orchestrator.supervision.spawn import sessionSpawner
+from orchestrator.builtin.probes import ExecProbe, HTTPProbe, TCPProbe
 from tests.fakes import FakeProcessReactor, loadText
 from tests.harness import pidAlive
 
@@ -524,7 +524,7 @@ class CustomProbeKindTests(SynchronousTestCase):
 
 def test_exec_probe_never_sees_orchestrator_secrets(monkeypatch):
     """Built by the supervisor, an exec probe runs with its process's environment: no admin token, no webhook secret."""
-    from orchestrator.service import Orchestrator
+    from orchestrator.app import Orchestrator
     from tests.fakes import FakeProcessReactor, loadText
 
     monkeypatch.setenv("ORCHESTRATOR_ADMIN_TOKEN", "s3cret")

@@ -1,5 +1,5 @@
 """
-Unit tests for L{orchestrator.process.ManagedProcess}: the supervision state
+Unit tests for L{orchestrator.supervision.process.ManagedProcess}: the supervision state
 machine of one process, driven by a fake process reactor and its clock.
 
 Nothing here sleeps: children live until the test says they exit, and time
@@ -18,9 +18,10 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.errors import StateError
-from orchestrator.health import HealthMonitor
-from orchestrator.events import EventBus
-from orchestrator.process import ManagedProcess, SpawnError, StartFailed, childEnvironment
+from orchestrator.health.monitor import HealthMonitor
+from orchestrator.notify.events import EventBus
+from orchestrator.errors import SpawnError, StartFailed
+from orchestrator.supervision.process import ManagedProcess, childEnvironment
 from tests.fakes import EXECUTABLE, FakeProcessReactor, loadText
 
 _EPS = 0.125  # binary-exact, so clock sums stay exact
@@ -891,7 +892,7 @@ class EnvironmentTests(SynchronousTestCase):
 
     def test_spawnedChildGetsThatEnvironment(self) -> None:
         """The environment handed to the spawner is exactly the computed one (working directory too)."""
-        from orchestrator.supervisor import Supervisor
+        from orchestrator.supervision.supervisor import Supervisor
 
         loaded = self.loaded("env: {FOO: bar}\nenv_from_dotenv: [DB_URL]\n",
                              tempfile.mkdtemp(prefix="orch-env-"))

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
-from orchestrator.spawn import sessionSpawner, wrapperCommand
+from orchestrator.supervision.spawn import sessionSpawner, wrapperCommand
 from tests.harness import pidAlive, waitFor
 
 _REPORT = textwrap.dedent("""
@@ -132,7 +132,7 @@ _PARENT = textwrap.dedent("""
     import sys
     from twisted.internet import reactor
     from twisted.internet.protocol import ProcessProtocol
-    from orchestrator.spawn import sessionSpawner
+    from orchestrator.supervision.spawn import sessionSpawner
 
     class P(ProcessProtocol):
         def childDataReceived(self, fd, data):

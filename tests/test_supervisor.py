@@ -1,6 +1,6 @@
 """
-Unit tests for L{orchestrator.supervisor.Supervisor} and the supervision
-side of L{orchestrator.service.Orchestrator}: dependency order, shutdown,
+Unit tests for L{orchestrator.supervision.supervisor.Supervisor} and the supervision
+side of L{orchestrator.app.Orchestrator}: dependency order, shutdown,
 reload by diff.  Fake process reactor and clock; no sleeps.
 """
 
@@ -16,12 +16,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.config import loadConfig
+from orchestrator.config.load import loadConfig
 from orchestrator.errors import ConfigError
-from orchestrator.events import EventBus
-from orchestrator.orphans import StateFile
-from orchestrator.service import Orchestrator
-from orchestrator.supervisor import Supervisor, dependencyRanks
+from orchestrator.notify.events import EventBus
+from orchestrator.supervision.orphans import StateFile
+from orchestrator.app import Orchestrator
+from orchestrator.supervision.supervisor import Supervisor, dependencyRanks
 from tests.fakes import FakeProcessReactor, loadText, writeConfig
 
 _CHAIN = """

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 
-from orchestrator.hookspecs import hookimpl
-from orchestrator.probing import ProbeResult
+from orchestrator.plugin import ProbeResult, hookimpl
 
 __all__ = ["FileProbe"]
 

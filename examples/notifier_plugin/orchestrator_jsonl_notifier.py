@@ -14,7 +14,7 @@ the YAML C{plugins:} list.  Select it like any built-in::
 
 import json
 
-from orchestrator.hookspecs import hookimpl
+from orchestrator.plugin import hookimpl
 
 
 class JSONLinesNotifier:

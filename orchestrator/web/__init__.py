@@ -7,6 +7,6 @@ L{AdminSite}.
 """
 
 from orchestrator.web.security import AdminSite
-from orchestrator.web.service import AdminService, buildRoot
+from orchestrator.web.server import AdminService, buildRoot
 
 __all__ = ["AdminService", "AdminSite", "buildRoot"]

@@ -16,8 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
-from orchestrator.errors import ConfigError, StateError
-from orchestrator.process import SpawnError, StartFailed
+from orchestrator.errors import ConfigError, SpawnError, StartFailed, StateError
 from orchestrator.web import views
 from orchestrator.web._params import jsonObject, queryBool, queryInt, queryText
 from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource
@@ -303,13 +302,13 @@ class _OpenAPI(ApiResource):
 
 class _Metrics(ApiResource):
     """
-    C{GET /metrics}: L{orchestrator.metrics.MetricsResource}, with the
+    C{GET /metrics}: L{orchestrator.notify.metrics.MetricsResource}, with the
     API's JSON 405 for other methods.
     """
 
     def __init__(self, registry) -> None:
         super().__init__()
-        from orchestrator.metrics import MetricsResource
+        from orchestrator.notify.metrics import MetricsResource
 
         self._resource = MetricsResource(registry)
 

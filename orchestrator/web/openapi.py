@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.events import EVENT_TYPES
+from orchestrator.notify.events import EVENT_TYPES
 
 __all__ = ["openAPIDocument"]
 

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from orchestrator.configtypes import AdminConfig
+from orchestrator.config.types import AdminConfig
 from orchestrator.web._render import ApiError, ErrorResource, errorBody, writeJSON
 
 __all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface"]

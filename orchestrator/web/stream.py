@@ -36,7 +36,7 @@ def formatEvent(event) -> bytes:
 
 class EventStream(ApiResource):
     """
-    @param bus: the L{orchestrator.events.EventBus}.
+    @param bus: the L{orchestrator.notify.events.EventBus}.
     @param clock: for the keep-alive comments.
     @param keepAlive: seconds between them.
     """

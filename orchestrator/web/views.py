@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.process import ProcessSnapshot
+from orchestrator.supervision.process import ProcessSnapshot
 
 __all__ = [
     "ALIVE",

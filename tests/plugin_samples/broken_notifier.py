@@ -1,6 +1,6 @@
 """A plugin whose notifier always fails, and whose startup hook raises."""
 
-from orchestrator.hookspecs import hookimpl
+from orchestrator.plugin import hookimpl
 
 
 class Broken:

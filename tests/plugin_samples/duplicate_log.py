@@ -1,6 +1,6 @@
 """A plugin that registers a notifier named like a built-in one."""
 
-from orchestrator.hookspecs import hookimpl
+from orchestrator.plugin import hookimpl
 
 
 class Log:

@@ -1,6 +1,6 @@
 """A plugin whose hook name has a typo."""
 
-from orchestrator.hookspecs import hookimpl
+from orchestrator.plugin import hookimpl
 
 
 @hookimpl

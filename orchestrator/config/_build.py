@@ -8,7 +8,7 @@ import copy
 import os
 import shutil
 
-from orchestrator.configtypes import (
+from orchestrator.config.types import (
     AdminConfig,
     Config,
     HealthConfig,

@@ -26,47 +26,22 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from orchestrator.configtypes import ProcessConfig
-from orchestrator.errors import StateError
-from orchestrator.output import OutputCapture
-from orchestrator.policy import ExitRecord, RestartHistory
-from orchestrator.spawn import killGroup as _killGroup
-from orchestrator.spawn import signalNumber
+from orchestrator.config.types import ProcessConfig
+from orchestrator.errors import SpawnError, StartFailed, StateError
+from orchestrator.supervision.output import OutputCapture
+from orchestrator.supervision.policy import ExitRecord, RestartHistory
+from orchestrator.supervision.spawn import killGroup as _killGroup
+from orchestrator.supervision.spawn import signalNumber
 
 __all__ = [
     "STATUSES",
     "ManagedProcess",
     "ProcessSnapshot",
-    "SpawnError",
-    "StartFailed",
     "childEnvironment",
 ]
 
 STATUSES = ("stopped", "starting", "running", "unhealthy", "crashed", "stopping")
 _ALIVE = frozenset({"starting", "running", "unhealthy", "stopping"})
-
-
-class SpawnError(Exception):
-    """
-    The child could not be spawned (missing executable, bad working
-    directory...).  The message is the operator's explanation.
-    """
-
-
-class StartFailed(Exception):
-    """
-    A start did not reach C{running}: the child exited, could not be
-    spawned, or was not ready within C{health.start_timeout}.
-
-    @ivar process: the process's name.
-    @ivar reason: why, for an operator (C{"exit code 1"},
-        C{"not ready within 60s (last check: Connection refused)"}).
-    """
-
-    def __init__(self, process: str, reason: str) -> None:
-        super().__init__(f"{process} failed to start: {reason}")
-        self.process = process
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -162,7 +137,7 @@ class ManagedProcess:
     @param spawner: C{spawner(protocol, executable, args, env, path)} returning
         an L{IProcessTransport}; the real one puts the child in its own session.
     @param policy: the restart policy object (C{next_delay(history)}).
-    @param events: the L{orchestrator.events.EventBus}.
+    @param events: the L{orchestrator.notify.events.EventBus}.
     @param environment: the child's complete environment.
     @param managed: C{False} in monitor-only mode: nothing is spawned.
     @param random: a zero-argument callable returning a float in [0, 1),

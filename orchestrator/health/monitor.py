@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
-from orchestrator.probing import ProbeResult, describeFailure
+from orchestrator.health.results import ProbeResult, describeFailure
 
 __all__ = ["HealthMonitor", "HealthSnapshot"]
 
@@ -67,10 +67,10 @@ class HealthMonitor:
     Probes one process for as long as its current run lasts, keeping
     statistics across runs.
 
-    @param process: the L{orchestrator.process.ManagedProcess}; told
+    @param process: the L{orchestrator.supervision.process.ManagedProcess}; told
         C{healthReady()}, C{healthFailed(reason)}, C{startTimedOut(reason)}
         or, in monitor-only mode, C{monitorStatus(status, reason)}.
-    @param config: its L{orchestrator.configtypes.HealthConfig}.
+    @param config: its L{orchestrator.config.types.HealthConfig}.
     @param probe: an object whose C{check()} returns a Deferred
         L{ProbeResult}.
     @param clock: C{seconds()} and C{callLater()}.

@@ -15,16 +15,16 @@ from typing import Iterable, Mapping
 
 import pluggy
 
-from orchestrator import hookspecs
+from orchestrator.hooks import specs as hookspecs
 from orchestrator.errors import ConfigError
 
 __all__ = ["DEFAULT_PLUGINS", "Kinds", "buildPluginManager", "collectKinds"]
 
 #: The built-in plugins, registered through the same hooks as third-party ones.
 DEFAULT_PLUGINS = (
-    "plugins.probes",
-    "plugins.policies",
-    "plugins.notifiers",
+    "orchestrator.builtin.probes",
+    "orchestrator.builtin.policies",
+    "orchestrator.builtin.notifiers",
 )
 
 

@@ -29,7 +29,7 @@ def baseSchema() -> dict:
     """
     Load the schema shipped as package data (C{conf/} is not installed).
     """
-    text = resources.files("orchestrator").joinpath("schema.json").read_text("utf-8")
+    text = resources.files("orchestrator.config").joinpath("schema.json").read_text("utf-8")
     return json.loads(text)
 
 
@@ -37,7 +37,7 @@ def masterSchema(kinds) -> dict:
     """
     Build the schema that validates a configuration for these kinds.
 
-    @param kinds: a L{orchestrator.pluginmanager.Kinds}.
+    @param kinds: a L{orchestrator.hooks.manager.Kinds}.
     """
     schema = baseSchema()
     for defName, (selector, attr) in _SELECTORS.items():

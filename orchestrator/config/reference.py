@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.config import SEED_VARIABLES
+from orchestrator.config.load import SEED_VARIABLES
 
 __all__ = ["configReference", "BEGIN", "END"]
 

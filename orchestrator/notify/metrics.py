@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from orchestrator import __version__
-from orchestrator.process import STATUSES
+from orchestrator.supervision.process import STATUSES
 
 __all__ = ["MetricsCollector", "MetricsResource", "SEED_STATUS_CODES"]
 

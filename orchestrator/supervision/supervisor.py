@@ -14,12 +14,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
-from orchestrator.configtypes import Config, freeze
+from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
-from orchestrator.health import HealthMonitor
-from orchestrator.orphans import StateFile, reapLeftovers
-from orchestrator.process import ManagedProcess, childEnvironment
-from orchestrator.spawn import killGroup as _killGroup
+from orchestrator.health.monitor import HealthMonitor
+from orchestrator.supervision.orphans import StateFile, reapLeftovers
+from orchestrator.supervision.process import ManagedProcess, childEnvironment
+from orchestrator.supervision.spawn import killGroup as _killGroup
 
 __all__ = ["Supervisor", "dependencyRanks", "defaultStateDir"]
 
@@ -63,8 +63,8 @@ class Supervisor(Service):
     @param config: the validated L{Config}.
     @param kinds: the registered probe, policy and notifier kinds.
     @param reactor: time and scheduling (C{seconds}, C{callLater}).
-    @param spawner: see L{orchestrator.spawn.sessionSpawner}.
-    @param events: the L{orchestrator.events.EventBus}.
+    @param spawner: see L{orchestrator.supervision.spawn.sessionSpawner}.
+    @param events: the L{orchestrator.notify.events.EventBus}.
     @param environ: the orchestrator's environment, filtered into children's.
     @param random: the random source for policy jitter.
     @param stateFile: where children are recorded (C{None}: not at all).

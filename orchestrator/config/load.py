@@ -24,13 +24,13 @@ from typing import Any, Iterable, Mapping
 
 from dotenv import dotenv_values
 
-from orchestrator._configbuild import buildConfig
-from orchestrator._configchecks import checkSemantics, validateSchema
-from orchestrator._yamlmarks import Located, YAMLLoadError, loadWithMarks
-from orchestrator.configtypes import Config
+from orchestrator.config._build import buildConfig
+from orchestrator.config._checks import checkSemantics, validateSchema
+from orchestrator.config._yamlmarks import Located, YAMLLoadError, loadWithMarks
+from orchestrator.config.types import Config
 from orchestrator.errors import ConfigError
-from orchestrator.pluginmanager import Kinds, buildPluginManager, collectKinds
-from orchestrator.schema import fillDefaults, masterSchema, schemaAt
+from orchestrator.hooks.manager import Kinds, buildPluginManager, collectKinds
+from orchestrator.config.schema import fillDefaults, masterSchema, schemaAt
 
 __all__ = [
     "SEED_VARIABLES",

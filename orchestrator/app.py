@@ -18,11 +18,11 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 
 from orchestrator import __version__
-from orchestrator.config import LoadedConfig
+from orchestrator.config.load import LoadedConfig
 from orchestrator.errors import ConfigError
-from orchestrator.events import EventBus
-from orchestrator.orphans import StateFile
-from orchestrator.supervisor import Supervisor, defaultStateDir
+from orchestrator.notify.events import EventBus
+from orchestrator.supervision.orphans import StateFile
+from orchestrator.supervision.supervisor import Supervisor, defaultStateDir
 
 __all__ = ["Orchestrator", "buildNotifiers"]
 
@@ -52,7 +52,7 @@ class Orchestrator(MultiService):
 
     @param loaded: the validated configuration with its plugin manager.
     @param reactor: the reactor (time, processes, listening).
-    @param spawner: how children are spawned (see L{orchestrator.spawn}).
+    @param spawner: how children are spawned (see L{orchestrator.supervision.spawn}).
     @param reload: C{reload()} -> a new L{LoadedConfig}, or raises
         L{ConfigError}; the default re-reads the same file the same way.
     @param logObserver: installed as the application's log observer by
@@ -110,7 +110,7 @@ class Orchestrator(MultiService):
             **({"killGroup": killGroup} if killGroup is not None else {}),
         )
         self.supervisor.setServiceParent(self)
-        from orchestrator.metrics import MetricsCollector
+        from orchestrator.notify.metrics import MetricsCollector
 
         self.metrics = MetricsCollector(self)
         self.web = None

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 
-from orchestrator.config import loadConfig
-from orchestrator.configtypes import thaw
+from orchestrator.config.load import loadConfig
+from orchestrator.config.types import thaw
 from orchestrator.errors import ConfigError
 
 __all__ = ["main"]
@@ -69,9 +69,9 @@ def main(argv=None) -> int:
     if args.command == "check-config":
         return _checkConfig(args)
     if args.command == "config-reference":
-        from orchestrator.pluginmanager import buildPluginManager, collectKinds
-        from orchestrator.reference import configReference
-        from orchestrator.schema import masterSchema
+        from orchestrator.hooks.manager import buildPluginManager, collectKinds
+        from orchestrator.config.reference import configReference
+        from orchestrator.config.schema import masterSchema
 
         kinds = collectKinds(buildPluginManager(args.plugins, entryPoints=False))
         print(configReference(masterSchema(kinds)))

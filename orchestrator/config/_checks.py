@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 
-from orchestrator.schema import selectedBranches
+from orchestrator.config.schema import selectedBranches
 
 __all__ = ["validateSchema", "checkSemantics", "listenerProblem", "isHTTPURL"]
 
