@@ -168,3 +168,56 @@ def test_child_dies_with_its_parent(mechanism):
             os.killpg(child, signal.SIGKILL)
         except (OSError, UnboundLocalError):
             pass
+
+
+_DESCRIPTORS = textwrap.dedent("""
+    import json, os, resource, sys
+    from twisted.internet import reactor
+    from twisted.internet.protocol import ProcessProtocol
+    from orchestrator.supervision import spawn
+
+    limit, closeRange = int(sys.argv[1]), sys.argv[2] == "yes"
+    r, w = os.pipe()
+    os.dup2(r, 200, inheritable=True)  # as if inherited from whoever started us
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    if not closeRange:
+        spawn._closeRangeCloexec = lambda: False
+    out = []
+
+    class P(ProcessProtocol):
+        def childDataReceived(self, fd, data):
+            out.append(data)
+
+        def processEnded(self, reason):
+            print(json.dumps({"child": json.loads(b"".join(out)),
+                              "fellBack": spawn.WrappedProcess._fellBack}))
+            reactor.stop()
+
+    def go():
+        spawner = spawn.sessionSpawner(reactor)
+        spawner(P(), sys.executable, [sys.executable, "-c",
+                "import json, os; print(json.dumps(sorted(int(f) for f in os.listdir('/proc/self/fd'))))"],
+                {}, "/")
+    reactor.callWhenRunning(go)
+    reactor.run()
+""")
+
+
+@pytest.mark.parametrize("limit, closeRange, fellBack", [
+    (64, "yes", False),     # close_range: no file action touches descriptor 200
+    (64, "no", True),       # Twisted's close action on 200 >= the limit: EBADF, then fork
+    (4096, "no", False),    # Twisted's own path, unchanged
+])
+def test_spawnWithInheritedDescriptorsAndLowFileLimit(limit, closeRange, fellBack):
+    """A wrapped spawn succeeds under a low RLIMIT_NOFILE (close_range, or a fork fallback) and the child never inherits a stray descriptor."""
+    if wrapperCommand() is None:
+        pytest.skip("env -C, setsid or setpriv --pdeathsig not available here")
+    result = subprocess.run([sys.executable, "-c", _DESCRIPTORS, str(limit), closeRange],
+                            capture_output=True, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout.decode().splitlines()[-1])
+    # 0, 1, 2 and the descriptor listdir itself opened; never 200.
+    assert 200 not in report["child"]
+    assert report["child"][:3] == [0, 1, 2] and len(report["child"]) == 4
+    assert report["fellBack"] is fellBack
