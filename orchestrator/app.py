@@ -61,6 +61,8 @@ class Orchestrator(MultiService):
     @param killGroup: C{killGroup(pgid, signal)}, how leftovers of a child's
         process group are ended (tests with fake children must pass a fake:
         their pids are not real process groups).
+    @param reapOrphans: become a child subreaper on start and reap the
+        orphans re-parented to us (the real orchestrator process only).
     """
 
     log = Logger()
@@ -79,6 +81,7 @@ class Orchestrator(MultiService):
         probeFactory: Callable | None = None,
         listen: bool = True,
         killGroup: Callable[[int, int], bool] | None = None,
+        reapOrphans: bool = False,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -106,7 +109,7 @@ class Orchestrator(MultiService):
         self.supervisor = Supervisor(
             config, loaded.kinds, reactor, spawner, self.events,
             environ=environ, random=random, stateFile=stateFile or None,
-            probeFactory=probeFactory,
+            probeFactory=probeFactory, reapOrphans=reapOrphans,
             **({"killGroup": killGroup} if killGroup is not None else {}),
         )
         self.supervisor.setServiceParent(self)

@@ -68,6 +68,7 @@ def makeService(options: Options):
             reload=options._load,
             logObserver=buildObserver(loaded.config.logging),
             handleSignals=True,
+            reapOrphans=True,
         )
     except (ConfigError, OSError) as e:
         # Problems only a built service can find (two plugins mounting the

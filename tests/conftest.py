@@ -12,6 +12,16 @@ import pytest
 from tests import harness
 
 
+@pytest.fixture(autouse=True)
+def _stateHome(tmp_path_factory, monkeypatch):
+    """
+    The default state folder (C{$XDG_STATE_HOME/orchestrator}, or
+    C{/var/lib/orchestrator} for root) of every orchestrator built in a
+    test goes to a temporary folder, never the user's or the system's.
+    """
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
 @pytest.fixture
 def run_orchestrator(tmp_path):
     """
@@ -30,13 +40,18 @@ def run_orchestrator(tmp_path):
     yield start
     for handle in started:
         handle.kill()
-        _killRecordedGroups(handle.directory)
+    for handle in started:
+        killRecordedGroups(handle.stateHome)
 
 
-def _killRecordedGroups(directory: str) -> None:
+def killRecordedGroups(stateHome: str) -> None:
+    """
+    SIGKILL every process group recorded in a state file under
+    C{stateHome}/orchestrator (the harness's C{XDG_STATE_HOME}).
+    """
     import json
 
-    stateRoot = os.path.join(directory, ".orchestrator-state")
+    stateRoot = os.path.join(stateHome, "orchestrator")
     if not os.path.isdir(stateRoot):
         return
     for sub in os.listdir(stateRoot):

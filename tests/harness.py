@@ -91,6 +91,9 @@ class Orchestrator:
     directory: str
     logPath: str
     extra: dict = field(default_factory=dict)
+    #: C{XDG_STATE_HOME} of the orchestrator: its state files (children.json)
+    #: are under C{<stateHome>/orchestrator/}.
+    stateHome: str = ""
 
     @property
     def url(self) -> str:
@@ -151,13 +154,15 @@ class Orchestrator:
 def startOrchestrator(tmpdir: str, config: str, env: dict | None = None,
                       adminPort: int | None = None, backendPort: int | None = None,
                       waitListening: bool = True, args: list[str] | None = None,
-                      timeout: float = 20.0) -> Orchestrator:
+                      timeout: float = 20.0, cwd: str | None = None) -> Orchestrator:
     """
     Write C{config} (a YAML template) to C{tmpdir}/orchestrator.yaml and start
-    twistd on it.
+    twistd on it, in C{cwd} (default C{tmpdir}).
 
     The template may use C{{admin_port}}, C{{backend_port}}, C{{python}} and
-    C{{demo}} (the demo backend's path); it is dedented first.
+    C{{demo}} (the demo backend's path); it is dedented first.  The default
+    state folder goes under C{tmpdir}/state (C{XDG_STATE_HOME}), never the
+    user's home, unless C{env} sets C{XDG_STATE_HOME}.
     """
     adminPort = adminPort or freePort()
     backendPort = backendPort or freePort()
@@ -174,13 +179,15 @@ def startOrchestrator(tmpdir: str, config: str, env: dict | None = None,
                        "GO_BACKEND_BINARY", "GO_BACKEND_URL", "BACKEND_WORKING_DIR",
                        "HEALTH_CHECK_INTERVAL", "HEALTH_CHECK_TIMEOUT", "AUTO_RESTART",
                        "MAX_RESTART_ATTEMPTS")}
+    environment["XDG_STATE_HOME"] = os.path.join(tmpdir, "state")
     environment.update(env or {})
     command = [TWISTD, "-n", "--pidfile=", "orchestrator", "--config", configPath,
                "--env-file", os.devnull] + list(args or [])
     with open(logPath, "ab") as log:
-        process = subprocess.Popen(command, cwd=tmpdir, env=environment, stdout=log,
+        process = subprocess.Popen(command, cwd=cwd or tmpdir, env=environment, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    handle = Orchestrator(process, adminPort, backendPort, tmpdir, logPath)
+    handle = Orchestrator(process, adminPort, backendPort, tmpdir, logPath,
+                          stateHome=environment["XDG_STATE_HOME"])
     if waitListening:
         def listening():
             if process.poll() is not None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +21,7 @@ from twisted.internet.task import Clock
 
 from orchestrator.supervision.orphans import (
     ChildRecord,
+    OrphanReaper,
     StateFile,
     groupMembers,
     processStartTime,
@@ -132,6 +134,40 @@ def test_leftoverIgnoringTermIsKilledAfterGrace(fakeProc):
     assert fired == []
     clock.advance(0.1)
     assert fakeProc.signals == [(500, signal.SIGTERM), (500, signal.SIGKILL)]
+    assert fired == []  # fires once the killed process is really gone
+    clock.advance(0.05)
+    assert fired == [[500]]
+    assert clock.getDelayedCalls() == []
+
+
+def test_memberForkedDuringTheGraceIsEndedToo(fakeProc):
+    """A process that joins a leftover group while it is being ended (a shell forking) is signalled too."""
+    fakeProc.obeyTerm = False
+    fakeProc.add(500, 500, 1000)
+    clock = Clock()
+    fired = []
+    reapLeftovers([ChildRecord("backend", 500, 500, 1000)], clock, grace=1,
+                  kill=fakeProc.kill, proc=fakeProc.path).addCallback(fired.append)
+    fakeProc.add(501, 500, 1500)
+    clock.advance(0.05)
+    assert (501, signal.SIGTERM) in fakeProc.signals
+    for _ in range(25):
+        clock.advance(0.05)
+    assert {(500, signal.SIGKILL), (501, signal.SIGKILL)} <= set(fakeProc.signals)
+    assert fired and sorted(fired[0]) == [500, 501]
+    assert clock.getDelayedCalls() == []
+
+
+def test_leftoverSurvivingSigkillDoesNotBlockTheStart(fakeProc):
+    """A leftover that SIGKILL cannot end (not ours to kill) delays the start by at most twice the grace."""
+    fakeProc.obeyTerm = False
+    fakeProc.add(500, 500, 1000)
+    clock = Clock()
+    fired = []
+    reapLeftovers([ChildRecord("backend", 500, 500, 1000)], clock, grace=1,
+                  kill=lambda pid, sig: None, proc=fakeProc.path).addCallback(fired.append)
+    for _ in range(50):
+        clock.advance(0.05)
     assert fired == [[500]]
     assert clock.getDelayedCalls() == []
 
@@ -326,3 +362,101 @@ def test_secondOrchestratorOnSameStateFileRefused(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_orphanReaperReapsOnlyUnknownZombiesOutsideOurGroup(fakeProc):
+    """Only exited orphans are reaped: never a pid Twisted spawned, a child in our own group, or a live one."""
+    ownGroup = os.getpgrp()
+    fakeProc.add(600, 600, 10, state="Z")        # a grandchild re-parented to us, exited
+    fakeProc.add(601, 601, 10, state="Z")        # a supervised child: Twisted reaps it
+    fakeProc.add(602, ownGroup, 10, state="Z")   # a library's subprocess in our group
+    fakeProc.add(603, 603, 10, state="S")        # an orphan still running
+    waited = []
+
+    def waitpid(pid, options):
+        waited.append((pid, options))
+        return pid, signal.SIGKILL  # "killed by SIGKILL"
+
+    reaper = OrphanReaper(Clock(), known=lambda: {601: object()}, children=lambda: [600, 601, 602, 603],
+                          waitpid=waitpid, owner={600: "backend"}.get, proc=fakeProc.path)
+    assert reaper.reap() == [600]
+    assert waited == [(600, os.WNOHANG)]
+    assert reaper.reaped == 1
+
+
+def test_orphanReaperRunsPeriodicallyUntilStopped(fakeProc):
+    """The reaper passes every interval on the injected clock and leaves no call behind once stopped."""
+    clock = Clock()
+    passes = []
+    reaper = OrphanReaper(clock, known=dict, children=lambda: passes.append(1) or [],
+                          proc=fakeProc.path)
+    reaper.start()
+    assert passes == []
+    clock.advance(reaper.interval)
+    clock.advance(reaper.interval)
+    assert len(passes) == 2
+    reaper.stop()
+    assert len(passes) == 3  # a last pass at stop
+    assert clock.getDelayedCalls() == []
+
+
+_SUBREAPER = """
+import json, os, subprocess, sys, time
+from twisted.internet.task import Clock
+from orchestrator.supervision.orphans import OrphanReaper, becomeSubreaper, ownChildren
+assert becomeSubreaper()
+shell = subprocess.Popen(["/bin/sh", "-c", "sleep 0.3 & echo $!"], stdout=subprocess.PIPE,
+                         start_new_session=True)
+grandchild = int(shell.stdout.readline())
+shell.wait()
+adopted = grandchild in ownChildren()
+reaper = OrphanReaper(Clock(), known=lambda: [shell.pid])
+reaped = []
+deadline = time.monotonic() + 10
+while grandchild not in reaped and time.monotonic() < deadline:
+    reaped += reaper.reap()
+    time.sleep(0.02)
+print(json.dumps({"grandchild": grandchild, "adopted": adopted, "reaped": reaped,
+                  "zombie": os.path.exists(f"/proc/{grandchild}")}))
+"""
+
+
+def test_subreaperAdoptsAndReapsAnOrphanedGrandchild():
+    """As a subreaper, a dead child's grandchild is re-parented to us and reaped once it exits (no zombie left)."""
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("Linux /proc needed")
+    result = subprocess.run([sys.executable, "-c", _SUBREAPER], capture_output=True, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout.decode().splitlines()[-1])
+    assert report["adopted"] is True
+    assert report["reaped"] == [report["grandchild"]]
+    assert report["zombie"] is False
+
+
+def test_defaultStateDirDoesNotDependOnTheWorkingDirectory(tmp_path, monkeypatch):
+    """The default state folder is derived from the absolute config path: the same from any working directory."""
+    from orchestrator.supervision.supervisor import defaultStateDir
+
+    config = str(tmp_path / "conf" / "orchestrator.yaml")
+    environ = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+    monkeypatch.chdir(tmp_path)
+    first = defaultStateDir(config, environ, euid=1000)
+    monkeypatch.chdir("/")
+    assert defaultStateDir(config, environ, euid=1000) == first
+    assert defaultStateDir(os.path.relpath(config, "/"), environ, euid=1000) == first
+    assert first.startswith(str(tmp_path / "xdg" / "orchestrator" / "orchestrator.yaml-"))
+    assert defaultStateDir(str(tmp_path / "other.yaml"), environ, euid=1000) != first
+
+
+def test_defaultStateDirBase():
+    """XDG_STATE_HOME (absolute) wins; otherwise /var/lib/orchestrator for root, ~/.local/state for a user."""
+    from orchestrator.supervision.supervisor import defaultStateDir
+
+    home = os.path.expanduser("~")
+    assert defaultStateDir("/etc/o.yaml", {}, euid=0).startswith("/var/lib/orchestrator/o.yaml-")
+    assert defaultStateDir("/etc/o.yaml", {}, euid=1000).startswith(
+        os.path.join(home, ".local", "state", "orchestrator", "o.yaml-"))
+    assert defaultStateDir("/etc/o.yaml", {"XDG_STATE_HOME": "relative"}, euid=1000).startswith(
+        os.path.join(home, ".local", "state"))
+    assert defaultStateDir("/etc/o.yaml", {"XDG_STATE_HOME": "/x"}, euid=0).startswith("/x/orchestrator/")

@@ -8,20 +8,43 @@ by an unrelated process; a pid together with its start time cannot, so a
 leftover is recognised by both and never by name.  Grandchildren are found
 as the members of a recorded process group that started no earlier than
 its leader.
+
+While it runs, the orchestrator (on Linux) is a child subreaper
+(L{becomeSubreaper}): a grandchild whose parent dies is re-parented to the
+orchestrator instead of to init, so the group kill that follows a child's
+exit reaches it and L{OrphanReaper} reaps it (Twisted only reaps the pids it
+spawned).  What still escapes: a grandchild that leaves its process group
+(C{setsid}, a daemonizing command) is not in any recorded group, so it
+survives a stop and an orchestrator SIGKILL (it is reaped, and logged, when
+it dies while the orchestrator runs); and between an orchestrator SIGKILL
+and its next start, grandchildren live on (the parent-death signal reaches
+only the direct child) until that start ends them.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from twisted.internet import process as _twistedProcess
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-__all__ = ["ChildRecord", "StateFile", "processStartTime", "groupMembers", "reapLeftovers"]
+__all__ = [
+    "ChildRecord",
+    "OrphanReaper",
+    "StateFile",
+    "becomeSubreaper",
+    "groupMembers",
+    "processStartTime",
+    "reapLeftovers",
+]
 
 log = Logger()
 
@@ -185,54 +208,209 @@ def reapLeftovers(
 ) -> Deferred:
     """
     End the leftovers of a previous run: SIGTERM to every surviving member
-    of each recorded group, SIGKILL to those still there after C{grace}
-    seconds.
+    of each recorded group (the child's grandchildren too: they share its
+    group), SIGKILL to those still there after C{grace} seconds.  The
+    groups are listed again at each poll, so a process a leftover forks
+    while it is being ended is ended too.
 
     A group whose leader pid now belongs to a different process (another
     start time) was reused and is left alone.
 
-    @return: a Deferred firing with the list of pids ended.
+    @return: a Deferred firing with the list of pids ended, once none of
+        them is alive (SIGKILLed ones are waited for too, up to another
+        C{grace}: the next child must find the port free).
     """
-    victims: list[int] = []
+    groups = []
     for record in records:
         leaderStart = processStartTime(record.pid, proc)
         if leaderStart is not None and leaderStart != record.start_time:
             continue  # the pid was reused by an unrelated process
-        members = groupMembers(record.pgid, record.start_time, proc)
-        if members:
-            log.warn(
-                "ending leftovers of a previous run of {name}: pids {pids} (process group {pgid})",
-                name=record.name, pids=members, pgid=record.pgid,
-            )
-            victims.extend(members)
-    if not victims:
-        return succeed([])
+        groups.append(record)
+
+    def members() -> dict[int, ChildRecord]:
+        found = {}
+        for record in groups:
+            for pid in groupMembers(record.pgid, record.start_time, proc):
+                found[pid] = record
+        return found
+
+    victims: list[int] = []
+    signalled: dict[int, int] = {}
 
     def signalAll(pids, sig):
         for pid in pids:
+            if signalled.get(pid) == sig:
+                continue
+            signalled[pid] = sig
+            if pid not in victims:
+                victims.append(pid)
             try:
                 kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
 
-    signalAll(victims, signal.SIGTERM)
+    found = members()
+    if not found:
+        return succeed([])
+    for record in groups:
+        pids = [p for p, r in found.items() if r is record]
+        if pids:
+            log.warn(
+                "ending leftovers of a previous run of {name}: pids {pids} (process group {pgid})",
+                name=record.name, pids=pids, pgid=record.pgid,
+            )
+    signalAll(found, signal.SIGTERM)
     done: Deferred = Deferred()
     deadline = clock.seconds() + grace
-
-    def alive():
-        return [p for p in victims if processStartTime(p, proc) is not None
-                and (_stat(p, proc) or ["Z"])[0] != "Z"]
+    killed = []
 
     def poll():
-        left = alive()
+        left = list(members())
         if not left:
             done.callback(victims)
-        elif clock.seconds() >= deadline:
-            log.warn("leftovers {pids} ignored SIGTERM: sending SIGKILL", pids=left)
-            signalAll(left, signal.SIGKILL)
+        elif killed and clock.seconds() >= deadline + grace:
+            log.warn("leftovers {pids} survived SIGKILL for {grace}s; starting anyway",
+                     pids=left, grace=grace)
             done.callback(victims)
+        elif clock.seconds() >= deadline:
+            if not killed:
+                log.warn("leftovers {pids} ignored SIGTERM: sending SIGKILL", pids=left)
+            killed.append(True)
+            signalAll(left, signal.SIGKILL)
+            clock.callLater(0.05, poll)
         else:
+            signalAll(left, signal.SIGTERM)  # members forked since the last poll
             clock.callLater(0.05, poll)
 
     poll()
     return done
+
+
+# -- the orchestrator as a child subreaper ------------------------------------
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def becomeSubreaper() -> bool:
+    """
+    Make this process a child subreaper (Linux 3.4,
+    C{prctl(PR_SET_CHILD_SUBREAPER)}): orphaned descendants are re-parented
+    to it rather than to init.  Call it once the orchestrator is started
+    (it changes the whole process), and run an L{OrphanReaper} with it.
+
+    @return: whether the kernel accepted it.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def ownChildren(proc: str = "/proc") -> list[int]:
+    """
+    The pids whose parent is this process, from C{/proc/self/task/*/children}
+    (an orphan may be re-parented to any of our threads).
+    """
+    pids: list[int] = []
+    try:
+        tasks = os.listdir(f"{proc}/self/task")
+    except OSError:
+        tasks = []
+    for tid in tasks:
+        try:
+            with open(f"{proc}/self/task/{tid}/children", "rb") as f:
+                pids.extend(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+class OrphanReaper:
+    """
+    Reap the children Twisted does not know: grandchildren re-parented to
+    the subreaper orchestrator when their parent (a supervised child) died.
+
+    Twisted reaps only the pids it spawned, each by its own
+    C{waitpid(pid, WNOHANG)} (C{twisted.internet.process.reapAllProcesses}),
+    so a C{waitpid(-1)} here could steal a supervised child's exit status.
+    Instead each pass lists our children, skips every pid Twisted has
+    registered, and reaps only zombies outside our own process group (a
+    child that some library started without a session of its own, such as
+    a C{subprocess.run} in a thread, stays in our group and is left to its
+    owner).  A pass runs every L{interval} seconds on the reactor thread,
+    where Twisted registers its children, so no spawn can race it.
+
+    @ivar reaped: how many orphans were reaped (logged one by one).
+    """
+
+    log = Logger()
+    interval = 1.0
+
+    def __init__(
+        self,
+        clock,
+        known: Callable[[], Iterable[int]] = lambda: _twistedProcess.reapProcessHandlers,
+        children: Callable[[], Iterable[int]] = ownChildren,
+        waitpid: Callable[[int, int], tuple[int, int]] = os.waitpid,
+        owner: Callable[[int], str | None] = lambda pgid: None,
+        proc: str = "/proc",
+    ) -> None:
+        self._known = known
+        self._children = children
+        self._waitpid = waitpid
+        self._owner = owner
+        self._proc = proc
+        self._loop = LoopingCall(self.reap)
+        self._loop.clock = clock
+        self.reaped = 0
+
+    def start(self) -> None:
+        if not self._loop.running:
+            self._loop.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        self.reap()
+
+    def reap(self) -> list[int]:
+        """
+        One pass: reap every orphan that has exited.
+
+        @return: the pids reaped.
+        """
+        known = set(self._known())
+        ownGroup = os.getpgrp()
+        done = []
+        for pid in self._children():
+            if pid in known:
+                continue
+            fields = _stat(pid, self._proc)
+            if not fields or fields[0] != "Z" or int(fields[2]) == ownGroup:
+                continue
+            try:
+                got, status = self._waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if not got:
+                continue
+            self.reaped += 1
+            done.append(pid)
+            owner = self._owner(int(fields[2]))
+            self.log.info(
+                "reaped orphan {pid} (process group {pgid}{of}): {how}",
+                pid=pid, pgid=int(fields[2]), of=f", left by {owner}" if owner else "",
+                how=_describeStatus(status),
+            )
+        return done
+
+
+def _describeStatus(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
+    return f"exit code {os.WEXITSTATUS(status)}"

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor
-from orchestrator.supervision.orphans import StateFile, reapLeftovers
+from orchestrator.supervision.orphans import OrphanReaper, StateFile, becomeSubreaper, reapLeftovers
 from orchestrator.supervision.process import ManagedProcess, childEnvironment
 from orchestrator.supervision.spawn import killGroup as _killGroup
 
@@ -44,16 +44,38 @@ def dependencyRanks(processes: Mapping[str, Any]) -> dict[str, int]:
     return ranks
 
 
-def defaultStateDir(configPath: str | None) -> str:
+def defaultStateDir(configPath: str | None, environ: Mapping[str, str] | None = None,
+                    euid: int | None = None) -> str:
     """
-    C{.orchestrator-state/<hash of the config path>} under the working
-    directory: one state file per configuration, so two orchestrators with
-    different configurations never end each other's children.
+    Where the state file of a configuration lives when
+    C{orchestrator.state_dir} is not set: C{<base>/<file name>-<hash>},
+    the hash taken of the configuration file's absolute path.
+
+    It never depends on the working directory: an orchestrator killed and
+    started again from another folder (or by systemd, or by hand) must find
+    the leftovers of the previous run.  One folder per configuration file,
+    so two orchestrators with different configurations never end each
+    other's children.
+
+    C{<base>} is C{$XDG_STATE_HOME/orchestrator} when that is set to an
+    absolute path, else C{/var/lib/orchestrator} for root, else
+    C{~/.local/state/orchestrator}.
     """
     import hashlib
 
-    key = hashlib.sha256((configPath or "<none>").encode()).hexdigest()[:12]
-    return os.path.join(os.getcwd(), ".orchestrator-state", key)
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    path = os.path.abspath(configPath) if configPath else "<none>"
+    key = hashlib.sha256(path.encode()).hexdigest()[:16]
+    name = os.path.basename(path) if configPath else "no-config"
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):
+        base = os.path.join(xdg, "orchestrator")
+    elif euid == 0:
+        base = "/var/lib/orchestrator"
+    else:
+        base = os.path.join(os.path.expanduser("~"), ".local", "state", "orchestrator")
+    return os.path.join(base, f"{name}-{key}")
 
 
 class Supervisor(Service):
@@ -70,6 +92,10 @@ class Supervisor(Service):
     @param stateFile: where children are recorded (C{None}: not at all).
     @param probeFactory: C{probeFactory(healthConfig)} -> probe; default
         builds the configured kind with the reactor.
+    @param reapOrphans: on start, make the orchestrator a child subreaper
+        and reap the orphans re-parented to it (see
+        L{orchestrator.supervision.orphans.OrphanReaper}); only for a real
+        orchestrator process, never in tests of a fake reactor.
     """
 
     name = "supervisor"
@@ -88,6 +114,7 @@ class Supervisor(Service):
         probeFactory: Callable | None = None,
         killGroup: Callable[[int, int], bool] = _killGroup,
         reapGrace: float = 5.0,
+        reapOrphans: bool = False,
     ) -> None:
         self._config = config
         self._kinds = kinds
@@ -100,6 +127,7 @@ class Supervisor(Service):
         self._probeFactory = probeFactory
         self._killGroup = killGroup
         self._reapGrace = reapGrace
+        self.orphanReaper = OrphanReaper(reactor, owner=self._groupOwner) if reapOrphans else None
         self.probeObservers: list[Callable] = []
         self._flushCall = None
         self._reloadLock = DeferredLock()
@@ -195,6 +223,11 @@ class Supervisor(Service):
             for process in self.processes.values():
                 process.startMonitoring()
             return
+        if self.orphanReaper is not None:
+            if not becomeSubreaper():
+                self.log.warn("cannot become a child subreaper (not Linux?): grandchildren "
+                              "orphaned by a dying child are reaped by init, not accounted for")
+            self.orphanReaper.start()
         leftovers = self._stateFile.load() if self._stateFile is not None else []
         d = reapLeftovers(leftovers, self._reactor, grace=self._reapGrace) if leftovers else succeed([])
         if self._stateFile is not None:
@@ -202,6 +235,16 @@ class Supervisor(Service):
         d.addCallback(lambda _: self._autostart(
             n for n, p in self.processes.items() if p.config.autostart))
         self._started = d
+
+    def _groupOwner(self, pgid: int) -> str | None:
+        """
+        The process whose child led process group C{pgid} (each child leads
+        its own), now or in its recent exits: who left an orphan behind.
+        """
+        for process in self.processes.values():
+            if process.pid == pgid or any(e.pid == pgid for e in process.exits):
+                return process.name
+        return None
 
     def _claimStateFile(self) -> None:
         try:
@@ -261,6 +304,8 @@ class Supervisor(Service):
             if deadline.active():
                 deadline.cancel()
             self._flushStateFile()
+            if self.orphanReaper is not None:
+                self.orphanReaper.stop()
             return result
 
         return d.addBoth(done)
