@@ -1,11 +1,13 @@
 """
 The orchestrator's own log: text lines or JSON lines, filtered by level,
-to standard output or a file.
+to standard output or a size-rotated file (C{logging.max_bytes},
+C{logging.backups}), so a chatty child or a long uptime cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import IO
@@ -18,9 +20,10 @@ from twisted.logger import (
     formatEvent,
 )
 from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["buildObserver", "TextObserver", "JSONObserver"]
+__all__ = ["buildObserver", "JSONObserver", "RotatingStream", "TextObserver"]
 
 _LEVELS = {
     "debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
@@ -94,12 +97,35 @@ class JSONObserver:
         self._stream.flush()
 
 
+class RotatingStream:
+    """
+    A text stream over a L{LogFile}: renamed to C{FILE.1} (older copies
+    shifting up to C{FILE.<backups>}, the oldest deleted) once it reaches
+    C{maxBytes}.  Each write goes straight to the file (unbuffered), so a
+    killed orchestrator loses no line.
+    """
+
+    def __init__(self, path: str, maxBytes: int, backups: int) -> None:
+        directory, name = os.path.split(os.path.abspath(path))
+        self._file = LogFile(name, directory, rotateLength=maxBytes, maxRotatedFiles=backups)
+
+    def write(self, text: str) -> None:
+        self._file.write(text.encode("utf-8", errors="replace"))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def buildObserver(config, stream: IO[str] | None = None) -> ILogObserver:
     """
     The observer for a L{orchestrator.config.types.LoggingConfig}.
     """
     if stream is None:
-        stream = open(config.file, "a", encoding="utf-8") if config.file else sys.stdout
+        stream = (RotatingStream(config.file, config.max_bytes, config.backups)
+                  if config.file else sys.stdout)
     inner = (JSONObserver if config.format == "json" else TextObserver)(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[config.level])
     return FilteringLogObserver(inner, [predicate])

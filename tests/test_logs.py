@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
+import tempfile
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger, globalLogPublisher
@@ -200,3 +203,30 @@ class LogNotifierTests(SynchronousTestCase):
         self.assertEqual(len(supervisor), 1)
         self.assertEqual((supervisor[0]["level"], supervisor[0]["process"]), ("error", "backend"))
         self.assertTrue(all(re.match(TIMESTAMP, r["time"]) for r in records))
+
+
+class LogFileRotationTests(SynchronousTestCase):
+    """
+    C{logging.file} rotates by size and keeps C{logging.backups} copies.
+    """
+
+    def test_fileRotatesAndKeepsBackups(self) -> None:
+        """Past max_bytes the log file is renamed FILE.1 (older ones shift), and only `backups` copies are kept."""
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "orchestrator.log")
+        observer = buildObserver(LoggingConfig(file=path, max_bytes=2048, backups=2))
+        log = Logger(namespace="orchestrator.test", observer=observer)
+        for i in range(200):
+            log.info("line {i} {padding}", i=i, padding="x" * 60)
+        self.assertEqual(sorted(os.listdir(directory)),
+                         ["orchestrator.log", "orchestrator.log.1", "orchestrator.log.2"])
+        for name in os.listdir(directory):
+            # a file is rotated before the write that would start past the limit
+            self.assertLess(os.path.getsize(os.path.join(directory, name)), 2048 + 200)
+        with open(path, encoding="utf-8") as f:
+            last = f.read().splitlines()[-1]
+        self.assertIn("line 199 ", last)
+        with open(path + ".1", encoding="utf-8") as f:
+            for line in f.read().splitlines():  # whole lines, never one cut in two
+                self.assertRegex(line, "^" + TIMESTAMP + r" INFO  \[orchestrator\.test\] line \d+ x{60}$")

@@ -154,6 +154,70 @@ class OutputCaptureTests(SynchronousTestCase):
         self.assertEqual(capture.tail(1)[0].text, "quiet")
         self.assertFalse([e for e in self.logs if e.get("log_namespace") == "orchestrator.process.backend"])
 
+    def _echoed(self) -> list[dict]:
+        return [e for e in self.logs if e.get("log_namespace") == "orchestrator.process.backend"]
+
+    def test_echoIsRateLimitedWithACountedSuppressedLine(self) -> None:
+        """Past echo_rate lines in a second, lines are not echoed; one warning counts them when the second ends, and all stay in memory."""
+        capture, clock = _capture(echo_rate=5, lines=100)
+        capture.newRun(42)
+        capture.received(1, b"".join(b"line %d\n" % i for i in range(12)))
+        echoed = self._echoed()
+        self.assertEqual([e["text"] for e in echoed], [f"line {i}" for i in range(5)])
+        self.assertEqual(len(capture.tail(100)), 12)
+        clock.advance(1)
+        [notice] = [e for e in self._echoed() if "suppressed" in e.get("log_format", "")]
+        self.assertEqual(notice["suppressed"], 7)
+        self.assertIn("7 lines suppressed (log.echo_rate: 5 lines/s", formatEvent(notice))
+        self.assertEqual(capture.echoSuppressed, 7)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # A new second: echoing resumes.
+        capture.received(1, b"again\n")
+        self.assertEqual(self._echoed()[-1]["text"], "again")
+
+    def test_suppressedCountIsReportedAtClose(self) -> None:
+        """Lines suppressed just before the process goes away are still reported, and no timer is left behind."""
+        capture, clock = _capture(echo_rate=1)
+        capture.newRun(1)
+        capture.received(1, b"a\nb\nc\n")
+        capture.close()
+        self.assertEqual(capture.echoSuppressed, 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_echoRateZeroIsUnlimited(self) -> None:
+        """echo_rate: 0 echoes every line."""
+        capture, _ = _capture(echo_rate=0)
+        capture.newRun(1)
+        capture.received(1, b"x\n" * 500)
+        self.assertEqual(len(self._echoed()), 500)
+
+    def test_oldRunsArePipesClosedPastTheBound(self) -> None:
+        """Runs whose pipes stay open (a grandchild holds them) are bounded: the oldest is flushed, its pipes closed, its late output dropped and counted."""
+        from orchestrator.supervision.output import MAX_OPEN_RUNS
+
+        class Transport:
+            closed = False
+
+            def loseConnection(self):
+                self.closed = True
+
+        capture, _ = _capture()
+        transports = [Transport() for _ in range(MAX_OPEN_RUNS + 1)]
+        runs = []
+        for pid, transport in enumerate(transports, start=100):
+            run = capture.newRun(pid, transport)
+            run.received(1, b"partial of %d" % pid)
+            runs.append(run)
+        self.assertEqual([t.closed for t in transports], [True] + [False] * MAX_OPEN_RUNS)
+        self.assertEqual([(l.pid, l.text) for l in capture.tail(10)], [(100, "partial of 100")])
+        runs[0].received(1, b"late\n")
+        self.assertEqual(capture.droppedBytes, 5)
+        self.assertEqual(len(capture.tail(10)), 1)
+        # A run that ended by itself no longer counts against the bound.
+        runs[1].ended()
+        capture.newRun(200, Transport())
+        self.assertEqual([t.closed for t in transports], [True] + [False] * MAX_OPEN_RUNS)
+
     def test_fileRotatesBySize(self) -> None:
         """With log.file, output goes to the file, rotated at max_bytes, keeping `backups` old files."""
         directory = tempfile.mkdtemp(prefix="orch-output-")

@@ -107,6 +107,7 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
                 lines=p["log"]["lines"],
                 max_line_bytes=p["log"]["max_line_bytes"],
                 echo=p["log"]["echo"],
+                echo_rate=p["log"]["echo_rate"],
             ),
         )
     notifiers = []
@@ -145,6 +146,8 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
             level=data["logging"]["level"],
             format=data["logging"]["format"],
             file=_resolvePath(baseDir, data["logging"]["file"]),
+            max_bytes=data["logging"]["max_bytes"],
+            backups=data["logging"]["backups"],
         ),
         metrics=MetricsConfig(
             seed_names=data["metrics"]["seed_names"],

@@ -121,6 +121,7 @@ class OutputConfig:
     lines: int = 1000
     max_line_bytes: int = 16384
     echo: bool = True
+    echo_rate: int = 100
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ class LoggingConfig:
     level: str = "info"
     format: str = "text"
     file: str | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
 
 
 @dataclass(frozen=True)

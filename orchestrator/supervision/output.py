@@ -2,6 +2,14 @@
 Capture a child's output: split it into lines, keep the last ones for the
 API, log them under the process's name, and optionally write them to a
 size-rotated file.
+
+Everything here is bounded, because a child may write as fast as it can:
+a line is cut at C{log.max_line_bytes}, memory keeps C{log.lines} lines,
+the echo into the orchestrator's own log is limited to C{log.echo_rate}
+lines per second per process (the rest is counted and reported as one
+C{N lines suppressed} line per second), and at most L{MAX_OPEN_RUNS} runs
+(the current child and the previous ones whose pipes are still open,
+held by a grandchild) keep line buffers: an older run's pipes are closed.
 """
 
 from __future__ import annotations
@@ -13,7 +21,13 @@ import os
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
-__all__ = ["LineSplitter", "OutputLine", "OutputCapture", "RunOutput"]
+__all__ = ["LineSplitter", "MAX_OPEN_RUNS", "OutputLine", "OutputCapture", "RunOutput"]
+
+#: Runs of one process whose output is still read: the current child and
+#: previous ones whose pipes a surviving grandchild keeps open.  Beyond it
+#: the oldest run's pipes are closed, so a crash loop of children leaving
+#: daemons behind cannot accumulate buffers and descriptors.
+MAX_OPEN_RUNS = 3
 
 
 class LineSplitter:
@@ -30,17 +44,21 @@ class LineSplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
+        # One pass over the chunk by offsets: slicing the rest of the
+        # buffer off after each line would copy a flood's chunk once per line.
+        buffer = self._buffer + data if self._buffer else data
         lines = []
+        start, end, limit = 0, len(buffer), self._max
         while True:
-            newline = self._buffer.find(b"\n", 0, self._max + 1)
+            newline = buffer.find(b"\n", start, start + limit + 1)
             if newline >= 0:
-                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1:]
-                lines.append(line.rstrip(b"\r"))
-            elif len(self._buffer) > self._max:
-                line, self._buffer = self._buffer[: self._max], self._buffer[self._max:]
-                lines.append(line)
+                lines.append(buffer[start:newline].rstrip(b"\r"))
+                start = newline + 1
+            elif end - start > limit:
+                lines.append(buffer[start:start + limit])
+                start += limit
             else:
+                self._buffer = buffer[start:]
                 return lines
 
     def flush(self) -> list[bytes]:
@@ -75,6 +93,12 @@ class OutputCapture:
         self._log = Logger(namespace=f"orchestrator.process.{name}")
         self.lines: deque[OutputLine] = deque(maxlen=config.lines)
         self._current = RunOutput(self, None)
+        self._open: deque[RunOutput] = deque()
+        self._echo = _EchoLimiter(config.echo_rate, clock, self._suppressed)
+        #: Output lines not echoed because of C{log.echo_rate}, in total.
+        self.echoSuppressed = 0
+        #: Bytes dropped from runs whose pipes were closed (L{MAX_OPEN_RUNS}).
+        self.droppedBytes = 0
         self._file: LogFile | None = None
         if config.file:
             directory, filename = os.path.split(config.file)
@@ -84,15 +108,21 @@ class OutputCapture:
                 rotateLength=config.max_bytes, maxRotatedFiles=config.backups,
             )
 
-    def newRun(self, pid: int | None) -> "RunOutput":
+    def newRun(self, pid: int | None, transport=None) -> "RunOutput":
         """
         A new child: its output gets its own line buffers, so what a
         previous child still had in its pipes is neither lost nor glued to
         the new child's lines.
 
+        @param transport: the child's process transport, whose pipes are
+            closed if the run is still open when L{MAX_OPEN_RUNS} newer
+            runs exist (its grandchildren keep them open).
         @return: the L{RunOutput} the new child's protocol feeds.
         """
-        self._current = RunOutput(self, pid)
+        self._current = RunOutput(self, pid, transport)
+        self._open.append(self._current)
+        while len(self._open) > MAX_OPEN_RUNS:
+            self._open.popleft().detach()
         return self._current
 
     def received(self, fd: int, data: bytes) -> None:
@@ -113,7 +143,7 @@ class OutputCapture:
         for raw in lines:
             text = raw.decode("utf-8", errors="replace")
             self.lines.append(OutputLine(now, stream, pid, text))
-            if self._config.echo:
+            if self._config.echo and self._echo.allow():
                 self._log.info(
                     "[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid
                 )
@@ -128,10 +158,67 @@ class OutputCapture:
             return []
         return list(self.lines)[-count:]
 
+    def _suppressed(self, count: int) -> None:
+        self.echoSuppressed += count
+        self._log.warn(
+            "[{process}] {count} lines suppressed (log.echo_rate: {rate} lines/s; "
+            "{total} in total; all are kept in the logs route and log.file)",
+            process=self._name, count=count, rate=self._config.echo_rate,
+            total=self.echoSuppressed, suppressed=count)
+
+    def _closed(self, run: "RunOutput") -> None:
+        if run in self._open:
+            self._open.remove(run)
+
     def close(self) -> None:
+        self._echo.close()
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class _EchoLimiter:
+    """
+    At most C{rate} echoed lines per one-second window (0: no limit); the
+    lines refused in a window are reported once, when it ends.
+    """
+
+    def __init__(self, rate: int, clock, report) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._report = report
+        self._windowEnd = float("-inf")
+        self._count = 0
+        self._refused = 0
+        self._call = None
+
+    def allow(self) -> bool:
+        if not self._rate:
+            return True
+        now = self._clock.seconds()
+        if now >= self._windowEnd:
+            self._flush()
+            self._windowEnd = now + 1.0
+            self._count = 0
+        if self._count < self._rate:
+            self._count += 1
+            return True
+        self._refused += 1
+        if self._call is None:
+            self._call = self._clock.callLater(self._windowEnd - now, self._flush)
+        return False
+
+    def _flush(self) -> None:
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        refused, self._refused = self._refused, 0
+        if refused:
+            self._report(refused)
+
+    def close(self) -> None:
+        self._flush()
 
 
 class RunOutput:
@@ -139,12 +226,17 @@ class RunOutput:
     The output of one child (one run): its own line buffer per fd.
     """
 
-    def __init__(self, capture: OutputCapture, pid: int | None) -> None:
+    def __init__(self, capture: OutputCapture, pid: int | None, transport=None) -> None:
         self._capture = capture
         self.pid = pid
+        self._transport = transport
         self._splitters: dict[int, LineSplitter] = {}
+        self.detached = False
 
     def received(self, fd: int, data: bytes) -> None:
+        if self.detached:
+            self._capture.droppedBytes += len(data)
+            return
         splitter = self._splitters.get(fd)
         if splitter is None:
             splitter = self._splitters[fd] = LineSplitter(self._capture._config.max_line_bytes)
@@ -157,3 +249,27 @@ class RunOutput:
         splitters, self._splitters = self._splitters, {}
         for fd, splitter in splitters.items():
             self._capture._emit(fd, splitter.flush(), self.pid)
+        self._capture._closed(self)
+        self._transport = None
+
+    def detach(self) -> None:
+        """
+        Stop reading this run (too many newer runs): deliver its last
+        partial lines, drop its buffers and close its pipes, so whatever
+        still holds them (a grandchild that outlived its group) gets EPIPE
+        instead of our memory and descriptors.
+        """
+        if self.detached:
+            return
+        transport = self._transport
+        self.ended()
+        self.detached = True
+        self._capture._log.warn(
+            "{process}: output of an earlier run (PID: {pid}) still open after "
+            "{runs} newer runs; closing its pipes", process=self._capture._name,
+            pid=self.pid, runs=MAX_OPEN_RUNS)
+        if transport is not None:
+            try:
+                transport.loseConnection()
+            except Exception:
+                self._capture._log.failure("closing the pipes of PID {pid}", pid=self.pid)

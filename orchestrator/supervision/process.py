@@ -419,7 +419,7 @@ class ManagedProcess:
         self.readyAt = None
         self._wasReady = False
         self._pendingCause = None
-        protocol.output = self._output.newRun(self.pid)
+        protocol.output = self._output.newRun(self.pid, transport)
         self._recorder(self.name, self.pid)
         self.log.info("{process} started (PID: {pid})", process=self.name, pid=self.pid)
         protocol.adopted = True
