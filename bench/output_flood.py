@@ -12,7 +12,8 @@ Measured, on the real C{twistd -n orchestrator} (read from C{/proc}):
 - respawn latency of the SIGKILLed sibling during the flood: kill -> the
   admin API reports a new pid (so the API's latency under the flood is in
   it too);
-- the flooder's CPU share (how hard the orchestrator lets it write).
+- the flooder's CPU share and how many MB/s it got written (its C{wchar}
+  from C{/proc/PID/io}): how fast the orchestrator drains the flood.
 
 Usage: .venv/bin/python bench/output_flood.py [--seconds 8] [--kills 5] [--json]
 """
@@ -62,6 +63,14 @@ processes:
 """
 
 
+def written(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
 def status(admin: int, name: str) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/v1/processes/{name}", timeout=10) as r:
         return json.loads(r.read())
@@ -98,6 +107,7 @@ def run(seconds: float, kills: int) -> dict:
         rss, fds = [], []
         size0, t0 = os.path.getsize(logPath), time.monotonic()
         cpu = CPUMeter(flooder).start()
+        wchar0 = written(flooder)
         orchestratorCPU = CPUMeter(process.pid).start()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -105,6 +115,7 @@ def run(seconds: float, kills: int) -> dict:
             fds.append(fdCount(process.pid))
             time.sleep(0.2)
         flooderCPU = cpu.stop()
+        floodRate = (written(flooder) - wchar0) / seconds / 1e6
         ownCPU = orchestratorCPU.stop()
         logRate = (os.path.getsize(logPath) - size0) / (time.monotonic() - t0) / 1e6
         latencies = []
@@ -114,7 +125,7 @@ def run(seconds: float, kills: int) -> dict:
         with open(logPath, encoding="utf-8", errors="replace") as f:
             suppressedLines = sum(1 for line in f if "lines suppressed" in line)
         return {"rss_mb": rss, "fds": fds, "log_mb_per_s": logRate,
-                "flooder_cpu_percent": flooderCPU, "orchestrator_cpu_percent": ownCPU,
+                "flooder_cpu_percent": flooderCPU, "flood_mb_per_s": floodRate, "orchestrator_cpu_percent": ownCPU,
                 "respawn_s": latencies, "respawn": summary(latencies),
                 "suppressed_notices": suppressedLines}
     finally:
@@ -136,10 +147,11 @@ def main(argv=None) -> int:
     r = data["respawn"]
     print(table(
         ["orchestrator RSS MB first/max/last", "fds first/max/last", "own log growth",
-         "flooder CPU", "orchestrator CPU", "sibling respawn median / max", "'suppressed' notices"],
+         "flood drained", "flooder CPU", "orchestrator CPU", "sibling respawn median / max", "'suppressed' notices"],
         [[f"{data['rss_mb'][0]:.1f} / {max(data['rss_mb']):.1f} / {data['rss_mb'][-1]:.1f}",
           f"{data['fds'][0]} / {max(data['fds'])} / {data['fds'][-1]}",
-          f"{data['log_mb_per_s']:.2f} MB/s", f"{data['flooder_cpu_percent']:.0f}%",
+          f"{data['log_mb_per_s']:.2f} MB/s", f"{data['flood_mb_per_s']:.1f} MB/s",
+          f"{data['flooder_cpu_percent']:.0f}%",
           f"{data['orchestrator_cpu_percent']:.0f}%",
           f"{r['median'] * 1e3:.0f} ms / {r['max'] * 1e3:.0f} ms", data["suppressed_notices"]]]))
     return 0

@@ -175,6 +175,14 @@ class OutputCaptureTests(SynchronousTestCase):
         capture.received(1, b"again\n")
         self.assertEqual(self._echoed()[-1]["text"], "again")
 
+    def test_echoAndTailOfOneChunkKeepTheirOrder(self) -> None:
+        """In one chunk, the first echo_rate lines are echoed in order and the last `lines` lines kept, independently."""
+        capture, _ = _capture(echo_rate=3, lines=2)
+        capture.newRun(1)
+        capture.received(1, b"a\nb\nc\nd\ne\n")
+        self.assertEqual([e["text"] for e in self._echoed() if "text" in e], ["a", "b", "c"])
+        self.assertEqual([l.text for l in capture.tail(10)], ["d", "e"])
+
     def test_suppressedCountIsReportedAtClose(self) -> None:
         """Lines suppressed just before the process goes away are still reported, and no timer is left behind."""
         capture, clock = _capture(echo_rate=1)

@@ -138,20 +138,29 @@ class OutputCapture:
         self._current.ended()
 
     def _emit(self, fd: int, lines: list[bytes], pid: int | None) -> None:
+        # A flood arrives as chunks of hundreds of lines: the file gets one
+        # write per chunk, and only the lines that are echoed or stay in
+        # the in-memory tail are decoded.
+        if not lines:
+            return
+        if self._file is not None:
+            # bytes, so that LogFile counts max_bytes in bytes
+            self._file.write(b"\n".join(lines) + b"\n")
+            self._file.flush()
         stream = "stderr" if fd == 2 else "stdout"
         now = self._clock.seconds()
-        for raw in lines:
-            text = raw.decode("utf-8", errors="replace")
+        echoed = self._echo.take(len(lines)) if self._config.echo else 0
+        keepFrom = max(0, len(lines) - (self.lines.maxlen or 0))
+        for i in range(min(echoed, keepFrom)):
+            self._echoLine(lines[i].decode("utf-8", errors="replace"), stream, pid)
+        for i in range(keepFrom, len(lines)):
+            text = lines[i].decode("utf-8", errors="replace")
             self.lines.append(OutputLine(now, stream, pid, text))
-            if self._config.echo and self._echo.allow():
-                self._log.info(
-                    "[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid
-                )
-            if self._file is not None:
-                # bytes, so that LogFile counts max_bytes in bytes
-                self._file.write(f"{text}\n".encode("utf-8"))
-        if lines and self._file is not None:
-            self._file.flush()
+            if i < echoed:
+                self._echoLine(text, stream, pid)
+
+    def _echoLine(self, text: str, stream: str, pid: int | None) -> None:
+        self._log.info("[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid)
 
     def tail(self, count: int) -> list[OutputLine]:
         if count <= 0:
@@ -192,21 +201,24 @@ class _EchoLimiter:
         self._refused = 0
         self._call = None
 
-    def allow(self) -> bool:
+    def take(self, count: int) -> int:
+        """
+        C{count} lines want to be echoed: how many of the first may be.
+        """
         if not self._rate:
-            return True
+            return count
         now = self._clock.seconds()
         if now >= self._windowEnd:
             self._flush()
             self._windowEnd = now + 1.0
             self._count = 0
-        if self._count < self._rate:
-            self._count += 1
-            return True
-        self._refused += 1
-        if self._call is None:
-            self._call = self._clock.callLater(self._windowEnd - now, self._flush)
-        return False
+        allowed = min(count, self._rate - self._count)
+        self._count += allowed
+        if allowed < count:
+            self._refused += count - allowed
+            if self._call is None:
+                self._call = self._clock.callLater(self._windowEnd - now, self._flush)
+        return allowed
 
     def _flush(self) -> None:
         if self._call is not None:
