@@ -386,6 +386,8 @@ def startOrchestrator(directory: str, yaml: str, adminPort: int, timeout: float 
                        "GO_BACKEND_BINARY", "GO_BACKEND_URL", "BACKEND_WORKING_DIR",
                        "HEALTH_CHECK_INTERVAL", "HEALTH_CHECK_TIMEOUT", "AUTO_RESTART",
                        "MAX_RESTART_ATTEMPTS")}
+    # The default state folder (leftovers) stays with the run, not in ~ or /var/lib.
+    environment["XDG_STATE_HOME"] = os.path.join(directory, "state")
     environment.update(env or {})
     argv = [projectBin("twistd"), "-n", "--pidfile=", "orchestrator", "--config", path,
             "--env-file", os.devnull]
