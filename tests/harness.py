@@ -79,6 +79,27 @@ def pidAlive(pid: int) -> bool:
         return False
 
 
+def children(pid: int) -> list[tuple[int, str, str]]:
+    """
+    C{(pid, state, cmdline)} of every process whose parent is C{pid}
+    (zombies included: state C{Z}).
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append((int(entry), fields[0], cmdline))
+    return found
+
+
 @dataclass
 class Orchestrator:
     """

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.harness import http, pidAlive, waitFor
+from tests.harness import children as _children, http, pidAlive, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -51,26 +51,6 @@ def _metrics(orchestrator) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
-
-
-def _children(pid: int) -> list[tuple[int, str, str]]:
-    """
-    C{(pid, state, cmdline)} of every process whose parent is C{pid}.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append((int(entry), fields[0], cmdline))
-    return found
 
 
 def _fdCount(pid: int) -> int:

@@ -18,7 +18,7 @@ import socket
 
 import pytest
 
-from tests.harness import pidAlive, waitFor
+from tests.harness import children, pidAlive, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +44,7 @@ def _portBound(port: int) -> bool:
 
 
 def _zombieChildren(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
+    return [child for child, state, _ in children(pid) if state == "Z"]
 
 
 def test_leftoversOfAKilledOrchestratorAreEndedFromAnotherDirectory(run_orchestrator, tmp_path):
