@@ -163,7 +163,8 @@ class WrappedProcess(GroupSignalling, _process.Process):
 
     def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
         fdmap = kwargs.get("fdmap") or {}
-        if uid is not None or gid is not None or path is not None or not _closeRangeCloexec():
+        if (uid is not None or gid is not None or path is not None
+                or getattr(self._reactor, "_neverUseSpawn", False) or not _closeRangeCloexec()):
             # Twisted's own way: list every descriptor, close the inheritable ones.
             try:
                 return super()._trySpawnInsteadOfFork(path, uid, gid, executable, args,
