@@ -171,7 +171,7 @@ class OutputCapture:
         self.echoSuppressed += count
         self._log.warn(
             "[{process}] {count} lines suppressed (log.echo_rate: {rate} lines/s; "
-            "{total} in total; all are kept in the logs route and log.file)",
+            "{total} so far; not echoed, still captured for the logs route and log.file)",
             process=self._name, count=count, rate=self._config.echo_rate,
             total=self.echoSuppressed, suppressed=count)
 
