@@ -126,7 +126,7 @@ class ApiHarness:
         # StubTreq serves with a plain Site; the API's own Site adds the
         # body cap and JSON answers for failures outside the tree.
         self.stub._agent._serverFactory = AdminSite(
-            self.root, self.admin.max_body_bytes, reactor=self.stub._agent._memoryReactor)
+            self.root, self.admin, reactor=self.stub._agent._memoryReactor)
         # The document as served: every answer is checked against it.
         v1 = self.root._tree.children[b"api"].children[b"v1"]
         self.openapi = v1.children[b"openapi.json"].GET(None)

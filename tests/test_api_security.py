@@ -51,7 +51,7 @@ def raw(api, data: bytes, local=None, log=None) -> StringTransport:
     wrote back is in the returned transport's C{value()}; its access log
     goes to C{log}, if given.
     """
-    site = AdminSite(api.root, api.admin.max_body_bytes, reactor=api.reactor)
+    site = AdminSite(api.root, api.admin, reactor=api.reactor)
     if log is not None:
         site.logFile = log
     protocol = site.buildProtocol(None)
@@ -282,6 +282,7 @@ class TestBodyCap:
         """A chunked body is refused once it grows past the cap."""
         chunk = b"x" * 40000
         transport = raw(api, b"POST /api/v1/admin/reload HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+                             b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n"
                              + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n")
         assert transport.value().startswith(b"HTTP/1.1 413 ")

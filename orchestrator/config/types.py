@@ -160,6 +160,16 @@ class AdminConfig:
     allowed_hosts: tuple[str, ...] = ()
     metrics_requires_token: bool = False
     max_body_bytes: int = 65536
+    max_json_depth: int = 32
+    max_connections: int = 128
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_stream_clients: int = 32
+    stream_buffer_bytes: int = 262144
+    stream_keepalive: float = 15.0
+    stream_stall_timeout: float = 30.0
+    stream_max_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

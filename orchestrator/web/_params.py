@@ -69,6 +69,10 @@ def jsonObject(request, fields: dict[str, type]) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}")
+    except RecursionError:
+        # (The site refuses deep nesting before any route; this is for a
+        # request that reached a route some other way.)
+        raise ApiError(400, "the request body nests JSON too deeply")
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     for key, value in body.items():

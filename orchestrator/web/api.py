@@ -362,12 +362,14 @@ def pluginResources(orchestrator) -> dict[str, tuple[str, object]]:
 # -- the tree ------------------------------------------------------------------------------
 
 
-def buildTree(orchestrator, admin) -> ApiResource:
+def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     """
     The routes, unguarded (see L{buildRoot}).
 
     @param admin: the C{admin} settings the listener starts with (a reload
         does not change them: they apply at the next start).
+    @param counters: the L{orchestrator.web.limits.AdminCounters} the
+        event stream counts its limits in.
     """
     from orchestrator.web.openapi import openAPIDocument
     from orchestrator.web.stream import EventStream
@@ -396,7 +398,7 @@ def buildTree(orchestrator, admin) -> ApiResource:
     v1.putChild(b"processes", _Processes(orchestrator, default))
     events = _Events(orchestrator)
     v1.putChild(b"events", events)
-    events.putChild(b"stream", EventStream(orchestrator.events, orchestrator.reactor))
+    events.putChild(b"stream", EventStream(orchestrator.events, orchestrator.reactor, admin, counters))
     v1.putChild(b"openapi.json", _OpenAPI(openAPIDocument(admin, sorted(plugins))))
 
     pluginNode = ApiResource()
@@ -414,5 +416,8 @@ def buildRoot(orchestrator, admin=None) -> Guard:
         current ones).
     @raise ConfigError: plugin resources clash (see L{pluginResources}).
     """
+    from orchestrator.web.limits import AdminCounters
+
     admin = admin if admin is not None else orchestrator.config.admin
-    return Guard(buildTree(orchestrator, admin), admin)
+    counters = AdminCounters()
+    return Guard(buildTree(orchestrator, admin, counters), admin, counters)

@@ -15,8 +15,14 @@ route (or a plugin's resource) sees a request:
 The body cap cannot live in the tree: twisted.web reads and spools the
 whole body before it looks for a resource.  L{CappedRequest} refuses an
 oversized body (413) as soon as the headers announce it, and never stores
-it.  L{AdminSite} uses it, answers JSON even when something fails outside
-the tree, and never shows a traceback.
+it; for a request that has a body it also runs the guard's checks then,
+so a client without the token is refused (401) before it has sent a byte
+of its body.  A body that looks like JSON and nests deeper than
+C{admin.max_json_depth} is a 400 before any route parses it (Python's
+parser would recurse once per level).  L{AdminSite} uses it and
+L{orchestrator.web.channel.AdminChannel} (deadlines, the connection cap),
+answers JSON even when something fails outside the tree, and never shows
+a traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from orchestrator.config.types import AdminConfig
-from orchestrator.web._render import ApiError, ErrorResource, errorBody, writeJSON
+from orchestrator.web._render import ApiError, ErrorResource, writeJSON
+from orchestrator.web.channel import AdminChannel, ConnectionCap, RefusedConnection
+from orchestrator.web.limits import AdminCounters, jsonTooDeep, rawAnswer
 
 __all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface"]
 
@@ -106,11 +114,14 @@ class Guard(Resource):
 
     @param tree: the routes (see L{orchestrator.web.api.buildTree}).
     @param admin: the C{admin} configuration the listener was started with.
+    @param counters: where the API's limits count their hits (the site
+        serving this root counts there too).
     """
 
-    def __init__(self, tree: Resource, admin: AdminConfig) -> None:
+    def __init__(self, tree: Resource, admin: AdminConfig, counters: AdminCounters | None = None) -> None:
         super().__init__()
         self._tree = tree
+        self.counters = counters if counters is not None else AdminCounters()
         self._admin = admin
         self._token = admin.token.encode("utf-8") if admin.token else None
         interface = listenerInterface(admin.listen)
@@ -129,6 +140,21 @@ class Guard(Resource):
 
     def render(self, request):  # only reached if a request has no path at all
         return self._tree.render(request)
+
+    def refusal(self, path: bytes, request) -> ApiError | None:
+        """
+        The guard's verdict on a request whose body has not been read yet
+        (see L{CappedRequest.gotLength}): the error it would answer, or
+        C{None} (a CORS preflight is left to the tree).
+
+        @param path: the request's target as sent (C{/metrics?x=1}).
+        """
+        first = path.split(b"?", 1)[0].lstrip(b"/").split(b"/", 1)[0]
+        try:
+            self._check(first, request)
+        except ApiError as e:
+            return e
+        return None
 
     def _check(self, first: bytes, request):
         self._checkHost(request)
@@ -223,61 +249,93 @@ class _Preflight(Resource):
 class CappedRequest(Request):
     """
     A request that refuses a body larger than the site's C{maxBodyBytes}
-    as soon as its length is known, and answers JSON if processing fails.
+    as soon as its length is known, runs the guard before reading any body,
+    refuses JSON nested too deeply, and answers JSON if processing fails.
+
+    @ivar refused: an answer was written before the body was read; the
+        body is thrown away and the connection closed.
     """
 
-    _refused = False
+    refused = False
     _received = 0
     _drained = 0
 
     def gotLength(self, length):
-        cap = self.channel.site.maxBodyBytes
-        if length is not None and length > cap:
-            self._refuseBody(length, cap)
-            if length - cap > _DRAIN_LIMIT:
-                self.channel.transport.loseConnection()
-            return
+        if length != 0:  # a body is coming: refuse before it is read, if at all
+            site = self.channel.site
+            cap = site.maxBodyBytes
+            if length is not None and length > cap:
+                self._refuseBody("body_too_large", self._tooLarge(length, cap))
+                if length - cap > _DRAIN_LIMIT:
+                    self.channel.closeSoon()
+                return
+            error = self._guardRefusal(site)
+            if error is not None:
+                self._refuseBody(None, error)
+                return
         super().gotLength(length)
 
+    def _guardRefusal(self, site) -> ApiError | None:
+        refusal = getattr(site.resource, "refusal", None)
+        if refusal is None:
+            return None
+        # (The method is set again, the same, when the request is complete.)
+        self.method = self.channel._command
+        return refusal(self.channel._path, self)
+
+    @staticmethod
+    def _tooLarge(length: int | None, cap: int) -> ApiError:
+        size = f"({length} bytes) " if length is not None else ""
+        return ApiError(413, f"request body {size}is larger than admin.max_body_bytes ({cap} bytes)")
+
     def handleContentChunk(self, data: bytes) -> None:
-        if self._refused:
+        if self.refused:
             self._drained += len(data)
             if self._drained > _DRAIN_LIMIT and self.channel is not None:
-                self.channel.transport.loseConnection()
+                self.channel.closeSoon()
             return
         self._received += len(data)
         cap = self.channel.site.maxBodyBytes
         if self._received > cap:  # a chunked body has no length up front
-            self._refuseBody(None, cap)
+            self._refuseBody("body_too_large", self._tooLarge(None, cap))
             return
         super().handleContentChunk(data)
 
     def requestReceived(self, command, path, version):
-        if self._refused:
+        if self.refused:
             if self.channel is not None:
-                self.channel.transport.loseConnection()
+                self.channel.closeSoon()
             return
         super().requestReceived(command, path, version)
 
-    def _refuseBody(self, length: int | None, cap: int) -> None:
-        # There is no request to render yet (no method, no path): write a
+    def _refuseBody(self, reason: str | None, error: ApiError) -> None:
+        # There is no request to render yet (no path parsed): write a
         # complete response and close the connection once the client has
         # finished sending, so it can read the answer.
-        self._refused = True
+        self.refused = True
         self.content = io.BytesIO()
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for it
-        size = f"({length} bytes) " if length is not None else ""
-        body = errorBody(f"request body {size}is larger than admin.max_body_bytes ({cap} bytes)")
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Cache-Control: no-store\r\n"
-            b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
-        )
-        peer = self.channel.transport.getPeer()
-        _log.warn("admin API: refused a request body {size}from {peer} (admin.max_body_bytes: {cap})",
-                  size=size, peer=getattr(peer, "host", peer), cap=cap)
+        channel = self.channel
+        if reason is not None:
+            channel.site.counters.count(reason)
+        channel.transport.write(rawAnswer(error))
+        peer = channel.transport.getPeer()
+        _log.warn("admin API: refused a request before its body from {peer}: {status} {error}",
+                  peer=getattr(peer, "host", peer), status=error.status, error=error.message)
+
+    def process(self):
+        site = self.channel.site
+        depth = site.admin.max_json_depth
+        if self.content is not None:
+            raw = self.content.read()
+            self.content.seek(0)
+            if jsonTooDeep(raw, depth):
+                site.counters.count("json_too_deep")
+                self.site = site
+                writeJSON(self, ApiError(400, "the request body nests JSON arrays and objects deeper "
+                                              f"than admin.max_json_depth ({depth} levels)").answer())
+                return
+        super().process()
 
     def processingFailed(self, reason):
         _log.failure("admin API: request failed", failure=reason)
@@ -286,19 +344,43 @@ class CappedRequest(Request):
         return reason
 
 
+def _refusedFactory(site) -> RefusedConnection:
+    return RefusedConnection(site.connectionCap, site.admin.max_connections, site.reactor)
+
+
 class AdminSite(Site):
     """
-    The admin API's site: capped bodies, JSON errors, no tracebacks, no
-    form parsing (the API takes no form data).
+    The admin API's site: bounded connections (L{AdminChannel}, at most
+    C{admin.max_connections} of them), capped bodies, JSON errors, no
+    tracebacks, no form parsing (the API takes no form data), HTTP/1.1
+    only.
 
-    @param root: the guarded tree (see L{orchestrator.web.api.buildRoot}).
-    @param maxBodyBytes: C{admin.max_body_bytes}.
+    @param root: the guarded tree (see L{orchestrator.web.api.buildRoot});
+        its C{counters} are the site's too.
+    @param admin: the C{admin} settings.
+
+    @ivar counters: the L{AdminCounters} limits count their hits in.
+    @ivar connectionCap: the L{ConnectionCap}.
     """
 
     requestFactory = CappedRequest
+    protocol = AdminChannel
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, root, maxBodyBytes: int, reactor=None, timeout: float = 60) -> None:
-        super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor, timeout=timeout)
-        self.maxBodyBytes = maxBodyBytes
+    def __init__(self, root, admin: AdminConfig, reactor=None) -> None:
+        super().__init__(root, parsePOSTFormSubmission=False, reactor=reactor,
+                         timeout=admin.idle_timeout)
+        self.admin = admin
+        self.maxBodyBytes = admin.max_body_bytes
+        self.counters = getattr(root, "counters", None) or AdminCounters()
+        self.connectionCap = ConnectionCap(admin.max_connections, self.counters)
+
+    def buildProtocol(self, addr):
+        cap = self.connectionCap
+        if cap.makeRoom():
+            return super().buildProtocol(addr)
+        self.counters.count("connections")
+        if cap.refusing >= cap.limit:
+            return None  # not even a 503: the socket is closed at once
+        return _refusedFactory(self)

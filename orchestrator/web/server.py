@@ -36,8 +36,11 @@ class AdminService(Service):
         self._reactor = reactor
         self._admin = orchestrator.config.admin
         self.port = None
-        self.site = AdminSite(buildRoot(orchestrator, self._admin), self._admin.max_body_bytes,
-                              reactor=reactor)
+        root = buildRoot(orchestrator, self._admin)
+        self.site = AdminSite(root, self._admin, reactor=reactor)
+        # The API's own counters (limits hit, connections, stream clients)
+        # are scraped with every other metric.
+        orchestrator.metrics.registry.register(root.counters)
 
     def startService(self):
         super().startService()
