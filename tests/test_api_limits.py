@@ -469,3 +469,17 @@ class TestCounted:
         """Counting a reason that is not documented fails loudly in tests."""
         with pytest.raises(AssertionError):
             AdminCounters().count("nope")
+
+
+class TestDocumented:
+    def test_refusals_match_the_openapi_document(self):
+        """The 503 of the stream cap and the 400 of deep JSON conform to the served OpenAPI document."""
+        api = ApiHarness(config(admin="  max_stream_clients: 1"))
+        api.send("GET", "/api/v1/events/stream")
+        refused = api.get("/api/v1/events/stream")  # (checked against the document)
+        assert refused.status == 503
+        assert refused.header("retry-after") == "5"
+        deep = api.post("/api/v1/admin/backend/restart", body=b"[" * 40 + b"]" * 40)
+        assert deep.status == 400
+        operation = api.openapi["paths"]["/api/v1/processes/{name}/start"]["post"]
+        assert {"408", "431", "503"} <= set(operation["responses"])

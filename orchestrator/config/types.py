@@ -166,7 +166,7 @@ class AdminConfig:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     max_stream_clients: int = 32
-    stream_buffer_bytes: int = 262144
+    stream_buffer_bytes: int = 65536
     stream_keepalive: float = 15.0
     stream_stall_timeout: float = 30.0
     stream_max_seconds: float = 3600.0

@@ -212,7 +212,8 @@ def _json(schema: str, description: str) -> dict:
 
 
 _ERRORS = {
-    "400": ("BadRequest", "Malformed query, body or Host header."),
+    "400": ("BadRequest", "Malformed query, body, request or Host header; a JSON body nested deeper "
+                          "than admin.max_json_depth."),
     "401": ("Unauthorized", "Missing or invalid bearer token (WWW-Authenticate tells which)."),
     "403": ("Forbidden", "An Origin header that is not this server nor in admin.allowed_origins."),
     "404": ("NotFound", "No configured process by that name (for the seed's routes: admin.default_process)."),
@@ -221,6 +222,13 @@ _ERRORS = {
     "421": ("Misdirected", "The Host header does not name this server (DNS rebinding protection); "
                            "see admin.allowed_hosts."),
     "500": ("InternalError", "An unexpected failure (details in the orchestrator's log, never here)."),
+    "408": ("RequestTimeout", "The request line and headers (admin.header_timeout) or the body "
+                              "(admin.body_timeout) did not arrive in time; the connection is closed."),
+    "431": ("HeadersTooLarge", "Request line and headers over 16384 bytes, or more than 100 header "
+                               "lines; the connection is closed."),
+    "503": ("Unavailable", "Every one of admin.max_connections connections is busy (or, for the event "
+                           "stream, admin.max_stream_clients clients are connected); Retry-After says "
+                           "when to try again."),
 }
 
 _PARAMS = {
@@ -278,7 +286,7 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
                 "application/json": {"schema": _ref(body)}}}
         needsToken = secured and token
         op["security"] = [{"bearerAuth": []}] if needsToken else []
-        codes = {"400", "403", "413", "421", "500", *errors}
+        codes = {"400", "403", "408", "413", "421", "431", "500", "503", *errors}
         if needsToken:
             codes.add("401")
         op["responses"] = dict(ok)
@@ -347,8 +355,14 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         params=("since", "limit_events", "process", "type"), tag="events")}
     paths["/api/v1/events/stream"] = {"get": operation(
         "stream_events", "Events as Server-Sent Events, as they happen.",
-        {"200": {"description": "An endless text/event-stream: 'id: <sequence>', 'event: <type>', "
-                                "'data: <Event as JSON>' per event, a ': keep-alive' comment every 15 s.",
+        {"200": {"description": "A text/event-stream: 'id: <sequence>', 'event: <type>', "
+                                "'data: <Event as JSON>' per event, a ': keep-alive' comment every "
+                                f"{admin.stream_keepalive:g} s. A client more than "
+                                f"admin.stream_buffer_bytes ({admin.stream_buffer_bytes}) behind gets a "
+                                "final 'event: overflow' (data: an Error) and is disconnected; one that "
+                                f"reads nothing for {admin.stream_stall_timeout:g} s is disconnected; "
+                                f"the stream ends after {admin.stream_max_seconds:g} s (reconnect with "
+                                "Last-Event-ID).",
                  "content": {"text/event-stream": {"schema": _STR}}}},
         params=("stream_since", "process", "last_event_id"), tag="events")}
     paths["/api/v1/openapi.json"] = {"get": operation(
@@ -381,8 +395,10 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
                 "stream); every error is {\"success\": false, \"error\": \"...\"}. Every GET but the "
                 "event stream also answers HEAD. Any other method answers 405 with an Allow header; "
                 "an unknown path "
-                "answers 404. Checks on every request, in order: body size (413), Host (421, 400 if "
-                "missing), Origin (403), token (401)."
+                "answers 404. Checks on every request, in order: connections (503), request line and "
+                "headers (431, 408), body size (413), Host (421, 400 if missing), Origin (403), token "
+                "(401) -- the last four before any body is read -- then the body (408, 400 for JSON "
+                "nested too deep)."
             ),
         },
         "tags": [

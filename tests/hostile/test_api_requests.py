@@ -1,0 +1,95 @@
+"""
+Hostile requests against a real orchestrator's admin API: deeply nested
+JSON bodies, and a flood of connections dripping their requests past
+C{admin.max_connections}.  Each attack is bounded in count and time and
+asserts the orchestrator's RSS and descriptors stay bounded and a crash is
+still respawned within 1 s.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import harness
+from tests.hostile import _watch
+from tests.hostile._api_attack import closeAll, drip, dripping, nestedJSON, rejected, silentStreams
+from tests.hostile.test_api_streams import respawnWithin
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """\
+admin:
+  listen: "tcp:{admin_port}:interface=127.0.0.1"
+  max_connections: 20
+  max_stream_clients: 20
+  header_timeout: 3
+processes:
+  backend:
+    command: ["{python}", "{demo}", "--port", "{backend_port}"]
+    url: "http://127.0.0.1:{backend_port}"
+    restart: {policy: always, max_attempts: 1000, interval: 0}
+    health: {interval: 5, timeout: 2, start_timeout: 20}
+"""
+
+ROUTES = ["/api/v1/admin/backend/start", "/api/v1/processes/backend/restart", "/api/v1/admin/reload"]
+
+
+def test_nested_json(run_orchestrator):
+    """Bodies nested 30000 deep on every POST route are 400 JSON, never a RecursionError; RSS and fds stay flat."""
+    orchestrator = run_orchestrator(CONFIG)
+    pid = orchestrator.waitHealthy() and orchestrator.process.pid
+    body = nestedJSON(30_000)
+    answers = []
+
+    def attack():
+        for path in ROUTES:
+            status, _, raw = harness.http("POST", orchestrator.url + path, body=body,
+                                          headers={"Content-Type": "application/json"}, timeout=10)
+            answers.append((status, json.loads(raw)))
+
+    usage = _watch.sample(pid, 3, every=0.2, during=attack)
+    samples = respawnWithin(orchestrator, 1.0)
+    usage.assertBounded(rssBytes=16 * 2**20, fds=10)
+    assert answers and all(status == 400 for status, _ in answers), answers[:3]
+    assert {a["error"] for _, a in answers} == {
+        "the request body nests JSON arrays and objects deeper than admin.max_json_depth (32 levels)"}
+    assert rejected(orchestrator.url)["json_too_deep"] == len(answers)
+    log = orchestrator.log()
+    assert "RecursionError" not in log and "Traceback" not in log
+    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
+
+
+def test_connection_flood(run_orchestrator):
+    """60 connections dripping a byte a second past max_connections: the oldest are closed, the API answers, fds stay bounded, crashes respawn within 1 s; with every connection busy a new one gets 503."""
+    orchestrator = run_orchestrator(CONFIG)
+    orchestrator.waitHealthy()
+    pid = orchestrator.process.pid
+    sockets = dripping(orchestrator.adminPort, 60)
+    try:
+        usage = _watch.sample(pid, 2.5, every=0.5, during=lambda: drip(sockets))
+        assert orchestrator.status()["pid"]  # a new connection got its room
+        samples = respawnWithin(orchestrator, 1.0)
+        usage.take()
+        # The flood is cut at admin.header_timeout whatever it sends.
+        harness.waitFor(lambda: drip(sockets) == 0 or rejected(orchestrator.url)["header_timeout"] >= 19,
+                        15, interval=0.5, what="the dripping connections to be cut off")
+    finally:
+        closeAll(sockets)
+    usage.assertBounded(rssBytes=16 * 2**20, fds=20 + 10)
+    counts = rejected(orchestrator.url)
+    assert counts["evicted"] >= 40, counts
+    assert counts["header_timeout"] >= 1, counts
+    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
+
+    streams = silentStreams(orchestrator.adminPort, 20)  # every connection busy
+    try:
+        assert all(s.recv(12) == b"HTTP/1.1 200" for s in streams)
+        status, _, raw = harness.http("GET", orchestrator.url + "/api/v1/processes", timeout=10)
+        assert status == 503
+        assert json.loads(raw)["error"] == ("too many connections to the admin API "
+                                            "(admin.max_connections: 20); try again later")
+    finally:
+        closeAll(streams)
+    assert rejected(orchestrator.url)["connections"] >= 1

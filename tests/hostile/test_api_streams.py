@@ -1,0 +1,103 @@
+"""
+Event-stream clients that never read, during a crash storm, against a real
+orchestrator: each is held to its buffer bound, dropped (counted as an
+overflow), its connection released, and supervision keeps its latency.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests import harness
+from tests.hostile import _watch
+from tests.hostile._api_attack import CRASH_STORM, closeAll, rejected, sendQueueBytes, silentStreams
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 100
+
+CONFIG = """\
+admin:
+  listen: "tcp:{admin_port}:interface=127.0.0.1"
+  max_stream_clients: 150
+  max_connections: 200
+  stream_buffer_bytes: 16384
+processes:
+  backend:
+    command: ["{python}", "{demo}", "--port", "{backend_port}"]
+    url: "http://127.0.0.1:{backend_port}"
+    restart: {policy: always, max_attempts: 1000, interval: 0}
+    health: {interval: 5, timeout: 2, start_timeout: 20}
+""" + CRASH_STORM
+
+
+def respawnWithin(orchestrator, seconds: float, tries: int = 3) -> list[float]:
+    """
+    Kill the backend up to C{tries} times until one respawn takes less
+    than C{seconds} (one slow sample on a shared machine is noise, three
+    are a finding); returns the samples.
+    """
+    samples = []
+    for _ in range(tries):
+        samples.append(_watch.respawnSeconds(orchestrator))
+        if samples[-1] < seconds:
+            break
+        orchestrator.waitHealthy()
+    return samples
+
+
+def test_silent_stream_readers_during_a_crash_storm(run_orchestrator):
+    """100 stream clients that never read are each dropped at the buffer bound; RSS, fds and send queues stay bounded; a crash is respawned within 1 s."""
+    orchestrator = run_orchestrator(CONFIG)
+    orchestrator.waitHealthy()
+    pid = orchestrator.process.pid
+    port = orchestrator.adminPort
+    before = _watch.fdCount(pid)
+    sockets = silentStreams(port, CLIENTS)
+    queues = []
+    try:
+        def dropped():
+            queues.append(sendQueueBytes(port))
+            return rejected(orchestrator.url).get("stream_overflow", 0) >= CLIENTS
+
+        usage = _watch.sample(pid, 3, every=0.25, during=lambda: queues.append(sendQueueBytes(port)))
+        samples = respawnWithin(orchestrator, 1.0)
+        harness.waitFor(dropped, 60, interval=0.25, what=f"all {CLIENTS} silent clients to overflow")
+        usage.take()
+        # Dropped clients are released: at once, or after the grace for
+        # their last words.
+        harness.waitFor(lambda: _watch.fdCount(pid) <= before + 10, 15, interval=0.25,
+                        what="the dropped clients' connections to close")
+    finally:
+        closeAll(sockets)
+    # Per client at most the 16 KiB queue, Twisted's 64 KiB write buffer and
+    # the socket's 128 KiB send buffer; all 100 together well under 48 MiB.
+    usage.assertBounded(rssBytes=48 * 2**20, fds=CLIENTS + 25)
+    assert max(queues) <= CLIENTS * 200 * 1024, f"kernel send queues reached {max(queues)} bytes"
+    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
+    assert rejected(orchestrator.url).get("stream_overflow") == CLIENTS
+
+
+def test_stream_client_cap(run_orchestrator):
+    """Past admin.max_stream_clients a new stream is a 503 JSON, counted, and the API still answers."""
+    orchestrator = run_orchestrator(CONFIG.replace("max_stream_clients: 150", "max_stream_clients: 5"))
+    orchestrator.waitHealthy()
+    sockets = silentStreams(orchestrator.adminPort, 5)
+    try:
+        status, headers, body = harness.http("GET", f"{orchestrator.url}/api/v1/events/stream", timeout=10)
+        assert status == 503
+        assert body.startswith(b'{"success": false, "error": "too many event stream clients')
+        assert orchestrator.status()["pid"]  # the rest of the API answers
+    finally:
+        closeAll(sockets)
+    assert rejected(orchestrator.url)["stream_clients"] == 1
+
+    def streamOpens():  # the slots come back once the clients are gone
+        with socket.create_connection(("127.0.0.1", orchestrator.adminPort), timeout=5) as s:
+            s.sendall(f"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1:{orchestrator.adminPort}"
+                      "\r\n\r\n".encode())
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+
+    harness.waitFor(streamOpens, 10, interval=0.2, what="a stream slot to be free again")
