@@ -33,20 +33,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import (DEMO, PYTHON, freePort, healthPid, log, metricSum, metricsSamples,  # noqa: E402
                      rssMB, startOrchestrator, stopAll, waitFor, writeResult)
 
-from tests.hostile._api_attack import (CRASH_STORM, closeAll, drip, dripping, sendQueueBytes,  # noqa: E402
+from tests.hostile._api_attack import (BACKEND, CRASH_STORM, closeAll, drip, dripping, sendQueueBytes,  # noqa: E402
                                       silentStreams)
 
 CONFIG = """\
 admin:
-  listen: "tcp:{admin}:interface=127.0.0.1"
+  listen: "tcp:{admin_port}:interface=127.0.0.1"
 {extra}
 processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend}"]
-    url: "http://127.0.0.1:{backend}"
-    restart: {{policy: always, max_attempts: 1000, interval: 0}}
-    health: {{interval: 5, timeout: 2, start_timeout: 20}}
-{storm}"""
+""" + BACKEND
 
 
 def fds(pid: int) -> int:
@@ -77,8 +72,10 @@ def main() -> None:
 
     adminPort, backendPort = freePort(), freePort()
     extra = "\n".join(f"  {item.split('=', 1)[0]}: {item.split('=', 1)[1]}" for item in args.set)
-    yaml = CONFIG.format(admin=adminPort, backend=backendPort, python=PYTHON, demo=DEMO,
-                         extra=extra, storm=CRASH_STORM if args.attack == "streams" else "")
+    yaml = CONFIG + (CRASH_STORM if args.attack == "streams" else "")
+    for key, value in {"admin_port": adminPort, "backend_port": backendPort, "python": PYTHON,
+                       "demo": DEMO, "extra": extra}.items():
+        yaml = yaml.replace("{" + key + "}", str(value))
     env = {"PYTHONPATH": os.path.abspath(args.src)} if args.src else None
     label = args.label or (args.src or "this checkout")
     with tempfile.TemporaryDirectory(prefix="api-attack-") as directory:

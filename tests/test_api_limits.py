@@ -174,13 +174,13 @@ class TestStreamBuffer:
     def test_stream_lifetime(self, wire):
         """After stream_max_seconds the stream ends cleanly (counted) and the connection stays usable."""
         protocol, transport = wire.send(STREAM)
+        [client] = wire.stream.clients
         wire.advance(600)
         assert transport.value().endswith(b"reconnect\n\n\r\n0\r\n\r\n")
         assert not transport.disconnecting
         assert wire.counters.rejected["stream_lifetime"] == 1
         assert wire.stream.clients == set()
-        assert wire.api.reactor.getDelayedCalls() == [] or all(
-            not c.func.__qualname__.startswith("_StreamClient") for c in wire.api.reactor.getDelayedCalls())
+        assert not client._ping.running and client._stall is None and client._lifetime is None
 
     def test_client_cap(self, wire):
         """Past max_stream_clients a new client gets a counted 503 with Retry-After; a free slot is reused."""

@@ -203,7 +203,8 @@ class AdminChannel(HTTPChannel):
             return False
         self.site.counters.count(reason)
         peer = self.transport.getPeer()
-        _log.info("admin API: {status} to {peer}: {error}", status=error.status,
+        # (Counted; logged at debug only: a flood must not become a log flood.)
+        _log.debug("admin API: {status} to {peer}: {error}", status=error.status,
                   peer=getattr(peer, "host", peer), error=error.message)
         self.transport.write(rawAnswer(error))
         self.closeSoon()

@@ -10,8 +10,18 @@ from __future__ import annotations
 import contextlib
 import socket
 
-__all__ = ["CRASH_STORM", "closeAll", "drip", "dripping", "nestedJSON", "rejected", "sendQueueBytes",
-           "silentStreams"]
+__all__ = ["BACKEND", "CRASH_STORM", "closeAll", "drip", "dripping", "nestedJSON", "rejected",
+           "sendQueueBytes", "silentStreams"]
+
+#: The demo backend as the supervised process (what a respawn is measured
+#: on), under C{processes:}.
+BACKEND = """\
+  backend:
+    command: ["{python}", "{demo}", "--port", "{backend_port}"]
+    url: "http://127.0.0.1:{backend_port}"
+    restart: {policy: always, max_attempts: 1000, interval: 0}
+    health: {interval: 5, timeout: 2, start_timeout: 20}
+"""
 
 #: A process that exits at once, restarted as fast as the policy allows:
 #: a steady stream of events (starting, crashed, restart_scheduled...).

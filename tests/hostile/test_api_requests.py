@@ -14,7 +14,8 @@ import pytest
 
 from tests import harness
 from tests.hostile import _watch
-from tests.hostile._api_attack import closeAll, drip, dripping, nestedJSON, rejected, silentStreams
+from tests.hostile._api_attack import (BACKEND, closeAll, drip, dripping, nestedJSON, rejected,
+                                      silentStreams)
 from tests.hostile.test_api_streams import respawnWithin
 
 pytestmark = pytest.mark.integration
@@ -26,12 +27,7 @@ admin:
   max_stream_clients: 20
   header_timeout: 3
 processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    restart: {policy: always, max_attempts: 1000, interval: 0}
-    health: {interval: 5, timeout: 2, start_timeout: 20}
-"""
+""" + BACKEND
 
 ROUTES = ["/api/v1/admin/backend/start", "/api/v1/processes/backend/restart", "/api/v1/admin/reload"]
 

@@ -12,7 +12,8 @@ import pytest
 
 from tests import harness
 from tests.hostile import _watch
-from tests.hostile._api_attack import CRASH_STORM, closeAll, rejected, sendQueueBytes, silentStreams
+from tests.hostile._api_attack import (BACKEND, CRASH_STORM, closeAll, rejected, sendQueueBytes,
+                                      silentStreams)
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,7 @@ admin:
   max_connections: 200
   stream_buffer_bytes: 16384
 processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    restart: {policy: always, max_attempts: 1000, interval: 0}
-    health: {interval: 5, timeout: 2, start_timeout: 20}
-""" + CRASH_STORM
+""" + BACKEND + CRASH_STORM
 
 
 def respawnWithin(orchestrator, seconds: float, tries: int = 3) -> list[float]:
