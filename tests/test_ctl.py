@@ -34,8 +34,9 @@ class _Bridge(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in ("host", "content-length", "connection", "accept-encoding")}
         server.seen.append((self.command, self.path, dict(self.headers)))
-        if server.canned is not None:
-            status, contentType, payload = server.canned
+        if server.canned is not None:  # one answer for every request, or a list of them in turn
+            canned = server.canned.pop(0) if isinstance(server.canned, list) else server.canned
+            status, contentType, payload = canned
         else:
             with server.lock:
                 answer = server.harness.autopilot(self.command, self.path, headers, body)
@@ -232,6 +233,30 @@ def test_events_follow(server):
     assert code == 0
     assert [json.loads(line) for line in out.splitlines()] == [event]
     assert srv.seen[-1][1] == "/api/v1/events/stream?since=2"
+
+
+def test_events_follow_overflow(server):
+    """events --follow exits 1 with the server's reason when it is dropped for falling behind."""
+    stream = ('retry: 2000\n\nevent: overflow\ndata: {"success": false, "error": "this client fell '
+              'behind"}\n\n').encode()
+    srv = server(canned=(200, "text/event-stream", stream))
+    code, out, err = run(srv, "events", "--follow")
+    assert code == 1
+    assert err == "orchestratorctl: this client fell behind\n"
+
+
+def test_events_follow_reconnects_when_asked(server):
+    """When the stream ends saying 'reconnect' (its lifetime is up), --follow resumes after the last event."""
+    event = {"type": "crashed", "process": "backend", "pid": 7, "reason": "exit code 1",
+             "timestamp": 0.0, "sequence": 3}
+    ending = ("retry: 2000\n\n"
+              f"id: 3\nevent: crashed\ndata: {json.dumps(event)}\n\n"
+              ": this stream ends after admin.stream_max_seconds; reconnect\n\n").encode()
+    srv = server(canned=[(200, "text/event-stream", ending), (200, "text/event-stream", b"retry: 2000\n\n")])
+    code, out, _ = run(srv, "--json", "events", "--follow")
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == [event]
+    assert [seen[1] for seen in srv.seen] == ["/api/v1/events/stream?", "/api/v1/events/stream?since=3"]
 
 
 # -- exit codes ----------------------------------------------------------------------------------

@@ -145,9 +145,18 @@ class Client:
             raise CtlError(EXIT_UNREACHABLE, message, answer)
         raise CtlError(EXIT_FAILED, message, answer)
 
-    def stream(self, path: str) -> Iterator[dict]:
+    #: The comment the API's event stream ends with when its lifetime
+    #: (admin.stream_max_seconds) is up: the client is to reconnect.
+    RECONNECT_COMMENT = "reconnect"
+
+    def stream(self, path: str, resume: dict | None = None) -> Iterator[dict]:
         """
         Follow a Server-Sent Events route: each event's data, as it comes.
+
+        @param resume: if given, set C{resume["reconnect"]} when the server
+            ended the stream asking for a reconnection (its lifetime is up).
+        @raise CtlError: the server dropped this client for falling behind
+            (C{event: overflow}).
         """
         connection, response = self._send("GET", path, "text/event-stream")
         if response.status != 200:
@@ -161,14 +170,22 @@ class Client:
                            message or f"HTTP {response.status}")
         connection.sock.settimeout(None)  # an event may be long in coming
         data: list[str] = []
+        kind = None
         try:
             for raw in response:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if line.startswith("data:"):
                     data.append(line[5:].lstrip(" "))
+                elif line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith(":") and self.RECONNECT_COMMENT in line and resume is not None:
+                    resume["reconnect"] = True
                 elif not line and data:
-                    yield json.loads("\n".join(data))
-                    data = []
+                    body = json.loads("\n".join(data))
+                    if kind == "overflow":
+                        raise CtlError(EXIT_FAILED, body.get("error") or "dropped by the server")
+                    yield body
+                    data, kind = [], None
         finally:
             connection.close()
 
@@ -307,12 +324,15 @@ def _events(client: Client, args, out) -> Any:
         if not args.json:
             out.write("following events (Ctrl-C to stop)\n")
         try:
-            for event in client.stream("/api/v1/events/stream?" + urlencode(streamQuery)):
-                if args.json:
-                    out.write(json.dumps(event) + "\n")
-                else:
-                    _printEvents([event], out, header=False)
-                out.flush()
+            resume = {"reconnect": True}
+            while resume.pop("reconnect", False):  # the server ends a stream after a while
+                for event in client.stream("/api/v1/events/stream?" + urlencode(streamQuery), resume):
+                    if args.json:
+                        out.write(json.dumps(event) + "\n")
+                    else:
+                        _printEvents([event], out, header=False)
+                    out.flush()
+                    streamQuery["since"] = event.get("sequence", streamQuery.get("since", 0))
         except KeyboardInterrupt:
             pass
         return None
