@@ -27,7 +27,7 @@ request (a command being carried out, an event stream) the new one gets a
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -304,8 +304,10 @@ class RefusedConnection(Protocol):
             503, f"too many connections to the admin API (admin.max_connections: {self._limit}); "
                  "try again later", headers={"Retry-After": "1"})))
         self._timer = self._clock.callLater(ABORT_GRACE, self.transport.abortConnection)
+        # Half-close a plain socket (TCP, unix); under TLS the handshake may
+        # not even be done, so let TLS close in its own time.
         loseWrite = getattr(self.transport, "loseWriteConnection", None)
-        if loseWrite is not None:
+        if loseWrite is not None and not ISSLTransport.providedBy(self.transport):
             loseWrite()
         else:
             self.transport.loseConnection()
