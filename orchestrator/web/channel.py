@@ -264,6 +264,8 @@ class ConnectionCap:
         then one still sending its request; never one whose request is
         being carried out).
         """
+        if len(self._channels) < self.limit:  # (the scan below only at the cap)
+            return True
         live = [channel for channel in self._channels if not channel.closing]
         if len(live) < self.limit:
             return True
