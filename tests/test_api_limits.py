@@ -427,6 +427,27 @@ class TestConnectionCap:
         protocol.dataReceived(b"GET / HTTP/1.1\r\n" * 10000)  # over the read limit: aborted
         assert transport.disconnected
 
+    def test_refused_connection_half_closes_and_drains(self, wire):
+        """A refused plain socket has its write side closed after the 503 and is read until the client closes."""
+        class HalfCloseable(StringTransport):
+            writeClosed = False
+
+            def loseWriteConnection(self):
+                self.writeClosed = True
+
+        self.busy(wire)
+        protocol = wire.site.buildProtocol(None)
+        transport = HalfCloseable()
+        protocol.makeConnection(transport)
+        assert transport.writeClosed and not transport.disconnecting
+        assert transport.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        protocol.dataReceived(b"GET /api/v1/processes HTTP/1.1\r\n\r\n")  # thrown away
+        protocol.readConnectionLost()
+        assert transport.disconnecting
+        assert wire.site.connectionCap.refusing == 1
+        lost(protocol)
+        assert wire.site.connectionCap.refusing == 0
+
     def test_refusals_are_bounded_too(self, wire):
         """Past max_connections lingering refusals, a new connection is closed without an answer."""
         self.busy(wire)
