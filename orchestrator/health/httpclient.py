@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet import tcp
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 __all__ = [
@@ -177,6 +178,7 @@ class _HTTP11Connection(Protocol):
         self.used = 0
         self._state = _STATUS
         self._buf = b""
+        self._socket = None
 
     # -- the owner's side ---------------------------------------------------
 
@@ -195,7 +197,28 @@ class _HTTP11Connection(Protocol):
         self._location = None
         self._body: list[bytes] = []
         self._bodyLen = 0
-        self.transport.write(request)
+        self._write(request)
+
+    def connectionMade(self) -> None:
+        # A plain TCP connection whose buffer is empty takes the request
+        # with one send() now, rather than a poll for writability and two
+        # epoll_ctl calls per probe; TLS and test transports use write().
+        transport = self.transport
+        self._socket = transport.socket if type(transport) is tcp.Client else None
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        sock = self._socket
+        if (sock is not None and not transport.dataBuffer and not transport._tempDataBuffer
+                and not transport.disconnecting):
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0  # EAGAIN, or an error the transport reports itself
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def abort(self) -> None:
         """
@@ -453,7 +476,7 @@ def endpointConnector(reactor, origin: Origin, timeout: float) -> Connector:
     C{timeout} to connect), wrapped in TLS for https with
     L{optionsForClientTLS} (the platform's trust roots, host name checked).
     """
-    from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+    from twisted.internet.endpoints import HostnameEndpoint
 
     endpoint = HostnameEndpoint(reactor, origin.host, origin.port, timeout=timeout)
     if origin.scheme == "https":
@@ -461,7 +484,22 @@ def endpointConnector(reactor, origin: Origin, timeout: float) -> Connector:
         from twisted.internet.ssl import optionsForClientTLS
 
         endpoint = wrapClientTLS(optionsForClientTLS(origin.host), endpoint)
-    return lambda protocol: connectProtocol(endpoint, protocol)
+    return lambda protocol: endpoint.connect(_OneProtocol(protocol))
+
+
+class _OneProtocol(Factory):
+    """
+    Builds the given protocol once, quietly: unlike C{connectProtocol}'s
+    factory it logs no C{Starting factory} line per connection.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr) -> Protocol:
+        return self._protocol
 
 
 class KeepAliveClient:

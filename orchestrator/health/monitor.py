@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from orchestrator.health.results import ProbeResult, describeFailure
@@ -172,6 +172,7 @@ class HealthMonitor:
         self.consecutiveFailures = self.consecutiveSuccesses = 0
         self._call = None
         self._inFlight = None
+        self._deadline = None
         self._timeoutCall = None
         self.lastStartFailure: ProbeResult | None = None
         self._running = False
@@ -235,6 +236,7 @@ class HealthMonitor:
                 call.cancel()
             setattr(self, attr, None)
         inFlight, self._inFlight = self._inFlight, None
+        self._cancelDeadline()
         if self._gate is not None:
             self._gate.discard(self)
         if inFlight is not None:
@@ -286,26 +288,39 @@ class HealthMonitor:
         self._holding = self._gate is not None
         due = self._due
         startedAt = self._clock.seconds()
-        timeout = self._config.timeout
-        d = maybeDeferred(self._probe.check)
-        d.addTimeout(timeout, self._clock)
+        # What maybeDeferred and addTimeout would do, without their
+        # closures and wrapping: this runs once per probe.
+        try:
+            d = self._probe.check()
+        except Exception:
+            d = fail()
+        if not isinstance(d, Deferred):
+            d = succeed(d)
         self._inFlight = d
-
-        def stamp(result):
-            if not isinstance(result, ProbeResult):
-                result = ProbeResult(healthy=bool(result), reason="ok" if result else "failed")
-            return result
-
-        def failed(failure):
-            return ProbeResult(healthy=False, reason=describeFailure(failure, timeout))
-
-        d.addCallbacks(stamp, failed)
+        if not d.called:
+            self._deadline = self._clock.callLater(self._config.timeout, d.cancel)
+        d.addCallbacks(self._stamp, self._failed)
         d.addCallback(self._handle, startedAt, due, d)
+
+    @staticmethod
+    def _stamp(result) -> ProbeResult:
+        if not isinstance(result, ProbeResult):
+            result = ProbeResult(healthy=bool(result), reason="ok" if result else "failed")
+        return result
+
+    def _failed(self, failure) -> ProbeResult:
+        return ProbeResult(healthy=False, reason=describeFailure(failure, self._config.timeout))
+
+    def _cancelDeadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def _handle(self, result: ProbeResult, startedAt: float, due: float, d) -> None:
         if self._inFlight is not d:
             return  # cancelled by stop(): the run is over
         self._inFlight = None
+        self._cancelDeadline()
         self._release()
         now = self._clock.seconds()
         result = ProbeResult(result.healthy, result.reason, result.detail, now - startedAt, now,
