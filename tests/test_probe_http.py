@@ -14,7 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from orchestrator.config.types import HealthConfig
 from orchestrator.health.httpclient import Origin, parseURL, renderRequest
@@ -119,13 +119,15 @@ class ParsingTests(_HTTPCase):
     def test_dripped(self):
         """An answer arriving one byte at a time is parsed the same."""
         answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-
-        def drip(server):
-            for i in range(len(answer)):
-                server.transport.write(answer[i:i + 1])
-
-        probe, memory = _probe(_Server(drip), expect_body="ok")
-        self.assertEqual(self.check(probe, memory).reason, "HTTP 200")
+        server = _Server(b"")
+        probe, memory = _probe(server, expect_body="ok")
+        d = probe.check()
+        memory.flush()
+        for i in range(len(answer)):
+            self.assertNoResult(d)
+            server.servers[0].transport.write(answer[i:i + 1])
+            memory.flush()
+        self.assertEqual(self.successResultOf(d).reason, "HTTP 200")
 
     def test_closeDelimited(self):
         """A body without length ends with the connection; the next probe reconnects."""
@@ -240,15 +242,18 @@ class BoundTests(_HTTPCase):
         self.assertEqual(self.check(probe, memory).reason, "response headers over 1 KiB")
 
     def test_endlessDrippedHeaders(self):
-        """Header lines dripped for ever end at the bound, with at most that much buffered."""
-        def drip(server):
-            server.transport.write(b"HTTP/1.1 200 OK\r\n")
-            for _ in range(20000):
-                server.transport.write(b"X")
-        server = _Server(drip)
+        """Header bytes dripped for ever end at the bound, with never more than that buffered."""
+        server = _Server(b"HTTP/1.1 200 OK\r\nX-Endless: ")
         probe, memory = _probe(server, max_header_bytes=4096)
         d = probe.check()
         memory.flush()
+        client = memory.connections[0][2].protocol
+        for _ in range(5000):
+            if d.called:
+                break
+            server.servers[0].transport.write(b"X")
+            memory.flush()
+            self.assertLessEqual(len(client._buf), 4096)
         result = self.successResultOf(d)
         self.assertEqual(result.reason, "response headers over 4 KiB")
         self.assertTrue(server.servers[0].lost)
@@ -466,3 +471,52 @@ class GateTests(SynchronousTestCase):
         first.answer(True)
         self.assertEqual((gate.inFlight, second.checks), (0, 0))
         m1.stop()
+
+
+class RealTCPTests(TestCase):
+    """
+    The probe over a real loopback socket (the one-send() fast path).
+    """
+
+    timeout = 20
+
+    def test_keepAliveOverTCP(self):
+        """Three probes against a real twisted.web server share one TCP connection."""
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Health(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return b'{"status": "ok"}'
+
+        class CountingSite(Site):
+            built = 0
+
+            def buildProtocol(self, addr):
+                CountingSite.built += 1
+                return Site.buildProtocol(self, addr)
+
+        port = reactor.listenTCP(0, CountingSite(Health()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        probe = HTTPProbe(HealthConfig(probe="http", url=url, timeout=5.0,
+                                       options={"expect_json": {"status": "ok"}}), reactor)
+        results: list = []
+
+        def again(result):
+            results.append(result)
+            return probe.check() if len(results) < 3 else None
+
+        d = probe.check().addCallback(again).addCallback(again).addCallback(again)
+
+        def checked(_):
+            self.assertEqual([r.reason for r in results], ["HTTP 200"] * 3)
+            self.assertEqual(CountingSite.built, 1)
+            (client,) = probe._clients.values()
+            self.assertIsNotNone(client._conn._socket)  # requests went out by the direct send()
+            return probe.close()
+
+        return d.addCallback(checked)

@@ -280,25 +280,19 @@ class _HTTP11Connection(Protocol):
                     line = line[:-1]
                 if self._line(state, line, size):
                     break  # the response is complete
-            elif state == _LENGTH:
+            elif state == _LENGTH or state == _CHUNK_DATA:
                 take = min(self._length, end - pos)
                 self._length -= take
                 self._keep(buf[pos:pos + take])
                 pos += take
-                if self._state != _LENGTH:
+                if self._state != state:
                     return  # truncated: finished, the connection dropped
                 if self._length == 0:
-                    self._complete()
-                    break
-            elif state == _CHUNK_DATA:
-                take = min(self._length, end - pos)
-                self._length -= take
-                self._keep(buf[pos:pos + take])
-                pos += take
-                if self._state != _CHUNK_DATA:
-                    return  # truncated
-                if self._length == 0:
-                    self._state = _CHUNK_END
+                    if state == _CHUNK_DATA:
+                        self._state = _CHUNK_END
+                    else:
+                        self._complete()
+                        break
             elif state == _UNTIL_CLOSE:
                 self._keep(buf[pos:] if pos else buf)
                 pos = end
