@@ -454,6 +454,19 @@ class GateTests(SynchronousTestCase):
             monitor.stop()
         self.assertEqual((gate.inFlight, gate.waiting), (0, 0))
 
+    def test_raisedLimitStartsWaiting(self):
+        """Raising the cap (a reload) sends a waiting probe out at once."""
+        clock = Clock()
+        gate = ProbeGate(1)
+        config = HealthConfig(probe="x", interval=60, timeout=5)
+        first, second = ScriptedProbe(), ScriptedProbe()
+        for probe in (first, second):
+            HealthMonitor(_Watched(), config, probe, clock, managed=False, gate=gate).start()
+        clock.advance(0.01)
+        self.assertEqual((first.checks, second.checks, gate.waiting), (1, 0, 1))
+        gate.setLimit(2)
+        self.assertEqual((second.checks, gate.inFlight, gate.waiting), (1, 2, 0))
+
     def test_stopWhileQueued(self):
         """A monitor stopped while its probe waits leaves the queue, and the slot count stays right."""
         clock = Clock()

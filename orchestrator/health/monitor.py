@@ -62,6 +62,8 @@ class ProbeGate:
     def waiting(self) -> int:
         return len(self._queue)
 
+    log = Logger()
+
     def acquire(self, key: object, start: Callable[[], None]) -> bool:
         """
         Take a slot (C{True}: go now), or queue C{start} under C{key} to be
@@ -71,8 +73,19 @@ class ProbeGate:
             self.inFlight += 1
             return True
         self.deferred += 1
+        if self.deferred == 1 or self.deferred % 1000 == 0:
+            self.log.warn("{n} probe(s) had to wait: {limit} in flight at once "
+                          "(orchestrator.max_concurrent_probes)", n=self.deferred, limit=self.limit)
         self._queue[key] = start
         return False
+
+    def setLimit(self, limit: int) -> None:
+        """
+        A reload changed the cap: a higher one starts waiting probes now.
+        """
+        self.limit = limit
+        self.inFlight += 1
+        self.release()
 
     def discard(self, key: object) -> None:
         """

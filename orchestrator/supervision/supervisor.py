@@ -377,7 +377,7 @@ class Supervisor(Service):
         toStart += [n for n in added if config.processes[n].autostart]
         self._config = config
         self._kinds = kinds
-        self.probeGate.limit = config.max_concurrent_probes
+        self.probeGate.setLimit(config.max_concurrent_probes)
         goners = [self.processes[n] for n in removed + changed]
         d = self._stopAll(goners, "replaced by a configuration reload") if goners else succeed(None)
 
