@@ -190,6 +190,22 @@ class ParsingTests(_HTTPCase):
         result = self.check(probe, memory)
         self.assertEqual(result.reason, "malformed answer: connection closed before a complete answer")
 
+    def test_closedWithoutAnswer(self):
+        """A server closing without answering gives the usual C{Connection closed before an answer}."""
+        def hangUp(server):
+            server.transport.loseConnection()
+
+        probe, memory = _probe(_Server(hangUp))
+        clock = Clock()
+        results: list = []
+        monitor = HealthMonitor(_Watched(), HealthConfig(probe="http", interval=1, timeout=1),
+                                probe, clock, managed=False, onResult=lambda n, r: results.append(r))
+        monitor.start()
+        clock.advance(0.01)
+        memory.flush()
+        monitor.stop()
+        self.assertEqual(results[0].reason, "Connection closed before an answer")
+
     def test_staleConnectionRetried(self):
         """A kept-alive connection the server closed while idle is replaced once, invisibly."""
         def closeSilently(server):
@@ -219,8 +235,34 @@ class ParsingTests(_HTTPCase):
         reactor.advance(0)
         host, port, factory, timeout, _ = reactor.tcpClients[0]
         self.assertEqual((port, timeout), (443, 1.0))
-        self.assertIn("TLS", type(factory).__name__ + type(getattr(factory, "_wrappedFactory", factory)).__name__
-                      + repr(factory))
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        self.assertIsInstance(factory._wrappedFactory, TLSMemoryBIOFactory)
+
+    def test_invalidURL(self):
+        """A process without an http(s) url gets an unhealthy result naming it, not a crash."""
+        probe = HTTPProbe(HealthConfig(probe="http", url=None, timeout=1.0), Clock())
+        result = self.successResultOf(probe.check())
+        self.assertEqual((result.healthy, result.reason), (False, "not an http or https URL: '/health'"))
+
+    def test_redirectToOtherOrigin(self):
+        """With C{follow_redirects}, a redirect to another host is followed on a connection of its own."""
+        server = _Server(b"HTTP/1.1 302 Found\r\nLocation: http://other.test:8081/ready\r\n"
+                         b"Content-Length: 0\r\n\r\n", OK)
+        probe, memory = _probe(server, follow_redirects=True)
+        self.assertEqual(self.check(probe, memory).reason, "HTTP 200")
+        self.assertEqual([c[0] for c in memory.connections],
+                         [Origin("http", "backend.test", 3000), Origin("http", "other.test", 8081)])
+        self.assertEqual(server.requests[1].split(b"\r\n")[:2],
+                         [b"GET /ready HTTP/1.1", b"Host: other.test:8081"])
+
+    def test_redirectLoop(self):
+        """A redirect loop ends after 10 redirects, unhealthy."""
+        loop = b"HTTP/1.1 307 Again\r\nLocation: /health\r\nContent-Length: 0\r\n\r\n"
+        probe, memory = _probe(_Server(default=loop), follow_redirects=True)
+        result = self.check(probe, memory)
+        self.assertEqual((result.healthy, result.reason), (False, "HTTP 307: more than 10 redirects"))
+        self.assertEqual(len(memory.connections), 1)
 
 
 class BoundTests(_HTTPCase):

@@ -251,12 +251,11 @@ class _HTTP11Connection(Protocol):
                 owner._done(self, self._response(False))
             elif not self._received and self.used > 1:
                 owner._failed(self, Failure(_Stale()))
-            elif reason is None or reason.check(ConnectionDone):
+            elif self._received and (reason is None or reason.check(ConnectionDone)):
                 owner._failed(self, Failure(MalformedResponse(
-                    "connection closed before a complete answer" if self._received
-                    else "connection closed before an answer")))
+                    "connection closed before a complete answer")))
             else:
-                owner._failed(self, reason)
+                owner._failed(self, reason or Failure(ConnectionDone()))
         owner._lost(self)
 
     # -- parsing --------------------------------------------------------------
@@ -609,7 +608,7 @@ class KeepAliveClient:
             self._open()
             return
         if failure.check(_Stale):
-            failure = Failure(MalformedResponse("connection closed before an answer"))
+            failure = Failure(ConnectionDone())  # "Connection closed before an answer"
         self._fire(failure)
 
     def _lost(self, conn) -> None:
