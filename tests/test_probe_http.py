@@ -256,6 +256,15 @@ class ParsingTests(_HTTPCase):
         self.assertEqual(server.requests[1].split(b"\r\n")[:2],
                          [b"GET /ready HTTP/1.1", b"Host: other.test:8081"])
 
+    def test_redirectAfterClose(self):
+        """A redirect answered with C{Connection: close} is followed on a new connection to the same host."""
+        server = _Server(b"HTTP/1.1 301 Moved\r\nLocation: /ready\r\nConnection: close\r\n"
+                         b"Content-Length: 0\r\n\r\n", OK)
+        probe, memory = _probe(server, follow_redirects=True)
+        self.assertEqual(self.check(probe, memory).reason, "HTTP 200")
+        self.assertEqual(len(memory.connections), 2)
+        self.assertTrue(server.servers[0].lost)
+
     def test_redirectLoop(self):
         """A redirect loop ends after 10 redirects, unhealthy."""
         loop = b"HTTP/1.1 307 Again\r\nLocation: /health\r\nContent-Length: 0\r\n\r\n"

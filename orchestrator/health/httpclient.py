@@ -245,6 +245,9 @@ class _HTTP11Connection(Protocol):
         owner, self._owner = self._owner, None
         if owner is None:
             return
+        # Forget this connection before anyone is told: a callback may send
+        # the next request (a redirect) at once.
+        owner._lost(self)
         if self.busy:
             self.busy = False
             if self._state == _UNTIL_CLOSE:
@@ -256,7 +259,6 @@ class _HTTP11Connection(Protocol):
                     "connection closed before a complete answer")))
             else:
                 owner._failed(self, reason or Failure(ConnectionDone()))
-        owner._lost(self)
 
     # -- parsing --------------------------------------------------------------
 
@@ -451,12 +453,12 @@ class _HTTP11Connection(Protocol):
             self.transport.abortConnection()
         if owner is None:
             return
+        if not reusable:
+            owner._lost(self)  # before the callbacks, which may send again
         if isinstance(result, Failure):
             owner._failed(self, result)
         else:
             owner._done(self, result)
-        if not reusable:
-            owner._lost(self)
 
 
 #: C{connect(protocol)} -> Deferred firing with the connected protocol.
@@ -511,7 +513,6 @@ class KeepAliveClient:
         self._waiting: Deferred | None = None
         self._request = b""
         self._retried = False
-        self._closed: list[Deferred] = []
         #: Connections opened so far (a kept-alive one is opened once).
         self.connections = 0
 
@@ -545,7 +546,6 @@ class KeepAliveClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             d: Deferred = Deferred()
-            self._closed.append(d)
             conn._owner = _Closing(d)
             conn.busy = False
             conn.transport.abortConnection()
