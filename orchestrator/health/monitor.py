@@ -51,6 +51,8 @@ class ProbeGate:
     @ivar deferred: probes that had to wait, since start (a metric).
     """
 
+    log = Logger()
+
     def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT_PROBES) -> None:
         self.limit = limit
         self.inFlight = 0
@@ -61,8 +63,6 @@ class ProbeGate:
     @property
     def waiting(self) -> int:
         return len(self._queue)
-
-    log = Logger()
 
     def acquire(self, key: object, start: Callable[[], None]) -> bool:
         """
