@@ -584,3 +584,38 @@ class RealTCPTests(TestCase):
             return probe.close()
 
         return d.addCallback(checked)
+
+
+class ProbeConfigTests(SynchronousTestCase):
+    """
+    The http probe's bounds and headers in the configuration.
+    """
+
+    def load(self, health: str):
+        from tests.fakes import loadText
+
+        return loadText('processes:\n  b:\n    command: ["{python}"]\n    url: "http://127.0.0.1:1"\n'
+                        f"    health: {health}\n")
+
+    def test_limitKeys(self):
+        """C{max_header_bytes} and C{max_headers} default to 16 KiB and 100 and are validated."""
+        from orchestrator.errors import ConfigError
+
+        options = self.load("{probe: http}").config.processes["b"].health.options
+        self.assertEqual((options["max_header_bytes"], options["max_headers"], options["max_body_bytes"]),
+                         (16384, 100, 65536))
+        with self.assertRaises(ConfigError) as e:
+            self.load("{probe: http, max_header_bytes: 10}")
+        self.assertIn("processes.b.health.max_header_bytes", str(e.exception))
+        self.assertEqual(self.load("{probe: http}").config.max_concurrent_probes, 256)
+
+    def test_headerInjectionRefused(self):
+        """A header value with a newline, or a name with a space, is a configuration error."""
+        from orchestrator.errors import ConfigError
+
+        with self.assertRaises(ConfigError) as value:
+            self.load('{probe: http, headers: {"X-A": "a\\nEvil: 1"}}')
+        self.assertIn("processes.b.health.headers.X-A", str(value.exception))
+        with self.assertRaises(ConfigError) as name:
+            self.load('{probe: http, headers: {"Bad Name": "x"}}')
+        self.assertIn("'Bad Name' does not match", str(name.exception))
