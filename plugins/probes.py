@@ -4,7 +4,7 @@ Built-in probe kinds: C{http}, C{tcp} and C{exec}.
 Each is constructed as C{kind(config, reactor)} with the process's
 L{orchestrator.config.types.HealthConfig}; C{check()} returns a Deferred
 L{ProbeResult}.  The scheduler enforces C{health.timeout} by cancelling
-that Deferred, and each kind makes cancellation real: the HTTP request is
+that Deferred, and each kind makes cancellation real: the HTTP connection is
 aborted, the TCP attempt dropped, the exec probe's process group killed.
 """
 
@@ -14,20 +14,19 @@ import json
 import os
 import shlex
 import signal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ProcessProtocol
 
+from orchestrator.health.httpclient import (DEFAULT_LIMITS, KeepAliveClient, LimitExceeded, Limits,
+                                            MalformedResponse, Response, endpointConnector, parseURL,
+                                            renderRequest)
 from orchestrator.plugin import ProbeResult, hookimpl
 from orchestrator.supervision.spawn import killGroup, sessionSpawner
 
 __all__ = ["HTTPProbe", "TCPProbe", "ExecProbe"]
-
-
-class _BodyTooLong(Exception):
-    pass
 
 
 def _statusRanges(spec) -> list[tuple[int, int]]:
@@ -41,13 +40,11 @@ def _statusRanges(spec) -> list[tuple[int, int]]:
     return ranges
 
 
-def _quietFactory():
-    from twisted.web.client import _HTTP11ClientFactory
-
-    class QuietClientFactory(_HTTP11ClientFactory):
-        noisy = False
-
-    return QuietClientFactory
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+#: Redirects followed in one check (C{follow_redirects}), and origins a
+#: probe keeps a connection to (its own plus redirect targets).
+_MAX_REDIRECTS = 10
+_MAX_ORIGINS = 4
 
 
 class HTTPProbe:
@@ -55,9 +52,20 @@ class HTTPProbe:
     GET C{url} + C{path}; healthy when the status is in C{expect_status}
     and, if given, the body contains C{expect_body} and the JSON body has
     C{expect_json}'s fields with those values.  Redirects are not followed
-    unless C{follow_redirects}; at most C{max_body_bytes} of the body are
-    read.  Connections are kept in a persistent pool, which reconnects
-    after a backend restart.
+    unless C{follow_redirects}.
+
+    Every probe of a process goes over one persistent keep-alive connection
+    (L{orchestrator.health.httpclient}, reconnected after a close or a
+    backend restart), so a probe costs one write and one parse.  The
+    answer is bounded: status line and headers together at most
+    C{max_header_bytes}, at most C{max_headers} header lines (over either:
+    unhealthy, C{response headers over 16 KiB}), and only the first
+    C{max_body_bytes} of the body are read and judged (the connection is
+    then closed, the rest unread).  A probe cancelled by its timeout aborts
+    its connection at once.
+
+    @param connect: C{connect(origin, protocol)} -> Deferred protocol; tests
+        connect in memory.  Default: TCP (TLS for https) with the reactor.
     """
 
     name = "http"
@@ -81,15 +89,27 @@ class HTTPProbe:
             "expect_json": {"type": ["object", "null"], "default": None,
                             "description": "http probe: top-level JSON fields the body must have, with these values."},
             "follow_redirects": {"type": "boolean", "default": False,
-                                 "description": "http probe: follow redirects."},
-            "max_body_bytes": {"type": "integer", "minimum": 0, "default": 65536,
-                               "description": "http probe: most body bytes read."},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                                 "description": "http probe: follow redirects (at most 10)."},
+            "max_body_bytes": {"type": "integer", "minimum": 0, "default": DEFAULT_LIMITS.body_bytes,
+                               "description": "http probe: most body bytes read and judged; a longer "
+                                              "body is cut there (counted) and its connection closed."},
+            "max_header_bytes": {"type": "integer", "minimum": 256, "maximum": 1048576,
+                                 "default": DEFAULT_LIMITS.header_bytes,
+                                 "description": "http probe: most bytes of status line and response "
+                                                "headers together; more is an unhealthy result "
+                                                "(response headers over N KiB)."},
+            "max_headers": {"type": "integer", "minimum": 1, "maximum": 10000,
+                            "default": DEFAULT_LIMITS.headers,
+                            "description": "http probe: most response header lines; more is an "
+                                           "unhealthy result."},
+            "headers": {"type": "object",
+                        "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                        "additionalProperties": {"type": "string", "pattern": "^[^\\r\\n\\x00]*$"},
                         "default": {}, "description": "http probe: extra request headers."},
         },
     }
 
-    def __init__(self, config, reactor, client=None) -> None:
+    def __init__(self, config, reactor, connect=None) -> None:
         options = config.options
         path = options.get("path", "/health")
         self.url = (config.url or "").rstrip("/") + "/" + path.lstrip("/")
@@ -97,45 +117,70 @@ class HTTPProbe:
         self._body = options.get("expect_body")
         self._json = options.get("expect_json")
         self._redirects = options.get("follow_redirects", False)
-        self._max = options.get("max_body_bytes", 65536)
-        self._headers = {k: [v] for k, v in options.get("headers", {}).items()}
-        self._pool = None
-        if client is None:
-            from treq.client import HTTPClient
-            from twisted.web.client import Agent, HTTPConnectionPool
+        self._max = options.get("max_body_bytes", DEFAULT_LIMITS.body_bytes)
+        self._limits = Limits(header_bytes=options.get("max_header_bytes", DEFAULT_LIMITS.header_bytes),
+                              headers=options.get("max_headers", DEFAULT_LIMITS.headers),
+                              body_bytes=self._max)
+        self._headers = dict(options.get("headers", {}))
+        if connect is None:
+            timeout = config.timeout
 
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
-            self._pool._factory = _quietFactory()  # no log line per connection
-            self._pool.maxPersistentPerHost = 1
-            self._pool.retryAutomatically = True
-            client = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=config.timeout))
-        self._client = client
+            def connect(origin, protocol):
+                return endpointConnector(reactor, origin, timeout)(protocol)
+        self._connect = connect
+        self._clients: dict = {}
+        try:
+            self._origin, target = parseURL(self.url)
+            self._request = renderRequest(self._origin, target, self._headers)
+        except ValueError as e:
+            self._origin, self._request, self._invalid = None, b"", str(e)
+        else:
+            self._invalid = None
+
+    def _client(self, origin) -> KeepAliveClient:
+        client = self._clients.get(origin)
+        if client is None:
+            if len(self._clients) >= _MAX_ORIGINS:
+                # A redirect to yet another origin: forget the oldest
+                # redirect target (never the probe's own).
+                oldest = next(o for o in self._clients if o != self._origin)
+                self._clients.pop(oldest).close()
+            connect = self._connect
+            client = self._clients[origin] = KeepAliveClient(
+                lambda protocol: connect(origin, protocol), self._limits)
+        return client
 
     def check(self) -> Deferred:
-        d = self._client.get(self.url, headers=self._headers, allow_redirects=self._redirects)
-        return d.addCallback(self._response)
+        if self._invalid is not None:
+            return succeed(ProbeResult(False, self._invalid))
+        d = self._client(self._origin).get(self._request)
+        return d.addCallbacks(self._response, self._failed, (self._origin, 0))
 
-    def _response(self, response):
-        import treq
+    def _response(self, response: Response, origin, hops: int):
+        code = response.code
+        if self._redirects and code in _REDIRECTS and response.location:
+            if hops >= _MAX_REDIRECTS:
+                return ProbeResult(False, f"HTTP {code}: more than {_MAX_REDIRECTS} redirects")
+            try:
+                base = f"{origin.scheme}://{origin.host}:{origin.port}"
+                nextOrigin, target = parseURL(urljoin(base, response.location.decode("latin-1")))
+                request = renderRequest(nextOrigin, target, self._headers)
+            except ValueError as e:
+                return ProbeResult(False, f"HTTP {code}: bad redirect: {e}")
+            d = self._client(nextOrigin).get(request)
+            return d.addCallbacks(self._response, self._failed, (nextOrigin, hops + 1))
+        result = self._judge(code, response.body)
+        if response.truncated:
+            return ProbeResult(result.healthy, result.reason, result.detail, limit="body_bytes")
+        return result
 
-        chunks: list[bytes] = []
-        size = [0]
-
-        def collector(data: bytes) -> None:
-            chunks.append(data)
-            size[0] += len(data)
-            if size[0] > self._max:
-                raise _BodyTooLong()
-
-        def judge(_):
-            body = b"".join(chunks)[: self._max]
-            return self._judge(response.code, body)
-
-        def tooLong(failure):
-            failure.trap(_BodyTooLong)
-            return judge(None)
-
-        return treq.collect(response, collector).addCallbacks(judge, tooLong)
+    def _failed(self, failure):
+        e = failure.value
+        if isinstance(e, LimitExceeded):
+            return ProbeResult(False, str(e), limit=e.limit)
+        if isinstance(e, MalformedResponse):
+            return ProbeResult(False, f"malformed answer: {e}")
+        return failure
 
     def _judge(self, code: int, body: bytes) -> ProbeResult:
         excerpt = body[:200].decode("utf-8", errors="replace")
@@ -154,9 +199,12 @@ class HTTPProbe:
                     return ProbeResult(False, f"HTTP {code}: {key} is {got!r}, not {wanted!r}", excerpt)
         return ProbeResult(True, f"HTTP {code}", excerpt)
 
-    def close(self):
-        if self._pool is not None:
-            return self._pool.closeCachedConnections()
+    def close(self) -> Deferred:
+        """
+        Close every connection; fires once they are gone.
+        """
+        clients, self._clients = list(self._clients.values()), {}
+        return DeferredList([client.close() for client in clients], consumeErrors=True)
 
 
 class TCPProbe:

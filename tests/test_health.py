@@ -4,7 +4,7 @@ thresholds, start period and start timeout, non-overlap, unhealthy
 restarts, give-up, statistics and log lines.
 
 Everything runs on a fake process reactor and a scripted probe (or the
-real http probe over treq's in-memory L{StubTreq}); time moves only with
+real http probe over an in-memory L{tests._memhttp.MemoryHTTP}); time moves only with
 C{Clock.advance}.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 from orchestrator.health.results import ProbeResult
 from orchestrator.app import Orchestrator
 from orchestrator.builtin.probes import HTTPProbe
+from tests._memhttp import MemoryHTTP
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 
 CONFIG = """
@@ -344,11 +344,11 @@ class TimeoutAndOverlapTests(_Base):
                 return NOT_DONE_YET if self.hang else b"ok"
 
         backend = Backend()
-        stub = StubTreq(backend)
+        stub = MemoryHTTP(backend)
         reactor = FakeProcessReactor()
         self.orchestrator, self.reactor = startOrchestrator(
             config("{interval: 1, timeout: 0.25, failure_threshold: 2, restart_on_unhealthy: false}"),
-            probeFactory=lambda health: HTTPProbe(health, reactor, client=stub), reactor=reactor)
+            probeFactory=lambda health: HTTPProbe(health, reactor, connect=stub.connect), reactor=reactor)
         process = self.orchestrator.process("backend")
         reactor.advance(0.01)
         stub.flush()

@@ -5,12 +5,12 @@ status comes from probes alone, and start/stop/restart are refused.
 
 from __future__ import annotations
 
-from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from orchestrator.errors import ConfigError, StateError
 from orchestrator.builtin.probes import HTTPProbe
+from tests._memhttp import MemoryHTTP
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
 from tests.test_health import startOrchestrator
 
@@ -117,18 +117,21 @@ class MonitorOnlyHTTPTests(SynchronousTestCase):
         health = Health()
         root = Resource()
         root.putChild(b"health", health)
-        stub = StubTreq(root)
+        stub = MemoryHTTP(root)
         reactor = FakeProcessReactor()
         orchestrator, _ = startOrchestrator(
-            CONFIG, probeFactory=lambda config: HTTPProbe(config, reactor, client=stub), reactor=reactor)
+            CONFIG, probeFactory=lambda config: HTTPProbe(config, reactor, connect=stub.connect), reactor=reactor)
         process = orchestrator.process("backend")
         reactor.advance(0.01)
+        stub.flush()
         self.assertEqual(process.status, "running")
         self.assertEqual(health.seen, [b"backend.internal:8080"])
         health.code = 503
-        reactor.advance(1)
-        reactor.advance(1)
+        for _ in range(2):
+            reactor.advance(1)
+            stub.flush()
         self.assertEqual(process.status, "unhealthy")
+        self.assertEqual(len(stub.connections), 1)  # one kept-alive connection for every probe
         self.assertEqual(process.health.snapshot().last.reason, "HTTP 503")
 
 

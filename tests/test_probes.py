@@ -1,8 +1,8 @@
 """
 The built-in probe kinds (http, tcp, exec) and a third-party probe kind.
 
-HTTP runs in memory (treq's L{StubTreq} serves a real L{Site} over a fake
-transport) on a L{Clock}; tcp and exec need the real reactor and real
+HTTP runs in memory (L{tests._memhttp.MemoryHTTP} serves a real L{Site}
+over a fake transport) on a L{Clock}; tcp and exec need the real reactor and real
 processes, so those are trial test cases returning Deferreds, each bounded.
 """
 
@@ -14,7 +14,6 @@ import socket
 import sys
 import tempfile
 
-from treq.testing import StubTreq
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
@@ -34,6 +33,7 @@ from orchestrator.health.results import ProbeResult
 from orchestrator.app import Orchestrator
 from orchestrator.supervision.spawn import sessionSpawner
 from orchestrator.builtin.probes import ExecProbe, HTTPProbe, TCPProbe
+from tests._memhttp import MemoryHTTP
 from tests.fakes import FakeProcessReactor, loadText
 from tests.harness import pidAlive
 
@@ -103,10 +103,10 @@ class _Backend(Resource):
         return self.body
 
 
-def httpProbe(resource, clock=None, **options) -> tuple[HTTPProbe, StubTreq]:
-    stub = StubTreq(resource)
+def httpProbe(resource, clock=None, **options) -> tuple[HTTPProbe, MemoryHTTP]:
+    stub = MemoryHTTP(resource)
     config = HealthConfig(probe="http", url=URL, timeout=0.5, options=options)
-    return HTTPProbe(config, clock or Clock(), client=stub), stub
+    return HTTPProbe(config, clock or Clock(), connect=stub.connect), stub
 
 
 class HTTPProbeTests(SynchronousTestCase):

@@ -132,6 +132,7 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
         enabled=orch["enabled"],
         state_dir=stateDir,
         shutdown_timeout=float(orch["shutdown_timeout"]),
+        max_concurrent_probes=orch["max_concurrent_probes"],
         admin=AdminConfig(
             listen=adminData["listen"],
             token=adminData["token"],

@@ -8,25 +8,108 @@ backend ready in 80 ms is reported C{running} within about 200 ms rather
 than an interval later.  Once it is running, probes follow C{interval} on a
 fixed phase (like L{twisted.internet.task.LoopingCall}): a late reactor does
 not stretch the period, and a probe never overlaps itself; slots missed
-while one was slow are skipped.  Monitor-only processes start at a random
-phase, so hundreds of them do not probe in the same instant.  The core
-enforces C{timeout} on every probe kind by cancelling its Deferred.
+while one was slow are skipped.  Processes that start together would probe
+in the same instant for ever after, so each draws a random phase over the
+interval from the injected random source: a monitor-only process for its
+first probe, a managed one when it becomes ready (its fast start polling
+is kept).  The core enforces C{timeout} on every probe kind by cancelling
+its Deferred, and a shared L{ProbeGate} caps the probes in flight at once.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass, replace
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from orchestrator.health.results import ProbeResult, describeFailure
 
-__all__ = ["HealthMonitor", "HealthSnapshot"]
+__all__ = ["DEFAULT_MAX_CONCURRENT_PROBES", "HealthMonitor", "HealthSnapshot", "ProbeGate"]
 
 _FIRST_START_GAP = 0.01
+
+#: Probes in flight at once, all processes together, unless configured
+#: (C{orchestrator.max_concurrent_probes}).
+DEFAULT_MAX_CONCURRENT_PROBES = 256
+
+
+class ProbeGate:
+    """
+    At most C{limit} probes in flight at once, all processes together.
+
+    A probe due while the gate is full waits (first come, first served)
+    until one finishes; its timeout starts when it really goes out.  Each
+    process has at most one probe due, so the queue is bounded by the
+    number of processes.  Why: a thousand hanging backends, or exec probes
+    of processes started together, must not make the orchestrator hold a
+    thousand connections or children at once.
+
+    @ivar deferred: probes that had to wait, since start (a metric).
+    """
+
+    log = Logger()
+
+    def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT_PROBES) -> None:
+        self.limit = limit
+        self.inFlight = 0
+        self.deferred = 0
+        self._queue: OrderedDict[object, Callable[[], None]] = OrderedDict()
+        self._draining = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def acquire(self, key: object, start: Callable[[], None]) -> bool:
+        """
+        Take a slot (C{True}: go now), or queue C{start} under C{key} to be
+        called when one frees (C{False}).
+        """
+        if self.inFlight < self.limit:
+            self.inFlight += 1
+            return True
+        self.deferred += 1
+        if self.deferred == 1 or self.deferred % 1000 == 0:
+            self.log.warn("{n} probe(s) had to wait: {limit} in flight at once "
+                          "(orchestrator.max_concurrent_probes)", n=self.deferred, limit=self.limit)
+        self._queue[key] = start
+        return False
+
+    def setLimit(self, limit: int) -> None:
+        """
+        A reload changed the cap: a higher one starts waiting probes now.
+        """
+        self.limit = limit
+        self.inFlight += 1
+        self.release()
+
+    def discard(self, key: object) -> None:
+        """
+        C{key} no longer wants its queued slot.
+        """
+        self._queue.pop(key, None)
+
+    def release(self) -> None:
+        """
+        A probe finished: start waiting ones while there is room.  A loop,
+        not recursion: a probe that answers at once releases inside
+        C{start()}.
+        """
+        self.inFlight -= 1
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue and self.inFlight < self.limit:
+                _, start = self._queue.popitem(last=False)
+                self.inFlight += 1
+                start()
+        finally:
+            self._draining = False
 
 
 @dataclass(frozen=True)
@@ -75,12 +158,16 @@ class HealthMonitor:
         L{ProbeResult}.
     @param clock: C{seconds()} and C{callLater()}.
     @param onResult: called with every stamped result (metrics).
+    @param random: a zero-argument callable returning a float in [0, 1):
+        the phase of the schedule (see the module docstring).
+    @param gate: the shared L{ProbeGate}, or C{None} for no cap.
+    @ivar limitHits: per bound (C{ProbeResult.limit}), how many results hit it.
     """
 
     log = Logger()
 
     def __init__(self, process, config, probe, clock, managed: bool = True, onResult=None,
-                 random=None) -> None:
+                 random=None, gate: ProbeGate | None = None) -> None:
         self._process = process
         self._config = config
         self._probe = probe
@@ -88,12 +175,17 @@ class HealthMonitor:
         self._managed = managed
         self._onResult = onResult or (lambda name, result: None)
         self._random = random or (lambda: 0.0)
+        self._gate = gate
+        self._holding = False
+        self._phase = 0.0
+        self.limitHits: dict[str, int] = {}
         self._due = 0.0
         self.results: deque[ProbeResult] = deque(maxlen=config.history)
         self.total = self.successes = self.failures = 0
         self.consecutiveFailures = self.consecutiveSuccesses = 0
         self._call = None
         self._inFlight = None
+        self._deadline = None
         self._timeoutCall = None
         self.lastStartFailure: ProbeResult | None = None
         self._running = False
@@ -133,6 +225,10 @@ class HealthMonitor:
         self.consecutiveFailures = self.consecutiveSuccesses = 0
         self.lastStartFailure = None
         first = _FIRST_START_GAP
+        # Where in the interval this run's steady probes fall: the first
+        # one comes (1 - phase) * interval after the ready check, so
+        # processes that start together do not probe in step.
+        self._phase = self._random() if self._managed else 0.0
         if not self._managed:
             # Monitor-only processes all begin together: spread their
             # phases over the first interval so probes do not queue behind
@@ -153,8 +249,17 @@ class HealthMonitor:
                 call.cancel()
             setattr(self, attr, None)
         inFlight, self._inFlight = self._inFlight, None
+        self._cancelDeadline()
+        if self._gate is not None:
+            self._gate.discard(self)
         if inFlight is not None:
             inFlight.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._gate.release()
 
     def close(self) -> Deferred:
         """
@@ -187,30 +292,55 @@ class HealthMonitor:
 
     def _check(self) -> None:
         self._call = None
+        if self._gate is not None:
+            if not self._gate.acquire(self, self._checkNow):
+                return  # queued: _checkNow runs when a slot frees
+        self._checkNow()
+
+    def _checkNow(self) -> None:
+        self._holding = self._gate is not None
         due = self._due
         startedAt = self._clock.seconds()
-        timeout = self._config.timeout
-        d = maybeDeferred(self._probe.check)
-        d.addTimeout(timeout, self._clock)
+        # What maybeDeferred and addTimeout would do, without their
+        # closures and wrapping: this runs once per probe.
+        try:
+            d = self._probe.check()
+        except Exception:
+            d = fail()
+        if not isinstance(d, Deferred):
+            d = succeed(d)
         self._inFlight = d
-
-        def stamp(result):
-            if not isinstance(result, ProbeResult):
-                result = ProbeResult(healthy=bool(result), reason="ok" if result else "failed")
-            return result
-
-        def failed(failure):
-            return ProbeResult(healthy=False, reason=describeFailure(failure, timeout))
-
-        d.addCallbacks(stamp, failed)
+        if not d.called:
+            self._deadline = self._clock.callLater(self._config.timeout, d.cancel)
+        d.addCallbacks(self._stamp, self._failed)
         d.addCallback(self._handle, startedAt, due, d)
+
+    @staticmethod
+    def _stamp(result) -> ProbeResult:
+        if not isinstance(result, ProbeResult):
+            result = ProbeResult(healthy=bool(result), reason="ok" if result else "failed")
+        return result
+
+    def _failed(self, failure) -> ProbeResult:
+        return ProbeResult(healthy=False, reason=describeFailure(failure, self._config.timeout))
+
+    def _cancelDeadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def _handle(self, result: ProbeResult, startedAt: float, due: float, d) -> None:
         if self._inFlight is not d:
             return  # cancelled by stop(): the run is over
         self._inFlight = None
+        self._cancelDeadline()
+        self._release()
         now = self._clock.seconds()
-        result = replace(result, latency=now - startedAt, timestamp=now)
+        result = ProbeResult(result.healthy, result.reason, result.detail, now - startedAt, now,
+                             result.limit)
+        if result.limit is not None:
+            self.limitHits[result.limit] = self.limitHits.get(result.limit, 0) + 1
+        wasStarting = self._starting
         if self._starting and self._managed and not result.healthy:
             # Polling a process that is still starting: failures are
             # expected and not counted; the last one explains a timeout.
@@ -234,6 +364,9 @@ class HealthMonitor:
                 # while a probe was slow (or the reactor busy) are skipped
                 # rather than bunched up "now" with every other process's.
                 interval = self._config.interval
+                if wasStarting:
+                    # Just ready: the steady schedule starts at this run's phase.
+                    due -= self._phase * interval
                 missed = max(0, math.ceil((now - due - interval) / interval - 1e-9))
                 self._schedule(max(0.0, due + (missed + 1) * interval - now))
 

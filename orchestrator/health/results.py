@@ -12,7 +12,7 @@ from twisted.internet.defer import CancelledError, TimeoutError as _DeferredTime
 __all__ = ["ProbeResult", "describeFailure"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """
     The outcome of one health check.
@@ -26,6 +26,9 @@ class ProbeResult:
     @ivar detail: optional longer text (a body excerpt, captured output).
     @ivar latency: seconds the check took.
     @ivar timestamp: when it finished (reactor seconds).
+    @ivar limit: the bound this check's input hit, if any (C{"header_bytes"},
+        C{"headers"}, C{"body_bytes"}): counted per process in the metrics.
+        Slots and no per-result dict: one of these is made per probe.
     """
 
     healthy: bool
@@ -33,6 +36,7 @@ class ProbeResult:
     detail: str = ""
     latency: float = 0.0
     timestamp: float = 0.0
+    limit: str | None = None
 
     def toJSON(self) -> dict:
         return {

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from orchestrator import __version__
+from orchestrator.health.stats import probeFamilies
 from orchestrator.supervision.process import STATUSES
 
 __all__ = ["MetricsCollector", "MetricsResource", "SEED_STATUS_CODES"]
@@ -175,6 +176,8 @@ class MetricsCollector(Collector):
         for name, histogram in sorted(self._durations.items()):
             durations.add_metric([name], histogram.buckets(), histogram.sum)
         yield durations
+
+        yield from probeFamilies(orch.supervisor)
 
         events = CounterMetricFamily("orchestrator_events_emitted",
                                      "Events emitted since start.", labels=[])

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
-from orchestrator.health.monitor import HealthMonitor
+from orchestrator.health.monitor import HealthMonitor, ProbeGate
 from orchestrator.supervision.orphans import OrphanReaper, StateFile, becomeSubreaper, reapLeftovers
 from orchestrator.supervision.process import ManagedProcess, childEnvironment
 from orchestrator.supervision.spawn import killGroup as _killGroup
@@ -129,6 +129,8 @@ class Supervisor(Service):
         self._reapGrace = reapGrace
         self.orphanReaper = OrphanReaper(reactor, owner=self._groupOwner) if reapOrphans else None
         self.probeObservers: list[Callable] = []
+        #: Caps the probes in flight at once (orchestrator.max_concurrent_probes).
+        self.probeGate = ProbeGate(config.max_concurrent_probes)
         self._flushCall = None
         self._reloadLock = DeferredLock()
         self.processes: dict[str, ManagedProcess] = {}
@@ -156,7 +158,7 @@ class Supervisor(Service):
             probe = (self._probeFactory or self._defaultProbe(kinds))(health)
             return HealthMonitor(process, health, probe, self._reactor,
                                  managed=managed, onResult=self._probeResult,
-                                 random=self._random)
+                                 random=self._random, gate=self.probeGate)
 
         return ManagedProcess(
             pconfig,
@@ -375,6 +377,7 @@ class Supervisor(Service):
         toStart += [n for n in added if config.processes[n].autostart]
         self._config = config
         self._kinds = kinds
+        self.probeGate.setLimit(config.max_concurrent_probes)
         goners = [self.processes[n] for n in removed + changed]
         d = self._stopAll(goners, "replaced by a configuration reload") if goners else succeed(None)
 
