@@ -14,7 +14,9 @@ import signal
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 
 from orchestrator import __version__
@@ -55,6 +57,8 @@ class Orchestrator(MultiService):
     @param spawner: how children are spawned (see L{orchestrator.supervision.spawn}).
     @param reload: C{reload()} -> a new L{LoadedConfig}, or raises
         L{ConfigError}; the default re-reads the same file the same way.
+        It runs in the reactor's thread pool when the reactor has one, so
+        parsing a large or hostile file never holds the reactor.
     @param logObserver: installed as the application's log observer by
         L{setServiceParent} (twistd then uses it instead of its own).
     @param handleSignals: install a SIGHUP handler that reloads.
@@ -90,6 +94,7 @@ class Orchestrator(MultiService):
         self.kinds = loaded.kinds
         self.version = __version__
         self._reloader = reload
+        self._reloading = DeferredLock()
         self._spawner = spawner
         self._logObserver = logObserver
         self._handleSignals = handleSignals
@@ -161,6 +166,8 @@ class Orchestrator(MultiService):
                       version=self.version, n=len(self.processes),
                       mode="managing" if self.config.enabled else "monitor-only",
                       how=getattr(self._spawner, "mechanism", "a custom spawner"))
+        for warning in self.loaded.warnings:
+            self.log.warn("configuration: {warning}", warning=warning)
         self._callEach("startup")
 
     def stopService(self):
@@ -217,20 +224,42 @@ class Orchestrator(MultiService):
     def reload(self) -> Deferred:
         """
         Re-read the configuration and apply it by diff.  An invalid
-        configuration is reported and the running one kept.
+        configuration is reported and the running one kept.  Reloads run
+        one at a time, each read (off the reactor thread) and applied
+        before the next is read, so an older read never wins.
 
         @return: a Deferred firing with the diff summary, or failing with
             L{ConfigError} (its C{problems} list every error).
         """
         if self._reloader is None:
             return fail(ConfigError(["this orchestrator has no configuration file to reload"]))
-        try:
-            loaded = self._reloader()
-        except ConfigError as e:
-            return fail(self._rejected(e))
-        except Exception as e:  # a loader bug must not take the running config down
-            self.log.failure("reading the configuration failed")
-            return fail(self._rejected(ConfigError([f"cannot read the configuration: {e!r}"])))
+        return self._reloading.run(
+            lambda: self._parse().addCallbacks(self._applyLoaded, self._parseFailed))
+
+    def _parse(self) -> Deferred:
+        """
+        Run the reloader: in the reactor's thread pool when it has one (a
+        real reactor), else here (the fake reactors of the unit tests).
+        """
+        if IReactorThreads.providedBy(self.reactor):
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._reloader)
+        return maybeDeferred(self._reloader)
+
+    def _parseFailed(self, failure):
+        if failure.check(ConfigError):
+            raise self._rejected(failure.value)
+        # A loader bug must not take the running configuration down.
+        self.log.failure("reading the configuration failed", failure)
+        raise self._rejected(ConfigError([f"cannot read the configuration: {failure.value!r}"]))
+
+    def _applyLoaded(self, loaded: LoadedConfig) -> Deferred:
+        if self.config.processes and not loaded.config.processes \
+                and loaded.config.sources.get("processes", "default") == "default":
+            return fail(self._rejected(ConfigError([
+                f"{loaded.config.path or 'the configuration'}: configures no process, which "
+                "would stop every running one; write `processes: {}` to mean that"])))
+        for warning in loaded.warnings:
+            self.log.warn("configuration: {warning}", warning=warning)
         if loaded.config.admin != self.config.admin:
             self.log.warn("admin settings changed; they apply at the next start of the orchestrator")
         d = self.supervisor.apply(loaded.config, loaded.kinds)

@@ -29,7 +29,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", "c", "conf/orchestrator.yaml", "The YAML configuration file."],
-        ["env-file", "e", None, "A .env file (default: ./.env if it exists)."],
+        ["env-file", "e", None, "A .env file (default: ./.env, else the .env beside the YAML file, if present)."],
         ["listen", "l", None, "Admin API endpoint, overriding admin.listen "
                               "(e.g. tcp:8000:interface=127.0.0.1, unix:/run/orch.sock:mode=600)."],
     ]

@@ -27,7 +27,7 @@ class _FixedInterval:
         "type": "object",
         "properties": {
             "interval": {
-                "type": "number",
+                "format": "duration",
                 "minimum": 0,
                 "default": 1,
                 "description": "Seconds before a restart that is not the first after a healthy run.",
@@ -95,11 +95,11 @@ class Backoff:
                 "default": {},
                 "description": "Exponential backoff between automatic restarts.",
                 "properties": {
-                    "initial": {"type": "number", "minimum": 0, "default": 0.1,
+                    "initial": {"format": "duration", "minimum": 0, "default": 0.1,
                                 "description": "Base delay (seconds): automatic restart n of the window waits initial * factor^(n-1); the first after a healthy run is immediate."},
                     "factor": {"type": "number", "minimum": 1, "default": 2,
                                "description": "Growth per attempt."},
-                    "max": {"type": "number", "minimum": 0, "default": 30,
+                    "max": {"format": "duration", "minimum": 0, "default": 30,
                             "description": "Cap on the delay (seconds)."},
                     "jitter": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1,
                                "description": "Random spread as a fraction of the delay (0.1 = +/-10%)."},

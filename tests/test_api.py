@@ -585,11 +585,13 @@ class TestSeedHealth:
 
     def test_missing_default_process(self):
         """Without a process named admin.default_process the seed's routes are 404s saying so."""
-        api = ApiHarness(config(admin="  default_process: frontend"))
+        # An explicit default_process naming no process is a config error;
+        # the schema default ("backend") may be absent from a configuration.
+        api = ApiHarness(config().replace("  backend:", "  frontend:"))
         for method, route in [("GET", "status"), ("GET", "health"), ("POST", "start")]:
             answer = api.call(method, f"/api/v1/admin/backend/{route}")
             assert answer.status == 404
-            assert answer.json["error"] == "no process named 'frontend' (admin.default_process)"
+            assert answer.json["error"] == "no process named 'backend' (admin.default_process)"
 
 
 # -- per-process routes ----------------------------------------------------------------------------

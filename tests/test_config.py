@@ -389,6 +389,7 @@ def test_bad_endpoint_string():
 def test_token_file(tmp_path):
     """admin.token_file is read relative to the config file; its token never shows in the document."""
     (tmp_path / "token").write_text("abc123\n")
+    (tmp_path / "token").chmod(0o600)
     config = load(MINIMAL + "admin: {token_file: token}\n", tmp_path=tmp_path)
     assert config.admin.token == "abc123"
     assert "abc123" not in repr(config) and "abc123" not in str(dict(config.document["admin"]))
@@ -562,7 +563,7 @@ def test_non_utf8_file(tmp_path):
     path.write_bytes(b"processes:\n  a: {command: [\"\xff\"]}\n")
     with pytest.raises(ConfigError) as caught:
         loadConfig(str(path), envFile=os.devnull, environ={}, entryPoints=False)
-    assert caught.value.problems == (f"{path}: not UTF-8 text (byte 28)",)
+    assert caught.value.problems == (f"{path}:2:18: not UTF-8 text (byte 0xff at offset 28)",)
 
 
 @pytest.mark.parametrize("text", [
@@ -579,3 +580,325 @@ def test_wrong_shapes_are_located_errors(text):
     """Values of the wrong shape anywhere give located errors, never an exception."""
     found = problems(text, environ={"GO_BACKEND_URL": "http://127.0.0.1:1"})
     assert found and all(":" in m for m in found)
+
+
+# -- bounds: hostile files are refused quickly, located, never a traceback ----------
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def fileProblems(path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        loadConfig(str(path), envFile=os.devnull, environ={}, entryPoints=False)
+    return list(caught.value.problems)
+
+
+def test_alias_bomb_refused_at_the_alias(tmp_path):
+    """A "billion laughs" file stops at the node budget, located at the alias that blew it."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)
+    assert fileProblems(path) == [f"{path}:6:8: YAML: aliases expand past 100000 nodes"]
+
+
+def test_recursive_alias_refused(tmp_path):
+    """An alias inside its own anchor is refused by the depth bound, not a RecursionError."""
+    path = tmp_path / "o.yaml"
+    path.write_text("a: &a [*a]\n")
+    (message,) = fileProblems(path)
+    assert message.startswith(f"{path}:1:8: YAML: nesting deeper than 64 levels")
+
+
+def test_deep_nesting_refused(tmp_path):
+    """Nesting past 64 levels is a located error, before the composer recurses further."""
+    path = tmp_path / "o.yaml"
+    path.write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert fileProblems(path) == [f"{path}:1:67: YAML: nesting deeper than 64 levels"]
+
+
+def test_node_budget_without_aliases(tmp_path):
+    """A flat document of more nodes than the budget is refused where the budget ran out."""
+    path = tmp_path / "o.yaml"
+    path.write_text("- 1\n" * 100_001)
+    assert fileProblems(path) == [f"{path}:100000:3: YAML: more than 100000 nodes"]
+
+
+def test_oversize_file_refused_unread(tmp_path):
+    """A 50 MB file is refused by its size, before anything reads or parses it."""
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as f:
+        f.truncate(50 * 1024 * 1024)  # sparse: the test writes nothing
+    assert fileProblems(path) == [
+        f"{path}: configuration file is larger than the limit of 1048576 bytes"]
+
+
+def test_fifo_refused_without_blocking(tmp_path):
+    """A FIFO as configuration is refused at once instead of blocking on open or read."""
+    path = tmp_path / "o.yaml"
+    os.mkfifo(path)
+    assert fileProblems(path) == [f"{path}: cannot read configuration: not a regular file"]
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "   \t\n  \n"])
+def test_empty_or_whitespace_file_is_an_error(tmp_path, text):
+    """An empty or whitespace-only file (an editor truncating, then writing) is an error."""
+    path = tmp_path / "o.yaml"
+    path.write_text(text)
+    assert fileProblems(path) == [f"{path}: configuration file is empty"]
+
+
+def test_comment_only_file_is_an_error(tmp_path):
+    """A file of comments only configures nothing and says how to mean "no processes"."""
+    path = tmp_path / "o.yaml"
+    path.write_text("# processes:\n#   backend: ...\n")
+    (message,) = fileProblems(path)
+    assert message.startswith(f"{path}: configuration file is empty (only comments)")
+    assert "processes: {}" in message
+
+
+def test_truncated_file_is_a_located_syntax_error(tmp_path):
+    """A file cut in the middle of a flow mapping is a located syntax error."""
+    path = tmp_path / "o.yaml"
+    path.write_text('processes:\n  backend: {command: ["/bin/true"], url: "http://127.0.0.1:1",')
+    (message,) = fileProblems(path)
+    assert message.startswith(f"{path}:2:") and "YAML syntax error" in message
+
+
+def test_nul_byte_in_file_located(tmp_path):
+    """A NUL byte in the file is located by line and column."""
+    path = tmp_path / "o.yaml"
+    path.write_bytes(b"processes:\n  a: {command: [x\x00]}\n")
+    assert fileProblems(path) == [f"{path}:2:18: NUL byte (binary data in a text file)"]
+
+
+def test_nul_character_in_an_argument():
+    """A NUL written as an escape in an argument is an error at load, not a spawn failure."""
+    (message,) = problems('processes:\n  backend: {command: ["{python}", "-c\\0x"]}\n')
+    assert ":2:" in message
+    assert message.endswith(": processes.backend.command[1]: contains a NUL character (\\0)")
+
+
+def test_merge_keys_apply_with_explicit_keys_winning():
+    """YAML merge keys work under the budget; keys written out beat merged ones."""
+    config = load("""\
+        processes:
+          a: &base {command: ["{python}"], url: "http://127.0.0.1:1"}
+          b: {<<: *base, url: "http://127.0.0.1:2"}
+          c: {<<: [{url: "http://127.0.0.1:3"}, *base]}
+        """)
+    assert config.processes["b"].url == "http://127.0.0.1:2"
+    assert config.processes["b"].command == config.processes["a"].command
+    assert config.processes["c"].url == "http://127.0.0.1:3"
+
+
+# -- durations -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("written,seconds", [
+    ("30", 30.0), ("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("1.5h", 5400.0), ("2.5", 2.5),
+])
+def test_durations_in_yaml_and_environment(written, seconds):
+    """Durations accept plain seconds and Go-style strings in YAML and in the environment."""
+    config = load(MINIMAL + f"    health: {{interval: {written}}}\n    stop: {{timeout: '{written}'}}\n")
+    assert config.processes["backend"].health.interval == seconds
+    assert config.processes["backend"].stop.timeout == seconds
+    config = load(environ={"HEALTH_CHECK_INTERVAL": written,
+                           "ORCHESTRATOR__PROCESSES__BACKEND__RESTART__RESET_AFTER": written})
+    assert config.processes["backend"].health.interval == seconds
+    assert config.processes["backend"].restart.reset_after == seconds
+
+
+def test_plugin_durations():
+    """Plugin options that are durations (backoff, webhook timing) take the same strings."""
+    config = load(MINIMAL + "    restart: {backoff: {initial: 500ms, max: 1m}}\n"
+                  'notifiers: [{type: webhook, url: "https://h.example", timeout: 2s, retry_max: 1m30s}]\n')
+    backoff = config.processes["backend"].restart.options["backoff"]
+    assert backoff["initial"] == 0.5 and backoff["max"] == 60.0
+    assert config.notifiers[0].options["timeout"] == 2.0
+    assert config.notifiers[0].options["retry_max"] == 90.0
+
+
+def test_bad_duration_is_one_located_error():
+    """A malformed duration is one located error that says what a duration looks like."""
+    (message,) = problems(MINIMAL + "    health: {interval: 30x}\n")
+    assert message.endswith(":5:24: processes.backend.health.interval: '30x' is not a duration "
+                            "(seconds, or like 500ms, 30s, 1m30s, 1h)")
+    assert problems(environ={"HEALTH_CHECK_INTERVAL": "1m30"}) == [
+        "env HEALTH_CHECK_INTERVAL: '1m30' is not a duration (seconds, or like 500ms, 30s, 1m30s, 1h)"]
+
+
+def test_duration_minimum_still_applies():
+    """A duration string below a key's minimum is refused like the number would be."""
+    (message,) = problems(MINIMAL + "    health: {interval: 50ms}\n")
+    assert message.endswith("processes.backend.health.interval: 0.05 is less than the minimum of 0.1")
+
+
+# -- .env ergonomics --------------------------------------------------------------------------
+
+def test_unparsable_dotenv_line_is_an_error(tmp_path):
+    """A .env line python-dotenv cannot parse is an error naming its line, not a warning."""
+    found = problems(dotenv="A=1\nthis is not a line\nB='unterminated\n", tmp_path=tmp_path)
+    assert f"{tmp_path}/.env:2: cannot parse this line (expected NAME=value, a comment or a blank line)" in found
+
+
+def test_dotenv_error_blamed_on_the_dotenv_line(tmp_path):
+    """A bad GO_BACKEND_BINARY from .env is located at its .env line, not at the YAML command it replaced."""
+    found = problems(dotenv="# x\n\nGO_BACKEND_BINARY=./missing-server --port 1\n", tmp_path=tmp_path)
+    assert found == [f"{tmp_path}/.env:3: GO_BACKEND_BINARY: processes.backend.command[0]: "
+                     f"command not found: {tmp_path}/missing-server"]
+
+
+def test_dotenv_relative_paths_resolve_against_its_folder(tmp_path):
+    """Relative paths in .env values resolve against the .env file's folder, YAML ones against the YAML's."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "bin").mkdir()
+    server = tmp_path / "bin" / "server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    path = writeConfig('processes:\n  backend: {command: ["{python}"], url: "http://127.0.0.1:1"}\n',
+                       str(tmp_path / "conf"))
+    envFile = tmp_path / ".env"
+    envFile.write_text("BACKEND_WORKING_DIR=srv\nGO_BACKEND_BINARY=bin/server --flag\n"
+                       "ORCHESTRATOR__PROCESSES__BACKEND__LOG__FILE=logs/b.log\n")
+    loaded = loadConfig(path, envFile=str(envFile), environ={}, entryPoints=False)
+    backend = loaded.config.processes["backend"]
+    assert backend.working_dir == str(tmp_path / "srv")
+    assert backend.command == (str(server), "--flag")
+    assert backend.output.file == str(tmp_path / "logs" / "b.log")
+    assert loaded.envFile == str(envFile)
+
+
+def test_dotenv_found_in_working_directory_then_beside_yaml(tmp_path, monkeypatch):
+    """Without --env-file, ./.env is read, else the .env beside the YAML file."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "run").mkdir()
+    path = writeConfig(MINIMAL, str(tmp_path / "conf"))
+    (tmp_path / "conf" / ".env").write_text("MAX_RESTART_ATTEMPTS=7\n")
+    monkeypatch.chdir(tmp_path / "run")
+    loaded = loadConfig(path, environ={}, entryPoints=False)
+    assert loaded.config.processes["backend"].restart.max_attempts == 7
+    assert loaded.envFile == str(tmp_path / "conf" / ".env")
+    (tmp_path / "run" / ".env").write_text("MAX_RESTART_ATTEMPTS=8\n")
+    loaded = loadConfig(path, environ={}, entryPoints=False)
+    assert loaded.config.processes["backend"].restart.max_attempts == 8
+    assert loaded.envFile == ".env"
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"A=1\nB=\xff\n", ".env:2:3: not UTF-8 text (byte 0xff at offset 6)"),
+    (b"A=1\nB=\x00\n", ".env:2:3: NUL byte (binary data in a text file)"),
+])
+def test_dotenv_binary_content_located(tmp_path, content, expected):
+    """A .env that is not UTF-8 text is a located error."""
+    envFile = tmp_path / ".env"
+    envFile.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        loadConfig(writeConfig(MINIMAL, str(tmp_path)), envFile=str(envFile), environ={}, entryPoints=False)
+    assert caught.value.problems == (f"{tmp_path}/{expected}",)
+
+
+def test_oversize_dotenv_refused(tmp_path):
+    """A .env over the file limit is refused before it is read."""
+    envFile = tmp_path / ".env"
+    with open(envFile, "wb") as f:
+        f.truncate(2 * 1024 * 1024)
+    with pytest.raises(ConfigError) as caught:
+        loadConfig(writeConfig(MINIMAL, str(tmp_path)), envFile=str(envFile), environ={}, entryPoints=False)
+    assert caught.value.problems == (f"{envFile}: .env file is larger than the limit of 1048576 bytes",)
+
+
+# -- checks at load of what used to fail only at spawn ---------------------------------------
+
+def test_missing_working_dir_is_a_warning(tmp_path):
+    """A working_dir that does not exist yet is a located warning; the configuration loads."""
+    path = writeConfig(MINIMAL + "    working_dir: later\n", str(tmp_path))
+    loaded = loadConfig(path, envFile=os.devnull, environ={}, entryPoints=False)
+    assert loaded.warnings == (f"{path}:5:18: processes.backend.working_dir: folder {tmp_path}/later "
+                               "does not exist (yet): starting fails until it appears",)
+
+
+def test_working_dir_that_is_a_file_is_an_error(tmp_path):
+    """A working_dir that is a file can never work: an error."""
+    (tmp_path / "plain").write_text("x")
+    (message,) = problems(MINIMAL + "    working_dir: plain\n", tmp_path=tmp_path)
+    assert message.endswith(f"processes.backend.working_dir: {tmp_path}/plain is not a folder")
+
+
+def test_explicit_default_process_must_exist():
+    """admin.default_process naming no configured process is an error at load."""
+    (message,) = problems(MINIMAL + "admin: {default_process: frontend}\n")
+    assert message.endswith("admin.default_process: names no configured process 'frontend' (known: backend)")
+
+
+def test_token_file_readable_by_others_refused(tmp_path):
+    """A token file others may read is refused unless admin.allow_insecure."""
+    token = tmp_path / "token"
+    token.write_text("abc123\n")
+    token.chmod(0o644)
+    (message,) = problems(MINIMAL + "admin: {token_file: token}\n", tmp_path=tmp_path)
+    assert message.endswith(f"admin.token_file: {token} is readable by group or others (mode 0644): "
+                            "chmod 600 it, or set admin.allow_insecure: true")
+    config = load(MINIMAL + "admin: {token_file: token, allow_insecure: true}\n", tmp_path=tmp_path)
+    assert config.admin.token == "abc123"
+
+
+@pytest.mark.parametrize("content", [b"   \n", b"\n\nabc\n", b"\t \t"])
+def test_whitespace_token_file_refused(tmp_path, content):
+    """A token file whose first line is blank is refused."""
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    token.chmod(0o600)
+    (message,) = problems(MINIMAL + "admin: {token_file: token}\n", tmp_path=tmp_path)
+    assert message.endswith("admin.token_file: 'token' is empty or only whitespace")
+
+
+def test_binary_token_file_located(tmp_path):
+    """A token file that is not text is a located error, never a traceback."""
+    token = tmp_path / "token"
+    token.write_bytes(b"ab\xffc\n")
+    token.chmod(0o600)
+    (message,) = problems(MINIMAL + "admin: {token_file: token}\n", tmp_path=tmp_path)
+    assert message.endswith(f"admin.token_file: {token}:1:3: not UTF-8 text (byte 0xff at offset 2)")
+
+
+def test_whitespace_token_refused():
+    """A whitespace-only admin.token is refused."""
+    (message,) = problems(MINIMAL + 'admin: {token: "   "}\n')
+    assert message.endswith("admin.token: the token is only whitespace")
+
+
+# -- check-config reports what a run would hit -------------------------------------------------
+
+def test_check_config_names_the_env_file_and_warnings(tmp_path, capsys):
+    """check-config prints the .env file it read and every warning."""
+    path = writeConfig(MINIMAL + "    working_dir: later\n", str(tmp_path))
+    envFile = tmp_path / "x.env"
+    envFile.write_text("MAX_RESTART_ATTEMPTS=4\n")
+    assert cliMain(["check-config", path, "--env-file", str(envFile)]) == 0
+    out = capsys.readouterr().out
+    assert f"  .env file: {envFile}\n" in out
+    assert f"  warning: {path}:5:18: processes.backend.working_dir: folder {tmp_path}/later" in out
+
+
+def test_check_config_warns_about_a_taken_port(tmp_path, capsys):
+    """A port of a process's url already bound by another program is a warning at check time."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        path = writeConfig(MINIMAL.replace("3000", str(port)), str(tmp_path))
+        assert cliMain(["check-config", path, "--env-file", os.devnull]) == 0
+    out = capsys.readouterr().out
+    assert (f"  warning: processes.backend.url: port {port} on 127.0.0.1 is already in use by "
+            "another program") in out

@@ -2,14 +2,21 @@
 The C{orchestrator} console command: C{orchestrator check-config}.
 
 Validates a configuration exactly as C{twistd orchestrator} would and
-prints the effective values with where each came from.
+prints the effective values with where each came from, which C{.env} file
+was read, and the warnings a run would log, plus one thing only a check at
+this moment can see: a process's C{url} port already taken by another
+program.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import json
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from orchestrator.config.load import loadConfig
 from orchestrator.config.types import thaw
@@ -40,11 +47,16 @@ def _checkConfig(args) -> int:
         return 1
     config = loaded.config
     document = thaw(config.document)
+    warnings = list(loaded.warnings) + portWarnings(config)
     if args.json:
-        print(json.dumps({"config": document, "sources": dict(config.sources)}, indent=2))
+        print(json.dumps({"config": document, "sources": dict(config.sources),
+                          "env_file": loaded.envFile, "warnings": warnings}, indent=2))
         return 0
     print(f"{args.config}: OK ({len(config.processes)} process(es), "
           f"{'managing' if config.enabled else 'monitor-only'})")
+    print(f"  .env file: {loaded.envFile if loaded.envFile is not None else '(none)'}")
+    for warning in warnings:
+        print(f"  warning: {warning}")
     rows = list(_leaves(document))
     width = max((len(path) for path, _ in rows), default=0)
     for path, value in rows:
@@ -55,12 +67,65 @@ def _checkConfig(args) -> int:
     return 0
 
 
+def portWarnings(config) -> list[str]:
+    """
+    For each managed process whose C{url} is on this host, whether its
+    port is already bound by another program now: the process would fail
+    to listen (or the probes would reach that other program).  Only a
+    warning: the other program may be gone by the time the run starts.
+    """
+    found = []
+    if not config.enabled:
+        return found
+    for name, process in config.processes.items():
+        if not process.url:
+            continue
+        parts = urlsplit(process.url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            continue
+        host = parts.hostname or ""
+        if not _isLocal(host):
+            continue
+        if _bound(host, port):
+            found.append(f"processes.{name}.url: port {port} on {host} is already in use by "
+                         "another program; the process will not be able to listen on it")
+    return found
+
+
+def _isLocal(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _bound(host: str, port: int) -> bool:
+    """
+    Whether binding C{host:port} fails because it is in use (with
+    C{SO_REUSEADDR}, as servers bind, so connections in TIME_WAIT do not
+    count).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1" if host == "localhost" else host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.strip().splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate a configuration and show its effective values")
     check.add_argument("config", nargs="?", default="conf/orchestrator.yaml")
-    check.add_argument("--env-file", default=None, help="a .env file (default: ./.env if present)")
+    check.add_argument("--env-file", default=None, help="a .env file (default: ./.env, else the .env beside the YAML file, if present)")
     check.add_argument("--listen", default=None, help="admin endpoint override, as twistd's --listen")
     check.add_argument("--json", action="store_true", help="print JSON")
     reference = commands.add_parser("config-reference", help="print the Markdown configuration reference")

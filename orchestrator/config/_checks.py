@@ -13,12 +13,15 @@ import ipaddress
 import math
 import os
 import shutil
+import stat
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import jsonschema
 
+from orchestrator.config._read import readText
 from orchestrator.config.schema import selectedBranches
+from orchestrator.errors import ConfigError
 
 __all__ = ["validateSchema", "checkSemantics", "listenerProblem", "isHTTPURL"]
 
@@ -51,6 +54,8 @@ def validateSchema(schema: dict, data: dict, problems) -> None:
 
 def _report(schema, data, error, problems) -> None:
     path = tuple(error.absolute_path)
+    if path in problems.settled:
+        return  # already reported in the operator's terms (a bad duration)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
         instance = error.instance if isinstance(error.instance, dict) else {}
         node = error.schema
@@ -79,11 +84,17 @@ def _report(schema, data, error, problems) -> None:
     problems.add(path, error.message)
 
 
-def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -> None:
+def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool,
+                   explicitDefaultProcess: bool = False) -> None:
     """
     The checks a schema cannot express.  Reads the token file into
     C{admin.token}.
+
+    @param explicitDefaultProcess: C{admin.default_process} was set (not
+        the schema default), so it must name a configured process.
     """
+    for where, _ in _strings(data, ()):
+        problems.add(where, "contains a NUL character (\\0)")
     enabled = _getOrDefault(data, ("orchestrator", "enabled"), True) is not False
     processes = data.get("processes") if isinstance(data.get("processes"), dict) else {}
     for name, proc in processes.items():
@@ -96,6 +107,8 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -
         elif enabled and checkExecutables and isinstance(command, list) and command \
                 and isinstance(command[0], str):
             _checkExecutable(command[0], baseDir, proc, problems, here + ("command", 0))
+        if enabled and isinstance(proc.get("working_dir"), str) and "\0" not in proc["working_dir"]:
+            _checkWorkingDir(proc["working_dir"], baseDir, problems, here + ("working_dir",))
         health = proc.get("health") if isinstance(proc.get("health"), dict) else {}
         probe = health.get("probe")
         if not enabled and not proc.get("url") and probe in (None, "none", "http", "tcp"):
@@ -133,24 +146,79 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool) -
     if cycle:
         problems.add(("processes", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
     admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    default = admin.get("default_process")
+    if explicitDefaultProcess and isinstance(default, str) and default not in processes:
+        known = ", ".join(sorted(processes)) or "none configured"
+        problems.add(("admin", "default_process"), f"names no configured process {default!r} (known: {known})")
+    token = admin.get("token")
+    if isinstance(token, str) and token and not token.strip():
+        problems.add(("admin", "token"), "the token is only whitespace")
     if admin.get("token") and admin.get("token_file"):
         problems.add(("admin", "token_file"), "set admin.token or admin.token_file, not both")
     tokenFile = admin.get("token_file")
-    if isinstance(tokenFile, str):
-        try:
-            with open(os.path.join(baseDir, tokenFile), encoding="utf-8") as f:
-                token = f.readline().strip()
-        except OSError as e:
-            problems.add(("admin", "token_file"), f"cannot read {tokenFile!r}: {e.strerror}")
-        else:
-            if not token:
-                problems.add(("admin", "token_file"), f"{tokenFile!r} is empty")
+    if isinstance(tokenFile, str) and "\0" not in tokenFile:
+        token = _readTokenFile(tokenFile, baseDir, admin.get("allow_insecure") is True,
+                               problems, ("admin", "token_file"))
+        if token is not None:
             admin["token"] = token
     listen = admin.get("listen")
     if isinstance(listen, str):
         message = listenerProblem(listen, bool(admin.get("token")), admin.get("allow_insecure") is True)
         if message:
             problems.add(("admin", "listen"), message)
+
+
+def _readTokenFile(tokenFile: str, baseDir: str, allowInsecure: bool, problems, where) -> str | None:
+    """
+    The token on the first line of C{tokenFile}, read with the file bound;
+    a file that others may read is refused unless C{allowInsecure}.
+    """
+    full = os.path.normpath(os.path.join(baseDir, os.path.expanduser(tokenFile)))
+    try:
+        text = readText(full, "token")
+    except ConfigError as e:
+        for message in e.problems:
+            problems.add(where, message)
+        return None
+    mode = stat.S_IMODE(os.stat(full).st_mode)
+    if mode & 0o044 and not allowInsecure:
+        problems.add(where, f"{full} is readable by group or others (mode {mode:04o}): "
+                            "chmod 600 it, or set admin.allow_insecure: true")
+    token = text.split("\n", 1)[0].strip()
+    if not token:
+        problems.add(where, f"{tokenFile!r} is empty or only whitespace")
+        return None
+    return token
+
+
+def _checkWorkingDir(workingDir: str, baseDir: str, problems, where) -> None:
+    """
+    A working folder that is a file is an error; one that does not exist
+    yet is a warning, since it may appear later (a mount, a deploy step):
+    the start fails, and the restart policy retries it, until it does.
+    """
+    full = os.path.normpath(os.path.join(baseDir, os.path.expanduser(workingDir)))
+    if not os.path.exists(full):
+        problems.warn(where, f"folder {full} does not exist (yet): starting fails until it appears")
+    elif not os.path.isdir(full):
+        problems.add(where, f"{full} is not a folder")
+
+
+def _strings(value: Any, path: tuple):
+    """
+    Every key or string value holding a NUL character: a child's argv,
+    environment and paths cannot carry one.
+    """
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if isinstance(key, str) and "\0" in key:
+                yield path + (key,), key
+            yield from _strings(sub, path + (key,))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from _strings(sub, path + (i,))
+    elif isinstance(value, str) and "\0" in value:
+        yield path, value
 
 
 def _numbers(value: Any, path: tuple):
@@ -169,6 +237,8 @@ def _checkWritable(path: str, baseDir: str, problems, where) -> None:
     A log file must be creatable: its folder exists and is writable, or the
     nearest existing ancestor is a writable folder (it will be created).
     """
+    if "\0" in path:
+        return  # reported as a NUL character
     full = os.path.normpath(os.path.join(baseDir, os.path.expanduser(path)))
     if os.path.isdir(full):
         problems.add(where, f"{full} is a folder, not a file")
@@ -193,6 +263,8 @@ def _getOrDefault(data, path, default):
 
 
 def _checkExecutable(executable: str, baseDir: str, proc: dict, problems, where) -> None:
+    if "\0" in executable:
+        return  # reported as a NUL character
     if os.sep in executable:
         candidate = os.path.normpath(os.path.join(baseDir, executable))
         if not os.path.exists(candidate):

@@ -1,10 +1,20 @@
 """
-Load YAML safely while remembering where every key and value came from.
+Load YAML safely, with bounds, while remembering where every key and value
+came from.
 
 Configuration errors must name the file, line and column of the offending
 value, but PyYAML's constructors throw the node marks away.  We compose the
 node tree ourselves and build plain Python values from it, recording each
 node's position under its JSON path.
+
+Composing and building are both bounded, because a 575-byte file of nested
+aliases ("billion laughs") names a billion values: the node tree may hold
+at most L{MAX_NODES} nodes and L{MAX_DEPTH} levels of nesting, and
+building (where each alias is expanded at every path that uses it, since
+the merged document is later changed in place) stops once it has made
+L{MAX_NODES} values.  Merge keys (C{<<: *base}) are applied here too, under
+the same budget, rather than by PyYAML's C{flatten_mapping}, which copies
+merged entries into every mapping without bound.
 """
 
 from __future__ import annotations
@@ -14,8 +24,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Located", "YAMLLoadError", "loadWithMarks"]
+__all__ = ["Located", "YAMLLoadError", "loadWithMarks", "MAX_NODES", "MAX_DEPTH"]
 
+#: The most YAML nodes composed, and the most values built from them
+#: (aliases expanded at each use), per document.
+MAX_NODES = 100_000
+
+#: The deepest nesting of mappings and sequences.
+MAX_DEPTH = 64
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 Path = tuple  # a JSON path: a tuple of str keys and int indexes
 
@@ -35,74 +53,184 @@ class Located:
 
 class YAMLLoadError(Exception):
     """
-    The YAML text is not well formed.
+    The YAML text is not well formed, or exceeds a bound.
 
     @ivar location: where the parser gave up.
     @ivar problem: the parser's explanation.
+    @ivar syntax: C{False} when the text is well formed but exceeds a
+        bound (too many nodes, too deep).
     """
 
-    def __init__(self, location: Located, problem: str) -> None:
+    def __init__(self, location: Located, problem: str, syntax: bool = True) -> None:
         super().__init__(problem)
         self.location = location
         self.problem = problem
+        self.syntax = syntax
+
+
+class _OverBound(yaml.MarkedYAMLError):
+    """
+    Well-formed YAML past one of this module's bounds.
+    """
+
+    def __init__(self, problem: str, mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+def _located(mark) -> Located:
+    return Located(mark.line + 1, mark.column + 1) if mark is not None else Located(1, 1)
 
 
 def _mark(node: yaml.Node) -> Located:
-    return Located(node.start_mark.line + 1, node.start_mark.column + 1)
+    return _located(node.start_mark)
 
 
-def loadWithMarks(text: str) -> tuple[Any, dict[Path, Located], dict[Path, Located]]:
+class _Alias:
+    """
+    One use of an anchor: the anchored node, and where the alias stands
+    (so a budget overrun is reported where the expansion was asked for).
+    """
+
+    def __init__(self, node: yaml.Node, mark) -> None:
+        self.node = node
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """
+    A safe loader whose composer counts nodes and nesting, and keeps each
+    alias use as an L{_Alias}.
+    """
+
+    def __init__(self, text: str, maxNodes: int, maxDepth: int) -> None:
+        super().__init__(text)
+        self._maxNodes = maxNodes
+        self._maxDepth = maxDepth
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            return _Alias(super().compose_node(parent, index), mark)
+        mark = self.peek_event().start_mark
+        self._nodes += 1
+        if self._nodes > self._maxNodes:
+            raise _OverBound(f"more than {self._maxNodes} nodes", mark)
+        self._depth += 1
+        try:
+            if self._depth > self._maxDepth:
+                raise _OverBound(f"nesting deeper than {self._maxDepth} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def loadWithMarks(text: str, maxNodes: int = MAX_NODES, maxDepth: int = MAX_DEPTH
+                  ) -> tuple[Any, dict[Path, Located], dict[Path, Located]]:
     """
     Parse one YAML document.
 
     @param text: the document.
+    @param maxNodes: the node and value budget (see the module docstring).
+    @param maxDepth: the deepest nesting accepted.
     @return: C{(data, valueMarks, keyMarks)}; the marks map a JSON path to
         the position of the value, or of the mapping key, at that path.
-    @raise YAMLLoadError: on any syntax error, duplicate key or a tag the
-        safe loader refuses.
+    @raise YAMLLoadError: on any syntax error, duplicate key, a tag the
+        safe loader refuses, or a bound exceeded.
     """
-    loader = yaml.SafeLoader(text)
-    valueMarks: dict[Path, Located] = {}
-    keyMarks: dict[Path, Located] = {}
+    loader = _BoundedLoader(text, maxNodes, maxDepth)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, valueMarks, keyMarks
-        data = _build(loader, node, (), valueMarks, keyMarks)
+            return None, {}, {}
+        builder = _Builder(loader, maxNodes, maxDepth)
+        data = builder.build(node, ())
+        return data, builder.valueMarks, builder.keyMarks
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = Located(mark.line + 1, mark.column + 1) if mark else Located(1, 1)
-        raise YAMLLoadError(where, e.problem or str(e)) from None
+        raise YAMLLoadError(_located(e.problem_mark or e.context_mark), e.problem or str(e),
+                            syntax=not isinstance(e, _OverBound)) from None
+    except yaml.reader.ReaderError as e:
+        raise YAMLLoadError(Located(1, 1), str(e)) from None
     except yaml.YAMLError as e:
         raise YAMLLoadError(Located(1, 1), str(e)) from None
+    except RecursionError:  # pragma: no cover - the depth bound comes first
+        raise YAMLLoadError(Located(1, 1), f"nesting deeper than {maxDepth} levels",
+                            syntax=False) from None
     finally:
         loader.dispose()
-    return data, valueMarks, keyMarks
 
 
-def _build(loader, node, path, valueMarks, keyMarks):
-    valueMarks[path] = _mark(node)
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
-        result = {}
+class _Builder:
+    """
+    Build plain values from composed nodes, counting every value made.
+    """
+
+    def __init__(self, loader: _BoundedLoader, maxNodes: int, maxDepth: int) -> None:
+        self.loader = loader
+        self.budget = maxNodes
+        self.maxNodes = maxNodes
+        self.maxDepth = maxDepth
+        self.valueMarks: dict[Path, Located] = {}
+        self.keyMarks: dict[Path, Located] = {}
+        self._aliasMark = None  # the outermost alias being expanded
+
+    def build(self, node, path: Path) -> Any:
+        if isinstance(node, _Alias):
+            outer = self._aliasMark is None
+            if outer:
+                self._aliasMark = node.mark
+            try:
+                return self.build(node.node, path)
+            finally:
+                if outer:
+                    self._aliasMark = None
+        self.budget -= 1
+        if self.budget < 0:
+            raise _OverBound(f"aliases expand past {self.maxNodes} nodes",
+                             self._aliasMark or node.start_mark)
+        if len(path) > self.maxDepth:
+            raise _OverBound(f"nesting deeper than {self.maxDepth} levels (a recursive alias?)",
+                             self._aliasMark or node.start_mark)
+        self.valueMarks[path] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict:
+        result: dict = {}
+        merged: dict = {}
         for keyNode, valueNode in node.value:
-            key = loader.construct_object(keyNode, deep=True)
+            target = keyNode.node if isinstance(keyNode, _Alias) else keyNode
+            if not isinstance(target, yaml.ScalarNode):
+                raise yaml.MarkedYAMLError(problem="mapping keys must be plain scalars",
+                                           problem_mark=target.start_mark)
+            if target.tag == _MERGE_TAG:
+                self._merge(valueNode, path, merged)
+                continue
+            key = self.loader.construct_object(target, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
-                raise yaml.MarkedYAMLError(
-                    problem="mapping keys must be plain scalars",
-                    problem_mark=keyNode.start_mark,
-                )
-            key = str(key) if not isinstance(key, str) else key
+                raise yaml.MarkedYAMLError(problem="mapping keys must be plain scalars",
+                                           problem_mark=target.start_mark)
+            key = key if isinstance(key, str) else str(key)
             if key in result:
-                raise yaml.MarkedYAMLError(
-                    problem=f"duplicate key {key!r}", problem_mark=keyNode.start_mark
-                )
-            keyMarks[path + (key,)] = _mark(keyNode)
-            result[key] = _build(loader, valueNode, path + (key,), valueMarks, keyMarks)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(loader, item, path + (i,), valueMarks, keyMarks)
-            for i, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node, deep=True)
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
+                                           problem_mark=target.start_mark)
+            self.keyMarks[path + (key,)] = _mark(target)
+            result[key] = self.build(valueNode, path + (key,))
+        self.valueMarks[path] = _mark(node)  # a merged source marked it last
+        # Keys written out beat merged ones (YAML's merge key rules).
+        return {**merged, **result} if merged else result
+
+    def _merge(self, valueNode, path: Path, merged: dict) -> None:
+        source = valueNode.node if isinstance(valueNode, _Alias) else valueNode
+        items = source.value if isinstance(source, yaml.SequenceNode) else [valueNode]
+        for item in items:
+            target = item.node if isinstance(item, _Alias) else item
+            if not isinstance(target, yaml.MappingNode):
+                raise yaml.MarkedYAMLError(problem="a merge key (<<) takes a mapping or a list of mappings",
+                                           problem_mark=target.start_mark)
+            for key, value in self.build(item, path).items():
+                merged.setdefault(key, value)  # earlier sources win

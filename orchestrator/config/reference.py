@@ -24,6 +24,8 @@ def _seedNames() -> dict[str, str]:
 
 
 def _type(node: dict) -> str:
+    if node.get("format") == "duration":
+        return "duration"
     if "enum" in node:
         return " \\| ".join(json.dumps(v) for v in node["enum"])
     if "anyOf" in node:

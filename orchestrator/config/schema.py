@@ -15,6 +15,8 @@ import json
 from importlib import resources
 from typing import Any, Iterator, Mapping
 
+from orchestrator.config._durations import DURATION_PATTERN, isDuration
+
 __all__ = ["baseSchema", "masterSchema", "schemaAt", "fillDefaults", "selectedBranches"]
 
 #: block definition name in $defs -> (selector key, Kinds attribute)
@@ -71,7 +73,25 @@ def masterSchema(kinds) -> dict:
             for name in names
         ]
         block["unevaluatedProperties"] = False
+    _widenDurations(schema)
     return schema
+
+
+def _widenDurations(node: Any) -> None:
+    """
+    Let every C{"format": "duration"} key (core or plugin) take Go-style
+    strings as well as seconds: C{500ms}, C{30s}, C{1m30s}.  The loader
+    converts them to seconds before validating, so C{minimum} applies.
+    """
+    if isinstance(node, dict):
+        if isDuration(node):
+            node.setdefault("type", ["number", "string"])
+            node.setdefault("pattern", DURATION_PATTERN)
+        for value in node.values():
+            _widenDurations(value)
+    elif isinstance(node, list):
+        for value in node:
+            _widenDurations(value)
 
 
 def _resolve(root: dict, node: dict) -> dict:
