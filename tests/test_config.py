@@ -15,6 +15,7 @@ from orchestrator.config.load import loadConfig, parseBoolean
 from orchestrator.errors import ConfigError
 from orchestrator.tap import Options
 from tests.fakes import EXECUTABLE, writeConfig
+from tests.hostile._configs import BILLION_LAUGHS
 
 MINIMAL = """\
 processes:
@@ -584,17 +585,6 @@ def test_wrong_shapes_are_located_errors(text):
 
 # -- bounds: hostile files are refused quickly, located, never a traceback ----------
 
-BILLION_LAUGHS = """\
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"""
 
 
 def fileProblems(path) -> list[str]:
@@ -608,6 +598,7 @@ def test_alias_bomb_refused_at_the_alias(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(BILLION_LAUGHS)
     assert fileProblems(path) == [f"{path}:6:8: YAML: aliases expand past 100000 nodes"]
+    assert len(BILLION_LAUGHS) < 600
 
 
 def test_recursive_alias_refused(tmp_path):
@@ -902,3 +893,161 @@ def test_check_config_warns_about_a_taken_port(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (f"  warning: processes.backend.url: port {port} on 127.0.0.1 is already in use by "
             "another program") in out
+
+
+# -- the reload's parse step ------------------------------------------------------------------
+
+from twisted.internet.interfaces import IReactorThreads  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+from zope.interface import implementer  # noqa: E402
+
+from tests.fakes import FakeProcessReactor  # noqa: E402
+
+TWO = """\
+processes:
+  a: {command: ["{python}"], start: {ready_after: 0}}
+  b: {command: ["{python}"], start: {ready_after: 0}}
+"""
+
+
+@implementer(IReactorThreads)
+class ThreadedFakeReactor(FakeProcessReactor):
+    """
+    The fake process reactor with a thread pool whose jobs run only when
+    the test says, so a test can see what happens before a parse ends.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list = []
+
+    def getThreadPool(self):
+        return self
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.jobs.append((onResult, f, args, kwargs))
+
+    def callInThread(self, f, *args, **kwargs):  # pragma: no cover - IReactorThreads
+        self.jobs.append((lambda ok, r: None, f, args, kwargs))
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+    def suggestThreadPoolSize(self, size):  # pragma: no cover - IReactorThreads
+        pass
+
+    def runJobs(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for onResult, f, args, kwargs in jobs:
+            try:
+                result = f(*args, **kwargs)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+
+@pytest.fixture
+def running(tmp_path):
+    """An Orchestrator on a fake threaded reactor, running TWO, with a reload that counts its calls."""
+    from orchestrator.app import Orchestrator
+
+    path = writeConfig(TWO, str(tmp_path))
+    calls = []
+
+    def reload():
+        calls.append(1)
+        return loadConfig(path, envFile=os.devnull, environ={}, entryPoints=False)
+
+    reactor = ThreadedFakeReactor()
+    orchestrator = Orchestrator(reload(), reactor, reactor.spawner, reload=reload, stateFile=False,
+                                listen=False, environ={"PATH": "/bin"}, killGroup=reactor.killGroup)
+    orchestrator.startService()
+    reactor.advance(1)
+    calls.clear()
+    yield orchestrator, reactor, path, calls
+    for transport in reactor.spawned:
+        if transport.alive:
+            transport.exited(0)
+
+
+def _pids(orchestrator):
+    return {name: process.pid for name, process in orchestrator.processes.items()}
+
+
+def test_reload_parses_in_the_thread_pool(running):
+    """A reload reads the file in the reactor's thread pool; nothing changes until the parse ends."""
+    orchestrator, reactor, path, calls = running
+    writeConfig(TWO.replace("  b:", "  c:"), os.path.dirname(path))
+    d = orchestrator.reload()
+    assert calls == [] and len(reactor.jobs) == 1  # queued for a thread, not run here
+    assert sorted(orchestrator.processes) == ["a", "b"]
+    reactor.runJobs()
+    _finishStops(reactor, orchestrator)
+    assert calls == [1]
+    assert sorted(orchestrator.processes) == ["a", "c"]
+    assert d.called
+
+
+def _finishStops(reactor, orchestrator):
+    """Let every child that was sent a stop signal exit."""
+    for transport in reactor.spawned:
+        if transport.alive and transport.signals:
+            transport.exited(0)
+
+
+def test_reloads_are_read_one_at_a_time(running):
+    """A second reload is read only once the first is applied, so an older read never wins."""
+    orchestrator, reactor, path, calls = running
+    first, second = orchestrator.reload(), orchestrator.reload()
+    assert len(reactor.jobs) == 1
+    reactor.runJobs()
+    assert first.called and len(reactor.jobs) == 1
+    reactor.runJobs()
+    assert second.called and calls == [1, 1]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", "configuration file is empty"),
+    ("  \n\t\n", "configuration file is empty"),
+    ("processes:\n  a: {command: [", "YAML syntax error"),
+    (BILLION_LAUGHS, "aliases expand past 100000 nodes"),
+])
+def test_bad_reload_keeps_everything_running(running, text, expected):
+    """An empty, truncated or hostile file on reload is rejected, located, and every child keeps its pid."""
+    orchestrator, reactor, path, calls = running
+    pids, config = _pids(orchestrator), orchestrator.config
+    with open(path, "w") as f:
+        f.write(text)
+    d = orchestrator.reload()
+    reactor.runJobs()
+    failure = d.result if isinstance(getattr(d, "result", None), Failure) else None
+    d.addErrback(lambda f: None)
+    assert failure is not None and failure.check(ConfigError)
+    (problem,) = failure.value.problems
+    assert problem.startswith(path) and expected in problem
+    assert orchestrator.config is config and _pids(orchestrator) == pids
+    assert not any(t.signals for t in reactor.spawned)
+    assert orchestrator.events.recent[-1].type == "config_rejected"
+
+
+def test_reload_removing_every_process_needs_explicit_empty_processes(running):
+    """A file without processes is refused on reload; `processes: {}` stops them all."""
+    orchestrator, reactor, path, calls = running
+    pids = _pids(orchestrator)
+    with open(path, "w") as f:
+        f.write("logging: {level: info}\n")
+    d = orchestrator.reload()
+    reactor.runJobs()
+    failure = d.result
+    d.addErrback(lambda f: None)
+    assert failure.check(ConfigError)
+    assert "write `processes: {}` to mean that" in failure.value.problems[0]
+    assert _pids(orchestrator) == pids
+    with open(path, "w") as f:
+        f.write("processes: {}\n")
+    d = orchestrator.reload()
+    reactor.runJobs()
+    _finishStops(reactor, orchestrator)
+    assert d.called and not isinstance(d.result, Failure)
+    assert dict(orchestrator.processes) == {}

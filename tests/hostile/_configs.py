@@ -1,0 +1,56 @@
+"""
+Hostile configuration files, shared by the start and reload attacks: each
+is written by a function so that a 50 MB file costs nothing until used.
+
+Each entry is C{name -> (write(path), the words the located error must
+contain)}.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HOSTILE", "BILLION_LAUGHS"]
+
+#: The classic "billion laughs": 9 levels of 9 aliases, 9^9 strings from
+#: about 400 bytes (the 575-byte original pads it with whitespace).
+BILLION_LAUGHS = "".join(
+    [f'a: &a [{", ".join(chr(34) + "lol" + chr(34) for _ in range(9))}]\n']
+    + [f"{b}: &{b} [{', '.join('*' + a for _ in range(9))}]\n"
+       for a, b in zip("abcdefgh", "bcdefghi")]
+)
+
+
+def _text(content: str):
+    def write(path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content)
+    return write
+
+
+def _bytes(content: bytes):
+    def write(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(content)
+    return write
+
+
+def _fifty(path: str) -> None:
+    line = "# " + "x" * 77 + "\n"
+    block = line * 12800  # 1 MiB
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("processes: {}\n")
+        for _ in range(50):
+            f.write(block)
+
+
+HOSTILE = {
+    "billion-laughs": (_text(BILLION_LAUGHS), "aliases expand past 100000 nodes"),
+    "50MB": (_fifty, "larger than the limit of 1048576 bytes"),
+    "deep-nesting": (_text("processes: " + "[" * 50_000 + "]" * 50_000 + "\n"),
+                     "nesting deeper than 64 levels"),
+    "empty": (_text(""), "configuration file is empty"),
+    "whitespace": (_text(" \n\t\n"), "configuration file is empty"),
+    "truncated": (_text('processes:\n  backend: {command: ["/bin/true"], url: "http://127.0.0.1:1",'),
+                  "YAML syntax error"),
+    "nul-byte": (_bytes(b"processes:\n  backend: {command: [\"/bin/true\x00\"]}\n"), "NUL byte"),
+    "not-utf8": (_bytes(b"processes:\n  backend: {command: [\"/bin/\xff\"]}\n"), "not UTF-8 text"),
+}
