@@ -6,6 +6,7 @@ once, every error located.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from twisted.python import usage
@@ -239,7 +240,8 @@ def test_yaml_syntax_error_located(tmp_path):
     with pytest.raises(ConfigError) as caught:
         loadConfig(path, envFile=os.devnull, environ={}, entryPoints=False)
     (message,) = caught.value.problems
-    assert message.startswith(f"{path}:4:1: YAML syntax error: expected ',' or ']'")
+    assert message.startswith(f"{path}:4:1: YAML syntax error: ")
+    assert "expected ',' or ']'" in message
 
 
 def test_duplicate_key_is_an_error(tmp_path):
@@ -613,7 +615,11 @@ def test_deep_nesting_refused(tmp_path):
     """Nesting past 64 levels is a located error, before the composer recurses further."""
     path = tmp_path / "o.yaml"
     path.write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
-    assert fileProblems(path) == [f"{path}:1:67: YAML: nesting deeper than 64 levels"]
+    (message,) = fileProblems(path)
+    # Our bound, or libyaml's own (1000 levels) when its parser reads ahead.
+    assert re.match(rf"{re.escape(str(path))}:1:\d+: YAML( syntax error)?: .*nesting", message), message
+    path.write_text("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 100)))
+    assert fileProblems(path) == [f"{path}:64:127: YAML: nesting deeper than 64 levels"]
 
 
 def test_node_budget_without_aliases(tmp_path):
@@ -661,7 +667,7 @@ def test_truncated_file_is_a_located_syntax_error(tmp_path):
     path = tmp_path / "o.yaml"
     path.write_text('processes:\n  backend: {command: ["/bin/true"], url: "http://127.0.0.1:1",')
     (message,) = fileProblems(path)
-    assert message.startswith(f"{path}:2:") and "YAML syntax error" in message
+    assert re.match(rf"{re.escape(str(path))}:[23]:\d+: YAML syntax error: ", message), message
 
 
 def test_nul_byte_in_file_located(tmp_path):

@@ -46,7 +46,9 @@ HOSTILE = {
     "billion-laughs": (_text(BILLION_LAUGHS), "aliases expand past 100000 nodes"),
     "50MB": (_fifty, "larger than the limit of 1048576 bytes"),
     "deep-nesting": (_text("processes: " + "[" * 50_000 + "]" * 50_000 + "\n"),
-                     "nesting deeper than 64 levels"),
+                     "nesting"),  # ours (64 levels) or libyaml's (1000) in flow style
+    "deep-block": (_text("processes:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200))),
+                   "nesting deeper than 64 levels"),
     "empty": (_text(""), "configuration file is empty"),
     "whitespace": (_text(" \n\t\n"), "configuration file is empty"),
     "truncated": (_text('processes:\n  backend: {command: ["/bin/true"], url: "http://127.0.0.1:1",'),
