@@ -19,6 +19,7 @@ merged entries into every mapping without bound.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,20 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+#: Nodes composed or built between two offers of the GIL to other threads.
+_YIELD_EVERY = 64
+
+
+def _yieldGIL() -> None:
+    """
+    Let other threads run.  A reload parses in the reactor's thread pool;
+    a CPU-bound thread keeps the GIL for the interpreter's whole switch
+    interval (5 ms) each time the reactor thread gives it up for a system
+    call, so without this an HTTP answer needing a few dozen system calls
+    waits a few hundred milliseconds.  C{sched_yield} releases the GIL.
+    """
+    os.sched_yield()
 
 Path = tuple  # a JSON path: a tuple of str keys and int indexes
 
@@ -120,6 +135,8 @@ class _Bounded(Composer):
             return _Alias(super().compose_node(parent, index), mark)
         mark = self.peek_event().start_mark
         self._nodes += 1
+        if self._nodes % _YIELD_EVERY == 0:
+            _yieldGIL()
         if self._nodes > self._maxNodes:
             raise _OverBound(f"more than {self._maxNodes} nodes", mark)
         self._depth += 1
@@ -212,6 +229,8 @@ class _Builder:
                 if outer:
                     self._aliasMark = None
         self.budget -= 1
+        if self.budget % _YIELD_EVERY == 0:
+            _yieldGIL()
         if self.budget < 0:
             raise _OverBound(f"aliases expand past {self.maxNodes} nodes",
                              self._aliasMark or node.start_mark)
