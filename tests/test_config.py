@@ -1057,3 +1057,30 @@ def test_reload_removing_every_process_needs_explicit_empty_processes(running):
     _finishStops(reactor, orchestrator)
     assert d.called and not isinstance(d.result, Failure)
     assert dict(orchestrator.processes) == {}
+
+
+def test_warnings_are_logged_at_start(tmp_path):
+    """The warnings of a loaded configuration are logged when the orchestrator starts."""
+    from twisted.logger import globalLogPublisher
+
+    from orchestrator.app import Orchestrator
+
+    path = writeConfig(TWO.replace("  b: {command", "  b: {working_dir: later, command"), str(tmp_path))
+    loaded = loadConfig(path, envFile=os.devnull, environ={}, entryPoints=False)
+    reactor = FakeProcessReactor()
+    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                environ={"PATH": "/bin"}, killGroup=reactor.killGroup)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        orchestrator.startService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    logged = [e["warning"] for e in events if "warning" in e]
+    assert logged == list(loaded.warnings) and "processes.b.working_dir" in logged[0]
+    d = orchestrator.stopService()
+    for transport in reactor.spawned:
+        if transport.alive:
+            transport.exited(0)
+    reactor.advance(60)
+    assert d.called
