@@ -30,17 +30,8 @@ sys.path.insert(0, ROOT)
 
 from tests import harness  # noqa: E402
 from tests.hostile import _watch  # noqa: E402
-from tests.hostile._configs import HOSTILE  # noqa: E402
+from tests.hostile._configs import HOSTILE, RELOADABLE, rejections  # noqa: E402
 
-CONFIG = """
-admin: {{listen: "tcp:{{admin_port}}:interface=127.0.0.1"}}
-processes:
-  backend:
-    command: ["{{python}}", "{{demo}}", "--port", "{{backend_port}}"]
-    url: "http://127.0.0.1:{{backend_port}}"
-    restart: {{policy: always, interval: 0, max_attempts: 1000}}
-    health: {{interval: 1, start_interval: 0.1}}
-"""
 
 
 def _worstInBounds(path: str) -> None:
@@ -81,11 +72,6 @@ class Poller(threading.Thread):
             time.sleep(0.01)
 
 
-def _rejections(orchestrator, words):
-    return sum(1 for line in orchestrator.log().splitlines()
-               if "reload rejected" in line and words in line)
-
-
 def _running(orchestrator):
     harness.waitFor(lambda: orchestrator.status()["status"] == "running", timeout=30,
                     interval=0.05, what="running")
@@ -93,7 +79,7 @@ def _running(orchestrator):
 
 def measure(rounds: int) -> list[dict]:
     directory = tempfile.mkdtemp(prefix="bench-config-reload-")
-    orchestrator = harness.startOrchestrator(directory, CONFIG.format())
+    orchestrator = harness.startOrchestrator(directory, RELOADABLE)
     rows = []
     try:
         _running(orchestrator)
@@ -102,7 +88,7 @@ def measure(rounds: int) -> list[dict]:
         for name, (write, words) in FILES.items():
             samples = {"api_max": [], "respawn": [], "rejected": [], "rss": [], "fds": []}
             for _ in range(rounds):
-                before = _rejections(orchestrator, words) if words else 0
+                before = rejections(orchestrator, words) if words else 0
                 if words:
                     write(path)
                 usage = _watch.Usage(orchestrator.process.pid)
@@ -114,7 +100,7 @@ def measure(rounds: int) -> list[dict]:
                     orchestrator.signal(signal.SIGHUP)
                 samples["respawn"].append(_watch.respawnSeconds(orchestrator))
                 if words:
-                    harness.waitFor(lambda: _rejections(orchestrator, words) > before, timeout=120,
+                    harness.waitFor(lambda: rejections(orchestrator, words) > before, timeout=120,
                                     interval=0.01, what=f"{name} rejected")
                 else:
                     time.sleep(1.0)

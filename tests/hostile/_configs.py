@@ -8,7 +8,27 @@ contain)}.
 
 from __future__ import annotations
 
-__all__ = ["HOSTILE", "BILLION_LAUGHS"]
+__all__ = ["HOSTILE", "BILLION_LAUGHS", "RELOADABLE", "rejections"]
+
+#: The configuration a reload attack replaces (a C{startOrchestrator}
+#: template): the demo backend, restarted at once however often it dies.
+RELOADABLE = """
+admin: {{listen: "tcp:{{admin_port}}:interface=127.0.0.1"}}
+processes:
+  backend:
+    command: ["{{python}}", "{{demo}}", "--port", "{{backend_port}}"]
+    url: "http://127.0.0.1:{{backend_port}}"
+    restart: {{policy: always, interval: 0, max_attempts: 1000}}
+    health: {{interval: 1, start_interval: 0.1}}
+""".format()
+
+
+def rejections(orchestrator, words: str) -> int:
+    """
+    How many reloads the orchestrator's log shows rejected for C{words}.
+    """
+    return sum(1 for line in orchestrator.log().splitlines()
+               if "reload rejected" in line and words in line)
 
 #: The classic "billion laughs": 9 levels of 9 aliases, 9^9 strings from
 #: about 400 bytes (the 575-byte original pads it with whitespace).
