@@ -1084,3 +1084,14 @@ def test_warnings_are_logged_at_start(tmp_path):
             transport.exited(0)
     reactor.advance(60)
     assert d.called
+
+
+def test_check_config_json_names_env_file_and_warnings(tmp_path, capsys):
+    """check-config --json carries the .env file read and the warnings."""
+    import json
+
+    path = writeConfig(MINIMAL + "    working_dir: later\n", str(tmp_path))
+    assert cliMain(["check-config", path, "--env-file", os.devnull, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["env_file"] == os.devnull
+    assert [w.split(": ")[1] for w in answer["warnings"]] == ["processes.backend.working_dir"]
