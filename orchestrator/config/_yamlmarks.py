@@ -180,26 +180,36 @@ def loadWithMarks(text: str, maxNodes: int = MAX_NODES, maxDepth: int = MAX_DEPT
     @raise YAMLLoadError: on any syntax error, duplicate key, a tag the
         safe loader refuses, or a bound exceeded.
     """
+    result, error = _parse(text, maxNodes, maxDepth)
+    if error is not None:
+        # Raised here, with the parse's frames gone: the node tree and the
+        # parser's exception are freed now, in this thread (a reload reads
+        # in a worker thread), not later by whoever drops this error.
+        raise error
+    return result
+
+
+def _parse(text: str, maxNodes: int, maxDepth: int):
     loader = _BoundedLoader(text, maxNodes, maxDepth)
     try:
         node = Composer.get_single_node(loader)
         if node is None:
-            return None, {}, {}
+            return (None, {}, {}), None
         builder = _Builder(loader, maxNodes, maxDepth)
         data = builder.build(node, ())
-        return data, builder.valueMarks, builder.keyMarks
+        return (data, builder.valueMarks, builder.keyMarks), None
     except yaml.MarkedYAMLError as e:
-        raise YAMLLoadError(_located(e.problem_mark or e.context_mark), e.problem or str(e),
-                            syntax=not isinstance(e, _OverBound)) from None
+        return None, YAMLLoadError(_located(e.problem_mark or e.context_mark), e.problem or str(e),
+                                   syntax=not isinstance(e, _OverBound))
     except yaml.reader.ReaderError as e:
         line, column = lineColumn(text, e.position) if isinstance(e.position, int) else (1, 1)
-        raise YAMLLoadError(Located(line, column), f"unacceptable character {e.character!r}: {e.reason}"
-                            if isinstance(e.character, str) else str(e)) from None
+        return None, YAMLLoadError(Located(line, column), f"unacceptable character {e.character!r}: "
+                                   f"{e.reason}" if isinstance(e.character, str) else str(e))
     except yaml.YAMLError as e:
-        raise YAMLLoadError(Located(1, 1), str(e)) from None
+        return None, YAMLLoadError(Located(1, 1), str(e))
     except RecursionError:  # pragma: no cover - the depth bound comes first
-        raise YAMLLoadError(Located(1, 1), f"nesting deeper than {maxDepth} levels",
-                            syntax=False) from None
+        return None, YAMLLoadError(Located(1, 1), f"nesting deeper than {maxDepth} levels",
+                                   syntax=False)
     finally:
         loader.dispose()
 

@@ -138,10 +138,12 @@ def _readYAML(path: str | None) -> tuple[dict, dict, dict]:
     try:
         data, valueMarks, keyMarks = loadWithMarks(text)
     except YAMLLoadError as e:
-        raise ConfigError(
-            [f"{path}:{e.location.line}:{e.location.column}: "
-             f"{'YAML syntax error' if e.syntax else 'YAML'}: {e.problem}"]
-        ) from None
+        problem = (f"{path}:{e.location.line}:{e.location.column}: "
+                   f"{'YAML syntax error' if e.syntax else 'YAML'}: {e.problem}")
+    else:
+        problem = None
+    if problem is not None:
+        raise ConfigError([problem])
     if data is None:
         raise ConfigError([f"{path}: configuration file is empty (only comments); "
                            "write `processes: {}` for a configuration without processes"])
