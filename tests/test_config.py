@@ -1100,3 +1100,12 @@ def test_check_config_json_names_env_file_and_warnings(tmp_path, capsys):
     answer = json.loads(capsys.readouterr().out)
     assert answer["env_file"] == os.devnull
     assert [w.split(": ")[1] for w in answer["warnings"]] == ["processes.backend.working_dir"]
+
+
+def test_admin_timeouts_are_durations():
+    """The admin API's timeouts take durations like every other key in seconds."""
+    config = load(MINIMAL + "admin: {idle_timeout: 2m, header_timeout: 1500ms}\n",
+                  environ={"ORCHESTRATOR__ADMIN__BODY_TIMEOUT": "5s"})
+    assert config.admin.idle_timeout == 120.0
+    assert config.admin.header_timeout == 1.5
+    assert config.admin.body_timeout == 5.0
