@@ -1109,3 +1109,12 @@ def test_admin_timeouts_are_durations():
     assert config.admin.idle_timeout == 120.0
     assert config.admin.header_timeout == 1.5
     assert config.admin.body_timeout == 5.0
+
+
+def test_check_config_shows_warnings_beside_errors(tmp_path, capsys):
+    """When the configuration fails, check-config still lists the warnings a run would hit."""
+    path = writeConfig(MINIMAL + "    working_dir: later\n    helth: {}\n", str(tmp_path))
+    assert cliMain(["check-config", path, "--env-file", os.devnull]) == 1
+    err = capsys.readouterr().err
+    assert "processes.backend.helth: unknown key 'helth'" in err
+    assert f"  warning: {path}:5:18: processes.backend.working_dir: folder {tmp_path}/later" in err

@@ -44,6 +44,8 @@ def _checkConfig(args) -> int:
         print(f"{args.config}: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
+        for warning in getattr(e, "warnings", ()):
+            print(f"  warning: {warning}", file=sys.stderr)
         return 1
     config = loaded.config
     document = thaw(config.document)

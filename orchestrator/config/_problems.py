@@ -89,6 +89,13 @@ class Problems:
         return tuple(m for _, m in sorted(self.warnings, key=lambda item: item[0]))
 
     def raiseIfAny(self) -> None:
+        """
+        @raise ConfigError: with every problem, in file order; its
+            C{warnings} attribute carries the warnings found so far, so
+            C{check-config} can show them too.
+        """
         if self.items:
             self.items.sort(key=lambda item: item[0])
-            raise ConfigError([m for _, m in self.items])
+            error = ConfigError([m for _, m in self.items])
+            error.warnings = self.sortedWarnings()
+            raise error
