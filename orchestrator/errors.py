@@ -6,7 +6,7 @@ cannot be spawned or did not come up.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "SpawnError", "StartFailed", "StateError"]
+__all__ = ["AlreadyRunning", "ConfigError", "SpawnError", "StartFailed", "StateError"]
 
 
 class ConfigError(Exception):
@@ -22,6 +22,13 @@ class ConfigError(Exception):
     def __init__(self, problems) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
+
+
+class AlreadyRunning(ConfigError):
+    """
+    Another live orchestrator owns this configuration's state file (exit
+    code 3 under twistd): starting would fight over the same children.
+    """
 
 
 class StateError(Exception):
