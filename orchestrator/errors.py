@@ -53,9 +53,12 @@ class StartFailed(Exception):
     @ivar process: the process's name.
     @ivar reason: why, for an operator (C{"exit code 1"},
         C{"not ready within 60s (last check: Connection refused)"}).
+    @ivar output: the child's last output lines (bounded), often the real
+        reason (C{"listen tcp :3000: bind: address already in use"}).
     """
 
-    def __init__(self, process: str, reason: str) -> None:
+    def __init__(self, process: str, reason: str, output: tuple[str, ...] = ()) -> None:
         super().__init__(f"{process} failed to start: {reason}")
         self.process = process
         self.reason = reason
+        self.output = tuple(output)

@@ -440,6 +440,7 @@ class GiveUpTests(SynchronousTestCase):
         h.process.start(wait=False)
         self.crashLoop(h, 2)
         self.assertEqual(len(h.reactor.spawned), 3)
+        h.child.output(b"database not reachable\n", fd=2)
         h.child.exited(1)
         self.assertEqual(h.process.status, "crashed")
         self.assertTrue(h.process.gaveUp)
@@ -455,6 +456,8 @@ class GiveUpTests(SynchronousTestCase):
         event = [e for e in h.events if e.type == "gave_up"]
         self.assertEqual(len(event), 1)
         self.assertEqual(event[0].reason, "Maximum restart attempts (2) exceeded")
+        self.assertEqual(event[0].output, ("database not reachable",))
+        self.assertEqual(event[0].toJSON()["output"], ["database not reachable"])
         h.clock.advance(1000)
         self.assertEqual(len(h.reactor.spawned), 3)
 
