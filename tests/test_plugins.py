@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -134,9 +135,11 @@ def test_failing_startup_hook_fails_the_start_before_any_spawn():
 def test_entry_point_plugin_installed_and_selected(tmp_path, monkeypatch):
     """The example package, really installed, is found through its entry point and selected from YAML."""
     target = tmp_path / "site"
+    source = tmp_path / "notifier_plugin"  # pip builds in the tree: never inside examples/
+    shutil.copytree(EXAMPLE, source)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--target", str(target), EXAMPLE],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     monkeypatch.syspath_prepend(str(target))

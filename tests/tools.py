@@ -1,0 +1,41 @@
+"""
+Command-line tools some tests need (promtool, systemd-analyze), found on
+PATH or fetched from their Debian package into the project's C{.cache/} by
+C{.ci/fetch-deb-tool} (never installed system-wide); missing where that is
+impossible, and then the test skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from unittest import SkipTest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(ROOT, ".cache")
+
+_attempts: dict[str, str] = {}
+
+
+def debianTool(binary: str, package: str) -> str:
+    """
+    The path of C{binary}: on PATH, in C{.cache/bin}, or fetched now (once
+    per run) from the Debian package C{package}.
+
+    @raise SkipTest: with the fetcher's one-line reason when it cannot be had.
+    """
+    cached = os.path.join(CACHE, "bin", binary)
+    path = shutil.which(binary) or (cached if os.access(cached, os.X_OK) else None)
+    if path is None and binary not in _attempts:
+        try:
+            done = subprocess.run([os.path.join(ROOT, ".ci", "fetch-deb-tool"), package, binary],
+                                  capture_output=True, text=True, timeout=900)
+            _attempts[binary] = (done.stdout + done.stderr).strip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _attempts[binary] = f"{binary}: not fetched: {e}"
+        path = cached if os.access(cached, os.X_OK) else None
+    if path is None:
+        raise SkipTest(_attempts.get(binary) or f"{binary}: not available")
+    return path
