@@ -116,6 +116,20 @@ def test_adminPortTakenExitsNonZeroBeforeSpawning(tmp_path, processes):
     assert "backend started (PID" not in result.stdout
 
 
+def test_pluginFailingAtStartupExitsOneBeforeSpawning(tmp_path):
+    """A plugin whose startup hook raises: exit code 1, one line on stderr naming it, the backend never spawned."""
+    admin, backend = freePort(), freePort()
+    config = _writeConfig(tmp_path, admin, backend)
+    with open(config, "a") as f:
+        f.write("plugins: [tests.plugin_samples.broken_startup]\n")
+    result = subprocess.run(_twistd(config), cwd=tmp_path, env=_environment(PYTHONPATH=ROOT),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == ("orchestrator: plugin tests.plugin_samples.broken_startup failed in "
+                             "startup: startup hook is broken\n")
+    assert "Starting backend process" not in result.stdout
+
+
 def test_invalidConfigurationExitsTwo(tmp_path):
     """An invalid configuration: exit code 2 and the located problem on one stderr line."""
     config = os.path.join(str(tmp_path), "orchestrator.yaml")

@@ -860,6 +860,8 @@ class EnvironmentTests(SynchronousTestCase):
         "HOME": "/home/op",
         "ORCHESTRATOR_ADMIN_TOKEN": "s3cret-token",
         "NOTIFY_SOCKET": "/run/systemd/notify",
+        "WATCHDOG_USEC": "30000000",
+        "WATCHDOG_PID": "1",
         "LISTEN_FDS": "1",
         "HOOK_SECRET": "hmac-key",
     }
@@ -876,7 +878,7 @@ class EnvironmentTests(SynchronousTestCase):
         return loadText(text, envFile=envFile, environ=dict(self.environ))
 
     def test_inheritedEnvironmentLeavesSecretsOut(self) -> None:
-        """A child inherits the orchestrator's environment without the admin token, NOTIFY_SOCKET, LISTEN_* or webhook secrets."""
+        """A child inherits the orchestrator's environment without the admin token, NOTIFY_SOCKET, WATCHDOG_*, LISTEN_* or webhook secrets."""
         loaded = self.loaded("env: {FOO: bar}\n", tempfile.mkdtemp(prefix="orch-env-"))
         config = loaded.config
         env = childEnvironment(config.processes["backend"], self.environ, config.dotenv,
