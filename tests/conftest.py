@@ -48,6 +48,20 @@ def _stateHome(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def processes():
+    """
+    A list for the C{subprocess.Popen} objects a test starts; any still
+    running at teardown are killed.
+    """
+    started: list = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
 def run_orchestrator(tmp_path):
     """
     Start real C{twistd -n orchestrator} instances (see

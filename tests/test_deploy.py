@@ -236,16 +236,6 @@ def _local(path: str) -> str:
     return path.replace("/opt/orchestrator", ROOT)
 
 
-@pytest.fixture
-def started():
-    processes: list[subprocess.Popen] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-
 def _cleanEnvironment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ORCHESTRATOR", "GO_BACKEND", "NOTIFY_SOCKET", "WATCHDOG_"))
@@ -255,7 +245,7 @@ def _cleanEnvironment(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_imageCommandsRunHere(tmp_path, started):
+def test_imageCommandsRunHere(tmp_path, processes):
     """The image's ENTRYPOINT + CMD with its ENV and a token serve the demo backend; the HEALTHCHECK command passes against it; STOPSIGNAL exits 0."""
     admin, backend = freePort(), freePort()
     env = _imageEnvironment()
@@ -268,7 +258,7 @@ def test_imageCommandsRunHere(tmp_path, started):
     command = [TWISTD] + entrypoint[3:] + [_local(a) for a in json.loads(_instruction("CMD")[0])]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
                                stdout=open(tmp_path / "twistd.log", "wb"), stderr=subprocess.STDOUT)
-    started.append(process)
+    processes.append(process)
     health = json.loads(_instruction("HEALTHCHECK")[0].split("CMD", 1)[1].strip())
     health = [sys.executable if health[0] == "python" else health[0]] + [
         a.replace("127.0.0.1:8000", f"127.0.0.1:{admin}") for a in health[1:]]
@@ -318,7 +308,7 @@ def test_composeScenarios():
 
 
 @pytest.mark.integration
-def test_separateServersScenarioRunsHere(tmp_path, started):
+def test_separateServersScenarioRunsHere(tmp_path, processes):
     """The compose backend command and the monitor's environment, run here: monitor-only sees the backend running, auto_restart false, nothing spawned."""
     services = _compose()["services"]
     admin, backendPort = freePort(), freePort()
@@ -327,7 +317,7 @@ def test_separateServersScenarioRunsHere(tmp_path, started):
     args = [a.replace("0.0.0.0", "127.0.0.1").replace("3000", str(backendPort))
             for a in backend["command"]]
     assert _local(argv[1]) == DEMO_BACKEND
-    started.append(subprocess.Popen(argv + args, cwd=tmp_path, env=_cleanEnvironment(),
+    processes.append(subprocess.Popen(argv + args, cwd=tmp_path, env=_cleanEnvironment(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     environment = dict(services["monitor"]["environment"])
     environment["ORCHESTRATOR_ADMIN_TOKEN"] = "t0ken-for-the-test"
@@ -339,7 +329,7 @@ def test_separateServersScenarioRunsHere(tmp_path, started):
     command = [TWISTD] + entrypoint[3:] + [_local(a) for a in json.loads(_instruction("CMD")[0])]
     monitor = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
                                stdout=open(tmp_path / "twistd.log", "wb"), stderr=subprocess.STDOUT)
-    started.append(monitor)
+    processes.append(monitor)
     headers = {"Authorization": "Bearer t0ken-for-the-test"}
 
     def health():

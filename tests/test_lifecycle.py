@@ -80,19 +80,6 @@ def _accepting(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def processes():
-    """
-    Processes a test starts; any still running at teardown are killed.
-    """
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-
 def test_adminPortTakenExitsNonZeroBeforeSpawning(tmp_path, processes):
     """Admin port already bound: twistd exits 1 with one line on stderr, no traceback, and never spawned the backend."""
     taken = socket.socket()
