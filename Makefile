@@ -14,7 +14,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Editable install in compat mode, so twistd sees twisted/plugins.
+# (The distribution was called "orchestrator" before it became txorchestrator:
+# the metadata an old editable install of that name left is removed first.)
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	@rm -rf orchestrator.egg-info
 	$(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=compat
 	touch $@
 
@@ -32,12 +35,18 @@ run: install
 check-config: install
 	$(BIN)/orchestrator check-config $(CONFIG)
 
+# Tools some tests need are fetched, never installed: .ci/fetch-deb-tool
+# unpacks their Debian package under .cache/ (one line says what it fetched,
+# or why not: those tests then skip with that reason).
+TOOLS := $(CURDIR)/.cache/bin
+
 test: install-test
-	@command -v promtool >/dev/null 2>&1 || ./.ci/install-promtool || true
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@command -v promtool >/dev/null 2>&1 || ./.ci/fetch-deb-tool prometheus promtool
+	@command -v systemd-analyze >/dev/null 2>&1 || ./.ci/fetch-deb-tool systemd systemd-analyze
+	PATH="$(TOOLS):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache .orchestrator-state
+	rm -rf $(VENV) build dist *.egg-info twisted/plugins/dropin.cache .orchestrator-state .cache

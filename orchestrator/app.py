@@ -14,15 +14,16 @@ import random as _random
 import signal
 from typing import Any, Callable, Mapping
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 
 from orchestrator import __version__
 from orchestrator.config.load import LoadedConfig
-from orchestrator.errors import ConfigError
+from orchestrator.errors import AlreadyRunning, ConfigError
+from orchestrator.lifecycle import EXIT_FAILURE, ExitStatus, Hangup
 from orchestrator.notify.events import EventBus
 from orchestrator.supervision.orphans import StateFile
 from orchestrator.supervision.supervisor import Supervisor, defaultStateDir
@@ -95,6 +96,12 @@ class Orchestrator(MultiService):
         their pids are not real process groups).
     @param reapOrphans: become a child subreaper on start and reap the
         orphans re-parented to us (the real orchestrator process only).
+    @param exitStatus: where a failure to come up is recorded (twistd passes
+        a L{orchestrator.lifecycle.ProcessExitStatus}: the process then
+        exits with its code and one line on stderr).
+    @param systemd: an L{orchestrator.sdnotify.SystemdLink} when a service
+        manager listens on C{NOTIFY_SOCKET}.
+    @param hangup: what a SIGHUP means (L{orchestrator.lifecycle.Hangup}).
     """
 
     log = Logger()
@@ -114,8 +121,14 @@ class Orchestrator(MultiService):
         listen: bool = True,
         killGroup: Callable[[int, int], bool] | None = None,
         reapOrphans: bool = False,
+        exitStatus: ExitStatus | None = None,
+        systemd=None,
+        hangup: Hangup | None = None,
     ) -> None:
         super().__init__()
+        self.exitStatus = exitStatus if exitStatus is not None else ExitStatus()
+        self._systemd = systemd
+        self._hangup = hangup
         self.reactor = reactor
         self.loaded = loaded
         self.pluginManager = loaded.pluginManager
@@ -136,7 +149,7 @@ class Orchestrator(MultiService):
             stateFile = StateFile(os.path.join(stateDir, "children.json"))
             owner = stateFile.liveOwner() if config.enabled else None
             if owner is not None:
-                raise ConfigError([
+                raise AlreadyRunning([
                     f"another orchestrator (pid {owner}) is running with this configuration "
                     f"(state file {stateFile.path}); stop it first or set orchestrator.state_dir"])
         self.supervisor = Supervisor(
@@ -184,27 +197,92 @@ class Orchestrator(MultiService):
                 parent.setComponent(ILogObserver, self._logObserver)
 
     def startService(self):
+        """
+        Bind the admin endpoint, run the plugins' C{startup} hooks, and only
+        then start the supervisor (which spawns): a failure to come up that
+        can be known first leaves no child behind.  Such a failure is
+        recorded in L{exitStatus} and stops the reactor.
+        """
         self.startedAt = self.reactor.seconds()
-        super().startService()
+        Service.startService(self)
         if self._handleSignals:
             self._previousHUP = signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._sighup)
             )
+        if self._systemd is not None:
+            self._systemd.start(self)
+        listening = self.web.listen() if self.web is not None else succeed(None)
+        listening.addCallbacks(self._serve, self._cannotListen)
+
+    def _cannotListen(self, failure) -> None:
+        self.fatal(EXIT_FAILURE, f"admin API cannot listen on {self.config.admin.listen}: "
+                                 f"{failure.getErrorMessage()}")
+
+    def _serve(self, _) -> None:
+        if not self.running:
+            return
+        self._startup()
+        if self.exitStatus.code is not None:
+            return
+        for service in self:
+            if not service.running:
+                service.startService()
         self.log.info("orchestrator {version} started ({n} processes, {mode}, children spawned by {how})",
                       version=self.version, n=len(self.processes),
                       mode="managing" if self.config.enabled else "monitor-only",
                       how=getattr(self._spawner, "mechanism", "a custom spawner"))
         for warning in self.loaded.warnings:
             self.log.warn("configuration: {warning}", warning=warning)
-        self._callEach("startup")
+        if self._systemd is not None:
+            self._systemd.serving()
+
+    def _startup(self) -> None:
+        """
+        Call each plugin's C{startup} hook before anything is spawned.  A
+        hook that raises (or whose Deferred fails, even later) is a failure
+        to come up: L{fatal}, exit code 1.
+        """
+        for impl in self.pluginManager.hook.startup.get_hookimpls():
+            d = maybeDeferred(impl.function, orchestrator=self)
+            d.addErrback(self._startupFailed, self.pluginManager.get_name(impl.plugin))
+
+    def _startupFailed(self, failure, plugin: str) -> None:
+        self.log.failure("plugin {plugin} failed in startup", failure, plugin=plugin)
+        self.fatal(EXIT_FAILURE, f"plugin {plugin} failed in startup: {failure.getErrorMessage()}")
+
+    def fatal(self, code: int, message: str) -> None:
+        """
+        The orchestrator cannot go on: say why (one log line, and under
+        twistd one line on stderr), keep C{code} as the exit status, and
+        stop everything gracefully.
+        """
+        if self.exitStatus.fail(code, message):
+            self.log.critical("{message}", message=message)
+        self._stopReactor()
+
+    def _stopReactor(self) -> None:
+        from twisted.internet.error import ReactorNotRunning
+
+        def stop():
+            try:
+                self.reactor.stop()
+            except ReactorNotRunning:
+                pass
+
+        if self._handleSignals:  # under twistd (tests never stop their reactor)
+            self.reactor.callWhenRunning(stop)
 
     def stopService(self):
+        if self._systemd is not None:
+            self._systemd.stopping()
         if self._handleSignals and self._previousHUP is not None:
             signal.signal(signal.SIGHUP, self._previousHUP)
             self._previousHUP = None
         d = self._callEach("shutdown")
         d.addCallback(lambda _: MultiService.stopService(self))
         d.addCallback(lambda _: self._closeNotifiers())
+        if self._systemd is not None:
+            d.addBoth(lambda result: (self._systemd.stop(), result)[1])
         if self._handleSignals:
             d.addCallback(self._stoppedGracefully)
         return d
@@ -216,7 +294,11 @@ class Orchestrator(MultiService):
         # and process managers expect of a supervisor.
         if getattr(self.reactor, "_exitSignal", None) is not None:
             self.reactor._exitSignal = None
-        self.log.info("all processes stopped; orchestrator exiting")
+        if self.exitStatus.code:
+            self.log.info("all processes stopped; orchestrator exiting with code {code}",
+                          code=self.exitStatus.code)
+        else:
+            self.log.info("all processes stopped; orchestrator exiting")
         return result
 
     def _callEach(self, hookName: str) -> Deferred:
@@ -246,8 +328,15 @@ class Orchestrator(MultiService):
     # -- reload ------------------------------------------------------------------
 
     def _sighup(self) -> None:
-        self.log.info("SIGHUP: reloading the configuration")
-        self.reload().addErrback(lambda f: None)
+        meaning = self._hangup.meaning() if self._hangup is not None else Hangup.RELOAD
+        if meaning == Hangup.STOP:
+            self.log.info("SIGHUP: the controlling terminal hung up; stopping gracefully")
+            self._stopReactor()
+        elif meaning == Hangup.IGNORE:
+            self.log.info("SIGHUP: the controlling terminal hung up; started under nohup, going on")
+        else:
+            self.log.info("SIGHUP: reloading the configuration")
+            self.reload().addErrback(lambda f: None)
 
     def reload(self) -> Deferred:
         """
@@ -261,6 +350,12 @@ class Orchestrator(MultiService):
         """
         if self._reloader is None:
             return fail(ConfigError(["this orchestrator has no configuration file to reload"]))
+        if self._systemd is None:
+            return self._reload()
+        self._systemd.reloading()
+        return self._reload().addBoth(lambda result: (self._systemd.reloaded(), result)[1])
+
+    def _reload(self) -> Deferred:
         return self._reloading.run(
             lambda: self._parse().addCallbacks(self._applyLoaded, self._parseFailed))
 

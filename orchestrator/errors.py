@@ -6,7 +6,7 @@ cannot be spawned or did not come up.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "SpawnError", "StartFailed", "StateError"]
+__all__ = ["AlreadyRunning", "ConfigError", "SpawnError", "StartFailed", "StateError"]
 
 
 class ConfigError(Exception):
@@ -22,6 +22,13 @@ class ConfigError(Exception):
     def __init__(self, problems) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
+
+
+class AlreadyRunning(ConfigError):
+    """
+    Another live orchestrator owns this configuration's state file (exit
+    code 3 under twistd): starting would fight over the same children.
+    """
 
 
 class StateError(Exception):
@@ -46,9 +53,12 @@ class StartFailed(Exception):
     @ivar process: the process's name.
     @ivar reason: why, for an operator (C{"exit code 1"},
         C{"not ready within 60s (last check: Connection refused)"}).
+    @ivar output: the child's last output lines (bounded), often the real
+        reason (C{"listen tcp :3000: bind: address already in use"}).
     """
 
-    def __init__(self, process: str, reason: str) -> None:
+    def __init__(self, process: str, reason: str, output: tuple[str, ...] = ()) -> None:
         super().__init__(f"{process} failed to start: {reason}")
         self.process = process
         self.reason = reason
+        self.output = tuple(output)

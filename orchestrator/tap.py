@@ -2,16 +2,21 @@
 C{twistd orchestrator}: command-line options and the service maker.
 
 The configuration is loaded and validated in L{Options.postOptions}, so a
-bad configuration is a usage error, reported with every problem before
+bad configuration is reported with every problem (exit code 2) before
 twistd daemonises or touches the reactor.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import NoReturn
+
 from twisted.python import usage
 
 from orchestrator.config.load import loadConfig
-from orchestrator.errors import ConfigError
+from orchestrator.errors import AlreadyRunning, ConfigError
+from orchestrator.lifecycle import EXIT_ALREADY_RUNNING, EXIT_CONFIG
 
 __all__ = ["Options", "makeService"]
 
@@ -44,24 +49,44 @@ class Options(usage.Options):
         try:
             self.loaded = self._load()
         except ConfigError as e:
-            raise usage.UsageError(
-                f"invalid configuration ({len(e.problems)} problem(s)):\n  " + "\n  ".join(e.problems)
-            )
+            # Not a UsageError: twistd would print its whole --help first and
+            # exit 1.  An invalid configuration is exit code 2, every problem
+            # on its own line, nothing started.
+            _cannotStart(EXIT_CONFIG, "invalid configuration", e.problems)
+
+
+def _cannotStart(code: int, what: str, problems) -> NoReturn:
+    problems = list(problems)
+    if len(problems) == 1:
+        sys.stderr.write(f"twistd orchestrator: {what}: {problems[0]}\n")
+    else:
+        sys.stderr.write(f"twistd orchestrator: {what} ({len(problems)} problems):\n  "
+                         + "\n  ".join(problems) + "\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
 
 
 def makeService(options: Options):
     """
-    Build the orchestrator service for twistd.
+    Build the orchestrator service for twistd, with what a service manager
+    needs: the exit status (L{orchestrator.lifecycle}), C{sd_notify}
+    (L{orchestrator.sdnotify}) and the meaning of SIGHUP.
     """
     from twisted.internet import reactor
 
-    from orchestrator.logs import buildObserver
     from orchestrator.app import Orchestrator
+    from orchestrator.lifecycle import Hangup, ProcessExitStatus
+    from orchestrator.logs import buildObserver
+    from orchestrator.sdnotify import SystemdLink, SystemdNotifier, watchdogPeriod
     from orchestrator.supervision.spawn import sessionSpawner
 
     loaded = options.loaded
+    notifier = SystemdNotifier.fromEnvironment(reactor, os.environ)
+    systemd = (SystemdLink(notifier, reactor, watchdogPeriod(os.environ, os.getpid()))
+               if notifier is not None else None)
+    exitStatus = ProcessExitStatus()
     try:
-        return Orchestrator(
+        service = Orchestrator(
             loaded,
             reactor,
             sessionSpawner(reactor),
@@ -69,15 +94,17 @@ def makeService(options: Options):
             logObserver=buildObserver(loaded.config.logging),
             handleSignals=True,
             reapOrphans=True,
+            exitStatus=exitStatus,
+            systemd=systemd,
+            hangup=Hangup(os.environ),
         )
+    except AlreadyRunning as e:
+        _cannotStart(EXIT_ALREADY_RUNNING, "already running", e.problems)
     except (ConfigError, OSError) as e:
         # Problems only a built service can find (two plugins mounting the
-        # same admin route, another orchestrator on the same state file, a
-        # log file that cannot be opened): report them like any
-        # configuration error, without a traceback.
-        import sys
-
+        # same admin route, a log file that cannot be opened): reported
+        # like any configuration error, without a traceback.
         found = e.problems if isinstance(e, ConfigError) else (f"{e.strerror}: {e.filename}",)
-        print(f"twistd orchestrator: cannot start ({len(found)} problem(s)):\n  "
-              + "\n  ".join(found), file=sys.stderr)
-        raise SystemExit(1)
+        _cannotStart(EXIT_CONFIG, "cannot start", found)
+    exitStatus.install()
+    return service

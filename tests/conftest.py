@@ -5,11 +5,36 @@ Shared pytest fixtures.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 
 import pytest
 
 from tests import harness
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _oneTemporaryFolder():
+    """
+    Every temporary file and folder of the run (C{tempfile.mkdtemp} in
+    tests and fakes, pytest's C{tmp_path}, and whatever the processes the
+    tests start create through C{TMPDIR}) goes under one folder, removed
+    when the run ends: a run leaves nothing in the system's temp folder.
+    """
+    root = tempfile.mkdtemp(prefix="orch-tests-")
+    previous = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = root
+    os.environ["TMPDIR"] = root
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = previous[0]
+        if previous[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous[1]
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +45,20 @@ def _stateHome(tmp_path_factory, monkeypatch):
     test goes to a temporary folder, never the user's or the system's.
     """
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
+@pytest.fixture
+def processes():
+    """
+    A list for the C{subprocess.Popen} objects a test starts; any still
+    running at teardown are killed.
+    """
+    started: list = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 @pytest.fixture

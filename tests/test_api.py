@@ -476,6 +476,24 @@ class TestSeedCommands:
         assert answer.status == 500
         assert answer.json["error"] == "Failed to start backend: exit code 1"
 
+    def test_failed_start_carries_the_last_output_lines(self):
+        """A start that fails answers 500 with the child's last output lines: at most 20, each at most 500 characters."""
+        api = ApiHarness(probe=None)
+        api.send("POST", "/api/v1/admin/backend/stop")
+        api.children("backend")[-1].exited(0)
+        pending = api.send("POST", "/api/v1/admin/backend/start")
+        child = api.children("backend")[-1]
+        child.output(b"".join(b"line %d\n" % i for i in range(30)))
+        child.output(b"listen tcp :3000: bind: address already in use " + b"x" * 600 + b"\n", fd=2)
+        child.exited(1)
+        answer = pending.answer()
+        assert answer.status == 500
+        output = answer.json["output"]
+        assert len(output) == 20
+        assert output[:2] == ["line 11", "line 12"]
+        assert output[-1].startswith("listen tcp :3000: bind: address already in use")
+        assert len(output[-1]) == 500
+
     def test_start_timeout_fails(self):
         """A child never ready within health.start_timeout fails the start."""
         api = ApiHarness(probe=False)

@@ -423,14 +423,17 @@ def test_missing_env_file_is_reported():
 
 # -- the command-line surfaces ----------------------------------------------------
 
-def test_twistd_options_reject_bad_config_before_running(tmp_path):
-    """twistd orchestrator's options turn a bad config into a usage error listing every problem."""
+def test_twistd_options_reject_bad_config_before_running(tmp_path, capsys):
+    """twistd orchestrator's options turn a bad config into exit code 2 with every problem on stderr."""
     path = writeConfig(MINIMAL + "    helth: {}\n", str(tmp_path))
     options = Options()
-    with pytest.raises(usage.UsageError) as caught:
+    with pytest.raises(SystemExit) as caught:
         options.parseOptions(["--config", path, "--env-file", os.devnull])
-    assert "invalid configuration (1 problem(s))" in str(caught.value)
-    assert "processes.backend.helth: unknown key 'helth'" in str(caught.value)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twistd orchestrator: invalid configuration: ")
+    assert "processes.backend.helth: unknown key 'helth'" in err
+    assert err.count("\n") == 1
 
 
 def test_twistd_listen_option_overrides(tmp_path):

@@ -11,7 +11,6 @@ import json
 
 import os
 import platform
-import shutil
 import subprocess
 
 import treq
@@ -498,27 +497,14 @@ class MetricsResourceTests(SynchronousTestCase):
         self.assertEqual(json.loads(_result(body)), {"success": False, "error": "Method not allowed: use GET"})
 
 
-_installAttempted: list[str] = []
-
-
 def promtool() -> str:
     """
-    The promtool executable; if missing, run .ci/install-promtool once
-    (it does nothing where it cannot install); skip when still missing.
+    promtool: on PATH or fetched from Debian's prometheus package into
+    .cache/ (L{tests.tools.debianTool}); skip with the reason otherwise.
     """
-    path = shutil.which("promtool")
-    if path is None and not _installAttempted:
-        script = os.path.join(ROOT, ".ci", "install-promtool")
-        try:
-            done = subprocess.run([script], capture_output=True, text=True, timeout=1200)
-            _installAttempted.append((done.stderr or done.stdout).strip())
-        except (OSError, subprocess.TimeoutExpired) as e:
-            _installAttempted.append(str(e))
-        path = shutil.which("promtool")
-    if path is None:
-        raise SkipTest("promtool is not installed and .ci/install-promtool could not install it "
-                       f"(Debian package 'prometheus'): {_installAttempted[0] or 'no output'}")
-    return path
+    from tests.tools import debianTool
+
+    return debianTool("promtool", "prometheus")
 
 
 def promtoolCheck(text: str) -> tuple[int, list[str]]:

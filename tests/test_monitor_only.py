@@ -88,6 +88,13 @@ class MonitorOnlyTests(SynchronousTestCase):
             self.assertIn("managed elsewhere", message)
         self.assertEqual(self.reactor.spawned, [])
 
+    def test_seedHealthSaysNoAutoRestart(self):
+        """The seed's health answer reports auto_restart false: monitor-only restarts nothing."""
+        from orchestrator.web.views import seedHealth
+
+        health = seedHealth(self.orchestrator.config, self.process)
+        self.assertEqual((health["orchestrator_enabled"], health["auto_restart"]), (False, False))
+
     def test_shutdownStopsProbing(self):
         """stopService stops probing and leaves nothing scheduled."""
         self.reactor.advance(0.01)

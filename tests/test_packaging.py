@@ -23,7 +23,7 @@ def test_wheel_installs_twistd_plugin(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), ROOT],
                    check=True, capture_output=True, timeout=600)
-    (wheel,) = glob.glob(str(dist / "orchestrator-*.whl"))
+    (wheel,) = glob.glob(str(dist / "txorchestrator-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
@@ -86,3 +86,16 @@ def test_default_config_serves_seed_health(tmp_path):
             process.kill()
             process.wait(10)
         log.close()
+
+
+def test_example_plugin_requires_our_distribution():
+    """The example plugin's install_requires names this project's distribution (txorchestrator), not the other "orchestrator" on the index."""
+    import configparser
+
+    ours = configparser.ConfigParser()
+    ours.read(os.path.join(ROOT, "setup.cfg"))
+    example = configparser.ConfigParser()
+    example.read(os.path.join(ROOT, "examples", "notifier_plugin", "setup.cfg"))
+    name = ours["metadata"]["name"]
+    assert name == "txorchestrator"
+    assert example["options"]["install_requires"].split() == [name]

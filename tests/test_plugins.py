@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -89,8 +90,8 @@ def test_plugin_schema_fragments_are_validated():
                for p in problems), problems
 
 
-def test_failing_notifier_and_hook_are_isolated():
-    """A notifier that raises and a startup hook that raises are logged; supervision goes on."""
+def test_failing_notifier_is_isolated():
+    """A notifier that raises is logged; the other notifiers and supervision go on."""
     from twisted.logger import globalLogPublisher
 
     seen = []
@@ -112,16 +113,33 @@ def test_failing_notifier_and_hook_are_isolated():
         globalLogPublisher.removeObserver(seen.append)
     failures = [e for e in seen if "log_failure" in e]
     assert any("this notifier is broken" in str(e["log_failure"].value) for e in failures)
-    assert any("startup hook is broken" in str(e["log_failure"].value) for e in failures)
+    assert orchestrator.exitStatus.code is None
+
+
+def test_failing_startup_hook_fails_the_start_before_any_spawn():
+    """A startup hook that raises is a failure to come up: exit status 1 with its reason, nothing spawned."""
+    loaded = load(BASE + "plugins: [tests.plugin_samples.broken_startup]\n")
+    reactor = FakeProcessReactor()
+    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
+                                killGroup=reactor.killGroup)
+    orchestrator.startService()
+    reactor.advance(5)
+    assert reactor.spawned == []
+    assert orchestrator.processes["backend"].status == "stopped"
+    assert orchestrator.exitStatus.code == 1
+    assert orchestrator.exitStatus.message == (
+        "plugin tests.plugin_samples.broken_startup failed in startup: startup hook is broken")
 
 
 @pytest.mark.slow
 def test_entry_point_plugin_installed_and_selected(tmp_path, monkeypatch):
     """The example package, really installed, is found through its entry point and selected from YAML."""
     target = tmp_path / "site"
+    source = tmp_path / "notifier_plugin"  # pip builds in the tree: never inside examples/
+    shutil.copytree(EXAMPLE, source)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--target", str(target), EXAMPLE],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     monkeypatch.syspath_prepend(str(target))

@@ -440,6 +440,7 @@ class GiveUpTests(SynchronousTestCase):
         h.process.start(wait=False)
         self.crashLoop(h, 2)
         self.assertEqual(len(h.reactor.spawned), 3)
+        h.child.output(b"database not reachable\n", fd=2)
         h.child.exited(1)
         self.assertEqual(h.process.status, "crashed")
         self.assertTrue(h.process.gaveUp)
@@ -455,6 +456,8 @@ class GiveUpTests(SynchronousTestCase):
         event = [e for e in h.events if e.type == "gave_up"]
         self.assertEqual(len(event), 1)
         self.assertEqual(event[0].reason, "Maximum restart attempts (2) exceeded")
+        self.assertEqual(event[0].output, ("database not reachable",))
+        self.assertEqual(event[0].toJSON()["output"], ["database not reachable"])
         h.clock.advance(1000)
         self.assertEqual(len(h.reactor.spawned), 3)
 
@@ -857,6 +860,8 @@ class EnvironmentTests(SynchronousTestCase):
         "HOME": "/home/op",
         "ORCHESTRATOR_ADMIN_TOKEN": "s3cret-token",
         "NOTIFY_SOCKET": "/run/systemd/notify",
+        "WATCHDOG_USEC": "30000000",
+        "WATCHDOG_PID": "1",
         "LISTEN_FDS": "1",
         "HOOK_SECRET": "hmac-key",
     }
@@ -873,7 +878,7 @@ class EnvironmentTests(SynchronousTestCase):
         return loadText(text, envFile=envFile, environ=dict(self.environ))
 
     def test_inheritedEnvironmentLeavesSecretsOut(self) -> None:
-        """A child inherits the orchestrator's environment without the admin token, NOTIFY_SOCKET, LISTEN_* or webhook secrets."""
+        """A child inherits the orchestrator's environment without the admin token, NOTIFY_SOCKET, WATCHDOG_*, LISTEN_* or webhook secrets."""
         loaded = self.loaded("env: {FOO: bar}\n", tempfile.mkdtemp(prefix="orch-env-"))
         config = loaded.config
         env = childEnvironment(config.processes["backend"], self.environ, config.dotenv,

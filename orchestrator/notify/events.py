@@ -47,6 +47,8 @@ class Event:
     @ivar to: the status after.
     @ivar reason: a short human explanation.
     @ivar timestamp: seconds since the epoch (the reactor's clock).
+    @ivar output: the child's last output lines, on C{gave_up} (bounded by
+        the emitter).
     """
 
     id: str
@@ -62,6 +64,7 @@ class Event:
     attempt: int
     timestamp: float
     sequence: int = 0
+    output: tuple[str, ...] = ()
 
     def toJSON(self) -> dict[str, Any]:
         """
@@ -69,6 +72,7 @@ class Event:
         """
         data = asdict(self)
         data["from"] = data.pop("from_")
+        data["output"] = list(self.output)
         return data
 
 
@@ -109,7 +113,8 @@ class EventBus:
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     def emit(self, type: str, process: str | None, *, from_=None, to=None, reason="",
-             pid=None, exit_code=None, signal=None, restart_count=0, attempt=0) -> Event:
+             pid=None, exit_code=None, signal=None, restart_count=0, attempt=0,
+             output=()) -> Event:
         """
         Create an event and deliver it.
         """
@@ -127,6 +132,7 @@ class EventBus:
             attempt=attempt,
             timestamp=self._clock.seconds(),
             sequence=next(self._sequence),
+            output=tuple(output),
         )
         self.recent.append(event)
         self.emitted += 1

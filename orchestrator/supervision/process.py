@@ -42,6 +42,10 @@ __all__ = [
 
 STATUSES = ("stopped", "starting", "running", "unhealthy", "crashed", "stopping")
 _ALIVE = frozenset({"starting", "running", "unhealthy", "stopping"})
+#: A failed start's error and a give-up event carry at most this many of
+#: the child's last output lines, each cut at this many characters.
+FAILURE_OUTPUT_LINES = 20
+FAILURE_OUTPUT_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -612,7 +616,17 @@ class ManagedProcess:
             self._scheduleRestart(record)
         # Last: failing a waiting start releases the command lock, and a
         # queued command (a stop) must see the crash already handled.
-        self._fireReady(StartFailed(self.name, self._crashReason(record)))
+        self._fireReady(StartFailed(self.name, self._crashReason(record), self._lastOutput(pid)))
+
+    def _lastOutput(self, pid: int | None) -> tuple[str, ...]:
+        """
+        The last output lines of the child C{pid}: at most
+        L{FAILURE_OUTPUT_LINES}, each cut at L{FAILURE_OUTPUT_CHARS}.
+        """
+        if pid is None:
+            return ()
+        return tuple(line.text[:FAILURE_OUTPUT_CHARS]
+                     for line in self._output.tail(FAILURE_OUTPUT_LINES) if line.pid == pid)
 
     def _crashReason(self, record: ExitRecord) -> str:
         if record.cause == "unhealthy":
@@ -660,7 +674,8 @@ class ManagedProcess:
     def _giveUp(self, why: str) -> None:
         self.gaveUp = True
         self.log.error("{process} crashed! {why}", process=self.name, why=why)
-        self._emit("gave_up", reason=why, attempt=self.attempts)
+        self._emit("gave_up", reason=why, attempt=self.attempts,
+                   output=self._lastOutput(self.exits[-1].pid if self.exits else None))
 
     def _autoRestart(self) -> None:
         self._restartCall = None

@@ -87,8 +87,9 @@ def runCommand(orchestrator, name: str, verb: str, wait: bool, what: str = "") -
         if failure.check(SpawnError, StartFailed):
             # The seed says "Failed to start <name>: <why>".
             why = error.reason if failure.check(StartFailed) else str(error)
-            raise ApiError(500, f"Failed to {verb} {name}: {why}",
-                           extra=views.processStatus(process.snapshot()))
+            extra = views.processStatus(process.snapshot())
+            extra["output"] = list(getattr(error, "output", ()))
+            raise ApiError(500, f"Failed to {verb} {name}: {why}", extra=extra)
         return failure
 
     return d.addCallbacks(done, failed)

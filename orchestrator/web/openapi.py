@@ -127,6 +127,8 @@ _EVENT = _object({
     "restart_count": _INT,
     "attempt": _INT,
     "timestamp": {**_NUM, "description": "Seconds since the epoch."},
+    "output": {"type": "array", "items": _STR, "maxItems": 20,
+               "description": "gave_up: the child's last output lines (at most 20, each cut at 500 characters); empty otherwise."},
 })
 
 SCHEMAS: dict[str, Any] = {
@@ -146,7 +148,10 @@ SCHEMAS: dict[str, Any] = {
         "A command's outcome: the seed's start {success, message, pid, status}, restart "
         "{success, message, restart_count, pid} and stop {success, message} answers, "
         "with the process's status after the command.")),
-    "CommandFailure": _object({**_ERROR_FIELDS, **_STATUS_FIELDS}, required=["success", "error"],
+    "CommandFailure": _object({**_ERROR_FIELDS, **_STATUS_FIELDS,
+                               "output": {"type": "array", "items": _STR, "maxItems": 20,
+                                          "description": "The child's last output lines (at most 20, each cut at 500 characters)."}},
+                              required=["success", "error"],
                               description=(
         "A start or restart that failed: 'Failed to start backend: No such file or "
         "directory: /path', with the process's status (absent for an unexpected failure).")),

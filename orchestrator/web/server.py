@@ -36,33 +36,48 @@ class AdminService(Service):
         self._reactor = reactor
         self._admin = orchestrator.config.admin
         self.port = None
+        self._listening = None
         root = buildRoot(orchestrator, self._admin)
         self.site = AdminSite(root, self._admin, reactor=reactor)
         # The API's own counters (limits hit, connections, stream clients)
         # are scraped with every other metric.
         orchestrator.metrics.registry.register(root.counters)
 
-    def startService(self):
-        super().startService()
+    def listen(self):
+        """
+        Bind C{admin.listen} now, once (the orchestrator binds it before
+        it spawns anything, so a port already taken fails the start with no
+        child spawned; L{startService} then does not bind again).
+
+        @return: a Deferred firing with the listening port, or failing with
+            the endpoint's error (e.g. L{twisted.internet.error.CannotListenError}).
+        """
         listen = self._admin.listen
-        endpoint = serverFromString(self._reactor, listen)
-        d = endpoint.listen(self.site)
+        d = serverFromString(self._reactor, listen).listen(self.site)
 
         def listening(port):
             self.port = port
             self.log.info("admin API listening on {listen}", listen=listen)
             return port
 
-        def failed(failure):
-            self.log.failure("admin API cannot listen on {listen}", failure, listen=listen)
-            # Without its API the orchestrator cannot be driven: stop.
-            self._reactor.callLater(0, self._reactor.stop)
+        self._listening = d.addCallback(listening)
+        return d
 
-        d.addCallbacks(listening, failed)
-        self._listening = d
+    def startService(self):
+        super().startService()
+        if self._listening is None:
+            self.listen().addErrback(self._failed)
+
+    def _failed(self, failure):
+        # Started on its own (the orchestrator reports a failed bind itself):
+        # without its API the orchestrator cannot be driven.
+        self.log.error("admin API cannot listen on {listen}: {why}",
+                       listen=self._admin.listen, why=failure.getErrorMessage())
+        self._reactor.callLater(0, self._reactor.stop)
 
     def stopService(self):
         super().stopService()
+        self._listening = None
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()

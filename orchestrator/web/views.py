@@ -140,7 +140,8 @@ def seedHealth(config, process) -> dict[str, Any]:
         "orchestrator_enabled": config.enabled,
         "backend_status": snapshot.status,
         "health_check_interval": number(pconfig.health.interval),
-        "auto_restart": pconfig.restart.auto,
+        # What happens, not what is configured: monitor-only restarts nothing.
+        "auto_restart": pconfig.restart.auto and config.enabled,
         "max_restart_attempts": pconfig.restart.max_attempts,
         "process": process.name,
         "probe": pconfig.health.probe,

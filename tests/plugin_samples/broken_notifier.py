@@ -1,4 +1,4 @@
-"""A plugin whose notifier always fails, and whose startup hook raises."""
+"""A plugin whose notifier always fails."""
 
 from orchestrator.plugin import hookimpl
 
@@ -18,7 +18,3 @@ class Broken:
 def register_notifiers():
     return [Broken]
 
-
-@hookimpl
-def startup(orchestrator):
-    raise RuntimeError("startup hook is broken")
