@@ -12,6 +12,7 @@ import gc
 import os
 import random as _random
 import signal
+from collections import Counter
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import MultiService, Service
@@ -23,31 +24,14 @@ from twisted.logger import ILogObserver, Logger
 from orchestrator import __version__
 from orchestrator.config.load import LoadedConfig
 from orchestrator.errors import AlreadyRunning, ConfigError
+from orchestrator.hooks.call import callHookDeferred, pluginNames
 from orchestrator.lifecycle import EXIT_FAILURE, ExitStatus, Hangup
 from orchestrator.notify.events import EventBus
+from orchestrator.notify.registry import NotifierSet, checkNotifiers
 from orchestrator.supervision.orphans import StateFile
 from orchestrator.supervision.supervisor import Supervisor, defaultStateDir
 
-__all__ = ["Orchestrator", "buildNotifiers"]
-
-
-def buildNotifiers(config, kinds, reactor, log: Logger) -> list[tuple[Any, Any]]:
-    """
-    Instantiate the configured notifiers; one that fails to build is
-    logged and left out, the others still run.
-    """
-    built = []
-    for nconfig in config.notifiers:
-        try:
-            notifier = kinds.notifiers[nconfig.type](nconfig, reactor)
-        except Exception:
-            log.failure("notifier {type} (notifiers[{i}]) failed to start",
-                        type=nconfig.type, i=nconfig.index)
-            continue
-        if not hasattr(notifier, "name"):
-            notifier.name = nconfig.type
-        built.append((notifier, frozenset(nconfig.events) if nconfig.events is not None else None))
-    return built
+__all__ = ["Orchestrator"]
 
 
 def _loadInThread(call: Callable[[], Any]) -> Any:
@@ -142,7 +126,12 @@ class Orchestrator(MultiService):
         self._previousHUP = None
         self.startedAt: float | None = None
         self.events = EventBus(reactor)
-        self.events.setNotifiers(buildNotifiers(loaded.config, loaded.kinds, reactor, self.log))
+        # Notifiers are built in startService; a malformed notifier setting
+        # (a secret that is not base64) is refused here, like any config error.
+        checkNotifiers(loaded.config, loaded.kinds)
+        self.notifiers = NotifierSet(self.events, reactor)
+        #: (plugin name, hook) -> failures of its life-cycle hooks.
+        self.pluginFailures: Counter = Counter()
         config = loaded.config
         if stateFile is True:
             stateDir = config.state_dir or defaultStateDir(config.path)
@@ -204,6 +193,7 @@ class Orchestrator(MultiService):
         recorded in L{exitStatus} and stops the reactor.
         """
         self.startedAt = self.reactor.seconds()
+        self.notifiers.start(self.config, self.kinds)
         Service.startService(self)
         if self._handleSignals:
             self._previousHUP = signal.signal(
@@ -240,14 +230,12 @@ class Orchestrator(MultiService):
         """
         Call each plugin's C{startup} hook before anything is spawned.  A
         hook that raises (or whose Deferred fails, even later) is a failure
-        to come up: L{fatal}, exit code 1.
+        to come up: logged with the plugin's name, counted, then L{fatal},
+        exit code 1 (the other plugins' hooks still run).
         """
-        for impl in self.pluginManager.hook.startup.get_hookimpls():
-            d = maybeDeferred(impl.function, orchestrator=self)
-            d.addErrback(self._startupFailed, self.pluginManager.get_name(impl.plugin))
+        self._callEach("startup", onFailure=self._startupFailed)
 
-    def _startupFailed(self, failure, plugin: str) -> None:
-        self.log.failure("plugin {plugin} failed in startup", failure, plugin=plugin)
+    def _startupFailed(self, plugin: str, failure) -> None:
         self.fatal(EXIT_FAILURE, f"plugin {plugin} failed in startup: {failure.getErrorMessage()}")
 
     def fatal(self, code: int, message: str) -> None:
@@ -280,7 +268,7 @@ class Orchestrator(MultiService):
             self._previousHUP = None
         d = self._callEach("shutdown")
         d.addCallback(lambda _: MultiService.stopService(self))
-        d.addCallback(lambda _: self._closeNotifiers())
+        d.addCallback(lambda _: self.notifiers.close())
         if self._systemd is not None:
             d.addBoth(lambda result: (self._systemd.stop(), result)[1])
         if self._handleSignals:
@@ -301,29 +289,14 @@ class Orchestrator(MultiService):
             self.log.info("all processes stopped; orchestrator exiting")
         return result
 
-    def _callEach(self, hookName: str) -> Deferred:
+    def _callEach(self, hookName: str, pm=None, only=None, onFailure=None) -> Deferred:
         """
-        Call a life-cycle hook on each plugin separately, so one that fails
-        is logged and the others still run; waits for returned Deferreds.
+        Call a life-cycle hook on each plugin separately (see
+        L{orchestrator.hooks.call}): one that fails is logged and counted,
+        the others still run; waits for returned Deferreds.
         """
-        from twisted.internet.defer import DeferredList
-
-        calls = []
-        for impl in getattr(self.pluginManager.hook, hookName).get_hookimpls():
-            d = maybeDeferred(impl.function, orchestrator=self)
-            d.addErrback(lambda f, name=self.pluginManager.get_name(impl.plugin):
-                         self.log.failure("plugin {plugin} failed in {hook}", f,
-                                          plugin=name, hook=hookName))
-            calls.append(d)
-        return DeferredList(calls).addCallback(lambda _: None)
-
-    def _closeNotifiers(self):
-        from twisted.internet.defer import DeferredList
-
-        closing = [maybeDeferred(n.close) for n in self.events.notifiers if hasattr(n, "close")]
-        for d in closing:
-            d.addErrback(lambda f: self.log.failure("notifier close failed", f))
-        return DeferredList(closing).addCallback(lambda _: None)
+        return callHookDeferred(pm or self.pluginManager, hookName, self.pluginFailures,
+                                only=only, onFailure=onFailure, orchestrator=self)
 
     # -- reload ------------------------------------------------------------------
 
@@ -382,6 +355,10 @@ class Orchestrator(MultiService):
             return fail(self._rejected(ConfigError([
                 f"{loaded.config.path or 'the configuration'}: configures no process, which "
                 "would stop every running one; write `processes: {}` to mean that"])))
+        try:
+            checkNotifiers(loaded.config, loaded.kinds)
+        except ConfigError as e:
+            return fail(self._rejected(e))
         for warning in loaded.warnings:
             self.log.warn("configuration: {warning}", warning=warning)
         if loaded.config.admin != self.config.admin:
@@ -390,12 +367,12 @@ class Orchestrator(MultiService):
 
         def applied(summary):
             self.loaded = loaded
-            self.pluginManager = loaded.pluginManager
+            previousPM, self.pluginManager = self.pluginManager, loaded.pluginManager
             self.kinds = loaded.kinds
-            for notifier in self.events.notifiers:
-                if hasattr(notifier, "close"):
-                    maybeDeferred(notifier.close).addErrback(lambda f: None)
-            self.events.setNotifiers(buildNotifiers(loaded.config, loaded.kinds, self.reactor, self.log))
+            self._reloadPlugins(previousPM, loaded.pluginManager)
+            notifiers = self.notifiers.apply(loaded.config, loaded.kinds)
+            self.log.info("notifiers reloaded: kept {kept}, replaced {replaced}, added {added}, "
+                          "removed {removed}", **{k: ", ".join(v) or "-" for k, v in notifiers.items()})
             self.log.info(
                 "configuration reloaded: added {added}, removed {removed}, changed {changed}, "
                 "unchanged {unchanged}", **{k: ", ".join(v) or "-" for k, v in summary.items()})
@@ -408,6 +385,20 @@ class Orchestrator(MultiService):
             raise self._rejected(failure.value)
 
         return d.addCallbacks(applied, notApplied)
+
+    def _reloadPlugins(self, previous, current) -> None:
+        # Plugins are told about their own life only: a module the reload
+        # added gets startup, one it removed gets shutdown (from the
+        # manager it was registered on); the others hear nothing.  A
+        # failure here is logged and counted, never fatal: the
+        # orchestrator is up already.
+        if previous is current:
+            return
+        before, after = pluginNames(previous), pluginNames(current)
+        if before - after:
+            self._callEach("shutdown", previous, only=before - after)
+        if after - before:
+            self._callEach("startup", current, only=after - before)
 
     def _rejected(self, error: ConfigError) -> ConfigError:
         for problem in error.problems:

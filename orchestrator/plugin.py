@@ -12,6 +12,7 @@ from orchestrator.config.types import HealthConfig, NotifierConfig, ProcessConfi
 from orchestrator.health.results import ProbeResult
 from orchestrator.hooks.specs import PROJECT_NAME, hookimpl, hookspec
 from orchestrator.notify.events import EVENT_TYPES, Event
+from orchestrator.notify.registry import NotifierDisabled
 from orchestrator.supervision.policy import ExitRecord, RestartHistory
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ExitRecord",
     "HealthConfig",
     "NotifierConfig",
+    "NotifierDisabled",
     "PROJECT_NAME",
     "ProbeResult",
     "ProcessConfig",

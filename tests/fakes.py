@@ -174,3 +174,12 @@ def loadText(text: str, environ=None, envFile=None, cli=None, **kwargs):
     """
     return loadConfig(writeConfig(text), envFile=envFile or os.devnull, environ=environ or {},
                       cliOverrides=cli, entryPoints=False, **kwargs)
+
+
+def runNotifiers(orchestrator, *pairs) -> None:
+    """
+    Make C{orchestrator} hand events to exactly these notifiers (pairs of
+    C{(notifier, eventTypes or None)}) from its start on, instead of
+    building its configured ones.
+    """
+    orchestrator.notifiers.start = lambda config, kinds: orchestrator.events.setNotifiers(pairs)

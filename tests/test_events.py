@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.notify.events import EVENT_TYPES, Event, EventBus
 from orchestrator.app import Orchestrator
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, runNotifiers
 
 DESIGN_FIELDS = {"id", "type", "process", "from", "to", "reason", "pid", "exit_code",
                  "signal", "restart_count", "attempt", "timestamp"}
@@ -216,8 +216,8 @@ class EventBusIsolationTests(SynchronousTestCase):
         """With notifiers raising and failing on every event, a crash is still restarted."""
         orchestrator, reactor = build()
         later, recorder = FailingLater(), Recorder()
-        orchestrator.events.setNotifiers(
-            [(Raising(), None), (type("F", (), {"name": "f", "notify":
+        runNotifiers(
+            orchestrator, *[(Raising(), None), (type("F", (), {"name": "f", "notify":
                                                 lambda self, e: fail(ValueError("no"))})(), None),
              (later, None), (recorder, None)])
         orchestrator.startService()

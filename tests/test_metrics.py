@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parseOpenMetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
@@ -382,20 +382,22 @@ notifiers:
 """)
 
 
-def withStubWebhooks(h: Harness, *hooks: Hook) -> list[StubTreq]:
+def withStubWebhooks(h: Harness, *hooks: Hook) -> list[RequestTraversalAgent]:
     """
-    Replace the configured webhooks' HTTP client by StubTreq on C{hooks}.
+    Build the configured webhooks with an in-memory agent on C{hooks}
+    (filled in when the orchestrator starts).
     """
-    stubs, pairs, hookIter = [], [], iter(hooks)
-    for notifier, types in h.orchestrator.events._notifiers:
-        if isinstance(notifier, WebhookNotifier):
-            stub = StubTreq(next(hookIter))
-            stubs.append(stub)
-            config = h.loaded.config.notifiers[int(notifier.label[len("notifiers["):-1])]
-            notifier = WebhookNotifier(config, h.reactor, client=stub, random=lambda: 0.5)
-        pairs.append((notifier, types))
-    h.orchestrator.events.setNotifiers(pairs)
-    return stubs
+    agents, hookIter = [], iter(hooks)
+
+    def factory(kind, config, reactor):
+        if kind is not WebhookNotifier:
+            return kind(config, reactor)
+        agent = RequestTraversalAgent(next(hookIter))
+        agents.append(agent)
+        return WebhookNotifier(config, reactor, agent=agent, random=lambda: 0.5)
+
+    h.orchestrator.notifiers.factory = factory
+    return agents
 
 
 class WebhookMetricTests(SynchronousTestCase):
@@ -431,7 +433,7 @@ class WebhookMetricTests(SynchronousTestCase):
 
     def test_aNotifierFailingToCollectIsLoggedAndSkipped(self) -> None:
         """A notifier whose collect() raises is logged; the scrape still answers with everything else."""
-        h = Harness().start()
+        h = Harness(CONFIG.replace("notifiers: []", "notifiers: [{type: log}]"))
 
         class Broken:
             name = "broken"
@@ -442,7 +444,8 @@ class WebhookMetricTests(SynchronousTestCase):
             def collect(self):
                 raise RuntimeError("collector bug")
 
-        h.orchestrator.events.setNotifiers([(Broken(), None)])
+        h.orchestrator.notifiers.factory = lambda kind, config, reactor: Broken()
+        h.start()
         samples = h.scrape()
         self.assertIn("backend_status", samples.names())
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

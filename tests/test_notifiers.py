@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -105,10 +105,10 @@ class WebhookTestCase(SynchronousTestCase):
         self.clock.advance(START)
 
     def make(self, hook: Hook, randoms=(0.5,), config: NotifierConfig | None = None, **options):
-        self.stub = StubTreq(hook)
+        self.stub = RequestTraversalAgent(hook)
         values = list(randoms)
         self.notifier = WebhookNotifier(
-            config or webhookConfig(**options), self.clock, client=self.stub,
+            config or webhookConfig(**options), self.clock, agent=self.stub,
             random=lambda: values.pop(0) if len(values) > 1 else values[0],
         )
         self.addCleanup(self.notifier.close)
@@ -281,13 +281,15 @@ class WebhookRetryTests(WebhookTestCase):
         self.assertEqual(self.notifier.outcomes, {"retried": 1, "delivered": 1})
 
     def test_timeoutCoversAStalledBody(self) -> None:
-        """Headers followed by a stalled body still time out: the attempt is bounded as a whole."""
+        """A 200 whose body stalls ends at the timeout (the connection dropped) and counts as delivered: the status said so."""
         hook = Hook("stall")
         self.make(hook, timeout=3, max_retries=0)
         self.notify(makeEvent(1))
         self.notify(makeEvent(2))
+        self.assertEqual(hook.ids, ["evt_0001"])
         self.advance(3)
-        self.assertEqual(self.notifier.outcomes, {"failed": 1, "delivered": 1})
+        self.assertEqual(len(hook.lost), 1)
+        self.assertEqual(self.notifier.outcomes, {"delivered": 2})
         self.assertEqual(hook.ids, ["evt_0001", "evt_0002"])
 
     def test_clientErrorDoesNotWedgeTheQueue(self) -> None:
@@ -297,13 +299,13 @@ class WebhookRetryTests(WebhookTestCase):
         stub, calls = self.stub, []
 
         class Flaky:
-            def post(self, url, **kwargs):
-                calls.append(url)
+            def request(self, method, uri, headers=None, bodyProducer=None):
+                calls.append(uri)
                 if len(calls) == 1:
                     raise ValueError("malformed URL")
-                return stub.post(url, **kwargs)
+                return stub.request(method, uri, headers, bodyProducer)
 
-        self.notifier._client = Flaky()
+        self.notifier._agent = Flaky()
         self.notify(makeEvent(1))
         self.notify(makeEvent(2))
         self.assertEqual(self.notifier.outcomes, {"failed": 1, "delivered": 1})
@@ -339,29 +341,55 @@ class WebhookQueueTests(WebhookTestCase):
         self.assertEqual(hook.ids, ["evt_0001", "evt_0003", "evt_0004"])
         self.assertEqual(self.notifier.outcomes, {"dropped": 1, "delivered": 3})
 
-    def test_closeDuringRetryWaitStopsDeliveries(self) -> None:
-        """close() while waiting to retry cancels the wait: nothing scheduled, nothing sent later."""
+    def test_closeDuringRetryWaitStopsDeliveriesAfterCloseTimeout(self) -> None:
+        """close() while waiting to retry waits close_timeout, then drops what is left (counted): nothing scheduled, nothing sent later."""
         hook = Hook(500)
-        self.make(hook, retry_initial=1)
+        self.make(hook, retry_initial=10, close_timeout=2)
         self.notify(makeEvent(1))
         self.notify(makeEvent(2))
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        self.notifier.close()
+        closed = self.notifier.close()
+        self.assertNoResult(closed)
+        self.advance(2)
+        self.successResultOf(closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.notifier.outcomes, {"retried": 1, "dropped": 2})
         self.advance(600)
         self.notify(makeEvent(3))
         self.assertEqual(hook.ids, ["evt_0001"])
+        self.assertEqual(self.notifier.outcomes, {"retried": 1, "dropped": 3})
 
-    def test_closeAbandonsTheDeliveryInFlight(self) -> None:
-        """close() during a request cancels it and its timeout; it is not counted as failed."""
+    def test_closeDeliversWhatIsQueuedFirst(self) -> None:
+        """close() with a receiver that answers delivers every queued event before it fires."""
+        hook = Hook(500)
+        self.make(hook, retry_initial=1, close_timeout=5)
+        for n in (1, 2, 3):
+            self.notify(makeEvent(n))
+        closed = self.notifier.close()
+        self.assertNoResult(closed)
+        self.advance(1)
+        self.successResultOf(closed)
+        self.assertEqual(hook.ids, ["evt_0001", "evt_0001", "evt_0002", "evt_0003"])
+        self.assertEqual(self.notifier.outcomes, {"retried": 1, "delivered": 3})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_closeAbandonsTheDeliveryInFlightAtCloseTimeout(self) -> None:
+        """close() during a hanging request cancels it at close_timeout, counted as dropped, never as failed."""
         hook = Hook("hang")
-        self.make(hook)
+        self.make(hook, timeout=30, close_timeout=1)
         self.notify(makeEvent())
-        self.notifier.close()
-        self.stub.flush()
+        closed = self.notifier.close()
+        self.advance(1)
+        self.successResultOf(closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(hook.lost), 1)
-        self.assertEqual(self.notifier.outcomes, {})
+        self.assertEqual(self.notifier.outcomes, {"dropped": 1})
+
+    def test_closeWithNothingQueuedFiresAtOnce(self) -> None:
+        """close() of an idle webhook fires at once and leaves nothing scheduled."""
+        self.make(Hook())
+        self.notify(makeEvent())
+        self.successResultOf(self.notifier.close())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_metricsNameTheWebhookWithoutItsURL(self) -> None:
         """Delivery counters are labelled by notifier position and host, never the (secret-bearing) URL path."""
@@ -369,12 +397,12 @@ class WebhookQueueTests(WebhookTestCase):
         self.make(hook, max_retries=0)
         self.notify(makeEvent(1))
         self.notify(makeEvent(2))
-        deliveries, queued = list(self.notifier.collect())
+        deliveries, cut, queued = list(self.notifier.collect())
         self.assertEqual(deliveries.name, "orchestrator_webhook_deliveries")
         self.assertEqual(deliveries.type, "counter")
         values = {s.labels["outcome"]: s.value for s in deliveries.samples}
         self.assertEqual(values, {"delivered": 1, "retried": 0, "failed": 1, "dropped": 0})
-        for sample in deliveries.samples + queued.samples:
+        for sample in deliveries.samples + cut.samples + queued.samples:
             self.assertEqual(sample.labels["notifier"], "notifiers[2]")
             self.assertEqual(sample.labels["host"], "hooks.example.com:8080")
             self.assertNotIn("s3cr3t", repr(sample))
@@ -384,8 +412,8 @@ class FailingDeferredNotifierTests(SynchronousTestCase):
     def test_webhookFailureNeverReachesTheBus(self) -> None:
         """Even a client failing every request leaves notify() returning None (nothing to errback)."""
         clock = Clock()
-        client = type("C", (), {"post": lambda self, url, **kw: fail(ConnectionError("down"))})()
-        notifier = WebhookNotifier(webhookConfig(max_retries=0), clock, client=client)
+        agent = type("A", (), {"request": lambda self, *a, **kw: fail(ConnectionError("down"))})()
+        notifier = WebhookNotifier(webhookConfig(max_retries=0), clock, agent=agent)
         self.assertIsNone(notifier.notify(makeEvent()))
         self.assertEqual(notifier.outcomes, {"failed": 1})
 
@@ -417,13 +445,13 @@ class WebhookDrainTests(SynchronousTestCase):
         first = Deferred()
         posts = []
 
-        class Client:
-            def post(self, url, **kwargs):
-                posts.append(kwargs["headers"]["webhook-id"])
+        class Agent:
+            def request(self, method, uri, headers=None, bodyProducer=None):
+                posts.append(headers.getRawHeaders(b"webhook-id")[0])
                 return first if len(posts) == 1 else fail(ConnectionError("refused"))
 
         notifier = WebhookNotifier(webhookConfig(max_retries=0, queue_size=2000), clock,
-                                   client=Client())
+                                   agent=Agent())
         for n in range(2001):
             notifier.notify(makeEvent(n))
         first.errback(ConnectionError("refused"))

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 import pluggy
 
 from orchestrator.hooks import specs as hookspecs
+from orchestrator.hooks.call import callHook
 from orchestrator.errors import ConfigError
 
 __all__ = ["DEFAULT_PLUGINS", "Kinds", "buildPluginManager", "collectKinds"]
@@ -82,15 +83,12 @@ class Kinds:
 def _collect(pm, hookName: str, what: str, problems: list) -> Mapping[str, type]:
     found: dict[str, type] = {}
     owners: dict[str, str] = {}
-    hook = getattr(pm.hook, hookName)
-    for impl in hook.get_hookimpls():
-        owner = pm.get_name(impl.plugin) or repr(impl.plugin)
-        try:
-            kinds = impl.function() or []
-        except Exception as e:
-            problems.append(f"plugin {owner}: {hookName} failed: {e!r}")
+    for call in callHook(pm, hookName):
+        owner = call.plugin
+        if call.failure is not None:
+            problems.append(f"plugin {owner}: {hookName} failed: {call.failure.value!r}")
             continue
-        for kind in kinds:
+        for kind in call.result or []:
             name = getattr(kind, "name", None)
             schema = getattr(kind, "config_schema", None)
             if not isinstance(name, str) or not name:

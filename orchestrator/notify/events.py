@@ -92,6 +92,8 @@ class EventBus:
         self.emitted = 0
         self._notifiers: list[tuple[Any, Any]] = []  # (notifier, allowed types or None)
         self._subscribers: list[Callable[[Event], None]] = []
+        self._pending: deque[Event] = deque()
+        self._delivering = False
 
     def setNotifiers(self, notifiers: Iterable[tuple[Any, Any]]) -> None:
         """
@@ -116,7 +118,11 @@ class EventBus:
              pid=None, exit_code=None, signal=None, restart_count=0, attempt=0,
              output=()) -> Event:
         """
-        Create an event and deliver it.
+        Create an event and deliver it to every notifier, then every
+        subscriber.  Delivery is never re-entrant: an event emitted while
+        one is being delivered (the supervisor starting a dependent when
+        it sees C{running}) is queued and delivered right after, so every
+        notifier and subscriber sees events in C{sequence} order.
         """
         event = Event(
             id="evt_" + uuid.uuid4().hex,
@@ -136,6 +142,21 @@ class EventBus:
         )
         self.recent.append(event)
         self.emitted += 1
+        self._pending.append(event)
+        if self._delivering:
+            # A subscriber emitted while handling an event: this one waits
+            # until every subscriber has seen the earlier ones, so all of
+            # them see events in sequence order.
+            return event
+        self._delivering = True
+        try:
+            while self._pending:
+                self._deliver(self._pending.popleft())
+        finally:
+            self._delivering = False
+        return event
+
+    def _deliver(self, event: Event) -> None:
         for notifier, types in list(self._notifiers):
             if types is not None and event.type not in types:
                 continue
@@ -146,7 +167,6 @@ class EventBus:
                 callback(event)
             except Exception:
                 self.log.failure("event subscriber {callback!r} failed", callback=callback)
-        return event
 
     def _notifierFailed(self, failure, notifier, event) -> None:
         self.log.failure(

@@ -192,15 +192,16 @@ class MetricsCollector(Collector):
                                           "Unix time the orchestrator started.")
             startTime.add_metric([], orch.startedAt)
             yield startTime
-        for notifier in orch.events.notifiers:
-            collect = getattr(notifier, "collect", None)
-            if collect is None:
-                continue
-            try:
-                yield from list(collect())
-            except Exception:
-                self._log.failure("notifier {name} failed to collect metrics",
-                                  name=getattr(notifier, "name", notifier))
+        hookFailures = CounterMetricFamily(
+            "orchestrator_plugin_hook_failures",
+            "Life-cycle hook calls (startup, shutdown) that raised or failed, by plugin.",
+            labels=["plugin", "hook"])
+        for (plugin, hook), count in sorted(orch.pluginFailures.items()):
+            hookFailures.add_metric([plugin, hook], count)
+        yield hookFailures
+        # Notifier families, summed with what replaced or removed notifiers
+        # counted, so they stay monotonic across reloads.
+        yield from orch.notifiers.collect()
 
     def _seed(self, snap):
         status = GaugeMetricFamily(

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from orchestrator.errors import ConfigError, SpawnError, StartFailed, StateError
+from orchestrator.hooks.call import callHook
 from orchestrator.web import views
 from orchestrator.web._params import jsonObject, queryBool, queryInt, queryText
 from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource
@@ -336,11 +337,12 @@ def pluginResources(orchestrator) -> dict[str, tuple[str, object]]:
     pm = orchestrator.pluginManager
     mounted: dict[str, tuple[str, object]] = {}
     problems = []
-    for impl in pm.hook.register_admin_resources.get_hookimpls():
-        owner = pm.get_name(impl.plugin) or repr(impl.plugin)
+    for call in callHook(pm, "register_admin_resources", orchestrator=orchestrator):
+        owner = call.plugin
         try:
-            pairs = impl.function(orchestrator=orchestrator) or []
-            pairs = [(segment, resource) for segment, resource in pairs]
+            if call.failure is not None:
+                call.failure.raiseException()
+            pairs = [(segment, resource) for segment, resource in call.result or []]
         except Exception as e:
             problems.append(f"plugin {owner}: register_admin_resources failed: {e!r}")
             continue
