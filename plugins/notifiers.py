@@ -131,8 +131,8 @@ def parseRetryAfter(value: str, now: float) -> float | None:
         # anyway, the caller caps it at retry_max.
         return float(int(text)) if len(text) <= 9 else 86400.0 * 365
     try:
-        return max(0.0, stringToDatetime(text) - now)
-    except (ValueError, IndexError, KeyError, OverflowError):
+        return max(0.0, stringToDatetime(text.encode("latin-1")) - now)
+    except (ValueError, IndexError, KeyError, OverflowError, UnicodeError):
         return None
 
 
@@ -283,7 +283,9 @@ class WebhookNotifier:
                 d.addCallback(lambda _: self._next())
                 return
         self._busy = False
-        self._current = self._currentEvent = None
+        # (_currentEvent is cleared by whoever settled it: delivered, given
+        # up, handed over or dropped.)
+        self._current = None
         if self._closing is not None:
             self._finishClosing()
 
