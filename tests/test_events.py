@@ -303,3 +303,54 @@ class SubscriberTests(SynchronousTestCase):
         bus.emit("running", "backend")
         bus.emit("running", "backend")
         self.assertEqual(seen, ["once", "always", "always"])
+
+
+class EventOrderTests(SynchronousTestCase):
+    def test_dependentStartSeenInSequenceOrderEverywhere(self) -> None:
+        """backend running starts its dependent from inside the delivery; SSE, /api/v1/events and notifiers all see sequence order."""
+        from tests.test_api import ApiHarness, config
+
+        api = ApiHarness(config().replace("    start: {ready_after: 1}\n",
+                                          "    depends_on: [backend]\n    start: {ready_after: 1}\n"),
+                         probe=None)
+        self.addCleanup(api.stopOrchestrator)
+        self.assertEqual(api.orchestrator.process("worker").status, "stopped")
+        recorder = Recorder()
+        api.orchestrator.events.setNotifiers([(recorder, None)])
+        chunks: list[bytes] = []
+        d = api.stub.request("GET", "http://127.0.0.1:8000/api/v1/events/stream",
+                             headers={"Authorization": f"Bearer {api.admin.token}"})
+        d.addCallback(lambda response: api.stub.collect(response, chunks.append))
+        api.stub.flush()
+        api.advance(0.01)
+        api.probes["backend"].answer(True)
+        api.ready("worker")
+        api.stub.flush()
+        first = recorder.events[0].sequence
+        fromNotifier = [(e.sequence, e.type, e.process) for e in recorder.events]
+        fromList = [(e["sequence"], e["type"], e["process"])
+                    for e in api.get(f"/api/v1/events?since={first - 1}").json["events"]]
+        fromStream = []
+        for block in b"".join(chunks).decode().split("\n\n"):
+            if block.startswith("id: "):
+                data = json.loads(block.split("data: ", 1)[1])
+                fromStream.append((data["sequence"], data["type"], data["process"]))
+        self.assertEqual(fromNotifier[:3], [(first, "running", "backend"),
+                                            (first + 1, "starting", "worker"),
+                                            (first + 2, "running", "worker")])
+        self.assertEqual(fromStream, fromNotifier)
+        self.assertEqual(fromList, fromNotifier)
+
+    def test_eventEmittedByASubscriberWaitsForTheCurrentOne(self) -> None:
+        """A subscriber emitting while handling an event: every later subscriber still sees the first event first."""
+        bus = EventBus(Clock())
+        seen: list[tuple[str, str]] = []
+
+        def chain(event):
+            if event.type == "running":
+                bus.emit("starting", "dependent")
+
+        bus.subscribe(chain)
+        bus.subscribe(lambda e: seen.append((e.type, str(e.sequence))))
+        bus.emit("running", "backend")
+        self.assertEqual(seen, [("running", "1"), ("starting", "2")])
