@@ -528,7 +528,7 @@ def test_exec_probe_never_sees_orchestrator_secrets(monkeypatch):
     from tests.fakes import FakeProcessReactor, loadText
 
     monkeypatch.setenv("ORCHESTRATOR_ADMIN_TOKEN", "s3cret")
-    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_x")
+    monkeypatch.setenv("WEBHOOK_SECRET", "whsec_c2VjcmV0")
     loaded = loadText(
         "processes:\n  backend:\n    command: ['{python}']\n    env: {MINE: 'yes'}\n"
         "    health: {probe: exec, command: ['true']}\n"
