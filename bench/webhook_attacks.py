@@ -31,17 +31,8 @@ from tests import harness  # noqa: E402
 from tests.hostile import _receivers  # noqa: E402
 from tests.hostile._watch import Usage, respawnSeconds  # noqa: E402
 
-CONFIG = """
-admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    restart: {policy: backoff, max_attempts: 100000, backoff: {initial: 0.05, factor: 1, max: 0.05}}
-    health: {interval: 1}
-notifiers:
-  - {type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0}
-"""
+CONFIG = _receivers.backendWithNotifiers('{type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0}',
+                                        restart=_receivers.FAST_RESTART)
 
 ATTACKS = {"ok": 5, "flood": 5, "headerFlood": 5, "drip": 0.5}
 

@@ -19,18 +19,10 @@ from tests.hostile import _receivers
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    health: {interval: 1}
-notifiers:
-  - {type: prometheus}
-  - {type: webhook, url: "RECEIVER", timeout: TIMEOUT, retry_initial: 0.2, retry_max: 0.5,
-     max_retries: 10000, close_timeout: 10}
-"""
+CONFIG = _receivers.backendWithNotifiers(
+    "{type: prometheus}",
+    '{type: webhook, url: "RECEIVER", timeout: TIMEOUT, retry_initial: 0.2, retry_max: 0.5, '
+    'max_retries: 10000, close_timeout: 10}')
 
 
 def _counters(orchestrator) -> dict[str, float]:

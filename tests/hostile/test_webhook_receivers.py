@@ -22,17 +22,9 @@ from tests.hostile._watch import Usage, respawnSeconds
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    restart: {policy: backoff, max_attempts: 1000, backoff: {initial: 0.05, factor: 1, max: 0.05}}
-    health: {interval: 1}
-notifiers:
-  - {type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0, max_response_bytes: 65536}
-"""
+CONFIG = _receivers.backendWithNotifiers(
+    '{type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0, max_response_bytes: 65536}',
+    restart=_receivers.FAST_RESTART)
 
 #: What an attack may cost the orchestrator at most.
 RSS_BOUND = 16 * 2**20
