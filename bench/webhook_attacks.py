@@ -31,8 +31,7 @@ from tests import harness  # noqa: E402
 from tests.hostile import _receivers  # noqa: E402
 from tests.hostile._watch import Usage, respawnSeconds  # noqa: E402
 
-CONFIG = _receivers.backendWithNotifiers('{type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0}',
-                                        restart=_receivers.FAST_RESTART)
+CONFIG = _receivers.backendWithNotifiers('{type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0}')
 
 ATTACKS = {"ok": 5, "flood": 5, "headerFlood": 5, "drip": 0.5}
 

@@ -15,27 +15,18 @@ import threading
 import time
 from typing import Callable
 
+from tests.hostile._api_attack import BACKEND
+
 __all__ = ["Receiver", "backendWithNotifiers", "flood", "drip", "headerFlood", "ok"]
 
-#: Restart a crashed backend at once, however often (attacks crash it a lot).
-FAST_RESTART = "{policy: backoff, max_attempts: 100000, backoff: {initial: 0.05, factor: 1, max: 0.05}}"
-
-
-def backendWithNotifiers(*notifiers: str, restart: str = "{}") -> str:
+def backendWithNotifiers(*notifiers: str) -> str:
     """
-    A L{tests.harness.startOrchestrator} template: the demo backend probed
-    every second, and the given notifier items (YAML flow mappings).
+    A L{tests.harness.startOrchestrator} template: the demo backend (the
+    hostile tests' shared block, restarted at once however often it
+    crashes) and the given notifier items (YAML flow mappings).
     """
-    return ("""
-admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    restart: RESTART
-    health: {interval: 1}
-notifiers:
-""".replace("RESTART", restart) + "".join(f"  - {n}\n" for n in notifiers))
+    return ('admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}\nprocesses:\n' + BACKEND
+            + "notifiers:\n" + "".join(f"  - {n}\n" for n in notifiers))
 
 
 def _readRequest(conn: socket.socket, limit: int = 1 << 20) -> bytes:

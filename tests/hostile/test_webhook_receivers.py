@@ -23,8 +23,7 @@ from tests.hostile._watch import Usage, respawnSeconds
 pytestmark = pytest.mark.integration
 
 CONFIG = _receivers.backendWithNotifiers(
-    '{type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0, max_response_bytes: 65536}',
-    restart=_receivers.FAST_RESTART)
+    '{type: webhook, url: "RECEIVER", timeout: TIMEOUT, max_retries: 0, max_response_bytes: 65536}')
 
 #: What an attack may cost the orchestrator at most.
 RSS_BOUND = 16 * 2**20
