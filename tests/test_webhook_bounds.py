@@ -281,3 +281,32 @@ class SecretTests(SynchronousTestCase):
         [disabled] = [f for f in notifiers.collect() if f.name == "orchestrator_notifier_disabled"]
         self.assertEqual([(s.labels, s.value) for s in disabled.samples],
                          [({"notifier": "notifiers[0]", "type": "webhook"}, 1.0)])
+
+
+class ClientTests(BoundsTestCase):
+    def test_redirectIsNotFollowed(self) -> None:
+        """A 302 is a failed attempt (retried), never a POST to wherever the receiver points."""
+        self.make(max_retries=0)
+        self.notifier.notify(makeEvent(1))
+        self.receiver.last.answer(b"HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\n"
+                                  b"content-length: 0\r\n\r\n")
+        self.turn()
+        self.assertEqual(len(self.receiver.connections), 1)
+        self.assertEqual(self.notifier.outcomes, {"failed": 1})
+
+    def test_defaultEndpointsAreTCPAndTLS(self) -> None:
+        """Without a test endpoint, http goes over TCP, https over TLS, and other schemes are refused."""
+        from twisted.internet.endpoints import HostnameEndpoint
+        from twisted.internet.interfaces import IStreamClientEndpoint
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import URI
+        from twisted.web.error import SchemeNotSupported
+
+        from orchestrator.builtin._webhookhttp import _defaultEndpoint
+
+        endpointFor = _defaultEndpoint(MemoryReactorClock(), 5)
+        self.assertIsInstance(endpointFor(URI.fromBytes(b"http://127.0.0.1:9/x")), HostnameEndpoint)
+        tls = endpointFor(URI.fromBytes(b"https://hooks.example.com/x"))
+        self.assertTrue(IStreamClientEndpoint.providedBy(tls))
+        self.assertNotIsInstance(tls, HostnameEndpoint)  # wrapped in TLS
+        self.assertRaises(SchemeNotSupported, endpointFor, URI.fromBytes(b"ftp://hooks.example.com/x"))
