@@ -1,11 +1,13 @@
 """
-The C{orchestrator} console command: C{orchestrator check-config}.
+The C{orchestrator} console command: C{orchestrator check-config},
+C{config-reference} and C{export kubernetes|compose|systemd}.
 
-Validates a configuration exactly as C{twistd orchestrator} would and
-prints the effective values with where each came from, which C{.env} file
-was read, and the warnings a run would log, plus one thing only a check at
-this moment can see: a process's C{url} port already taken by another
-program.
+C{check-config} validates a configuration exactly as C{twistd orchestrator}
+would and prints the effective values with where each came from, which
+C{.env} file was read, and the warnings a run would log, plus one thing
+only a check at this moment can see: a process's C{url} port already taken
+by another program.  C{export} renders it for another engine
+(L{orchestrator.export}).
 """
 
 from __future__ import annotations
@@ -36,17 +38,21 @@ def _leaves(value, prefix=""):
         yield prefix, value
 
 
+def _printProblems(path: str, error: ConfigError) -> int:
+    print(f"{path}: invalid configuration ({len(error.problems)} problem(s)):", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    for warning in getattr(error, "warnings", ()):
+        print(f"  warning: {warning}", file=sys.stderr)
+    return 1
+
+
 def _checkConfig(args) -> int:
     overrides = {("admin", "listen"): args.listen} if args.listen else {}
     try:
         loaded = loadConfig(args.config, envFile=args.env_file, cliOverrides=overrides)
     except ConfigError as e:
-        print(f"{args.config}: invalid configuration ({len(e.problems)} problem(s)):", file=sys.stderr)
-        for problem in e.problems:
-            print(f"  {problem}", file=sys.stderr)
-        for warning in getattr(e, "warnings", ()):
-            print(f"  warning: {warning}", file=sys.stderr)
-        return 1
+        return _printProblems(args.config, e)
     config = loaded.config
     document = thaw(config.document)
     warnings = list(loaded.warnings) + portWarnings(config)
@@ -122,6 +128,55 @@ def _bound(host: str, port: int) -> bool:
     return False
 
 
+def _export(args) -> int:
+    from orchestrator import export
+
+    try:
+        config = export.loadForExport(args.config, envFile=args.env_file)
+    except ConfigError as e:
+        return _printProblems(args.config, e)
+    if args.target == "kubernetes":
+        result = export.exportKubernetes(config, image=args.image, namespace=args.namespace,
+                                         inlineSecrets=args.inline_secrets)
+    elif args.target == "compose":
+        result = export.exportCompose(config, image=args.image, inlineSecrets=args.inline_secrets)
+    else:
+        result = export.exportSystemd(config, inlineSecrets=args.inline_secrets)
+    try:
+        written = export.writeExport(result, args.output, sys.stdout, sys.stderr,
+                                     directory=args.target == "systemd")
+    except OSError as e:
+        print(f"{args.output}: cannot write: {e.strerror}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _addExport(commands) -> None:
+    exporter = commands.add_parser("export", help="render the configuration for Kubernetes, "
+                                   "docker compose or systemd")
+    targets = exporter.add_subparsers(dest="target", required=True)
+    helps = {"kubernetes": "Deployments/Jobs, Services and a Secret, as multi-document YAML",
+             "compose": "a compose file with one service per process",
+             "systemd": "one .service unit per process, written into a folder"}
+    for target, text in helps.items():
+        sub = targets.add_parser(target, help=text, description=text)
+        sub.add_argument("config", nargs="?", default="conf/orchestrator.yaml")
+        sub.add_argument("--env-file", default=None, help="a .env file (default: ./.env if present)")
+        sub.add_argument("--inline-secrets", action="store_true",
+                         help="write secret values (literal and from .env) instead of leaving them empty")
+        if target == "systemd":
+            sub.add_argument("-o", "--output", required=True, metavar="DIR",
+                             help="folder to write the units into (created if missing)")
+        else:
+            sub.add_argument("-o", "--output", default=None, metavar="FILE",
+                             help="write to FILE instead of standard output")
+            sub.add_argument("--image", default=None, help="container image of every process")
+        if target == "kubernetes":
+            sub.add_argument("--namespace", default=None, help="namespace set on every object")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.strip().splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +187,7 @@ def main(argv=None) -> int:
     check.add_argument("--json", action="store_true", help="print JSON")
     reference = commands.add_parser("config-reference", help="print the Markdown configuration reference")
     reference.add_argument("--plugins", nargs="*", default=[], help="extra plugin modules to include")
+    _addExport(commands)
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _checkConfig(args)
@@ -143,6 +199,8 @@ def main(argv=None) -> int:
         kinds = collectKinds(buildPluginManager(args.plugins, entryPoints=False))
         print(configReference(masterSchema(kinds)))
         return 0
+    if args.command == "export":
+        return _export(args)
     return 2  # pragma: no cover
 
 
