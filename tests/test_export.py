@@ -582,3 +582,32 @@ def test_futureKeysLoadFromYAML(tmp_path, capsys):
     for key in present:
         if key != "umask":
             assert f"processes.web.{key} " not in err
+
+
+def test_monitorOnlyProcessWithoutCommand(tmp_path, capsys, composeSchema):
+    """A process with only a url exports without a command (reported) and gets no systemd unit."""
+    config = tmp_path / "monitor.yaml"
+    config.write_text("orchestrator: {enabled: false}\nprocesses:\n  backend:\n    url: http://10.0.0.5:3000\n")
+    code, out, err = run(capsys, "export", "kubernetes", str(config), "--env-file", os.devnull)
+    assert code == 0
+    docs = documents(out)
+    validateKubernetes(docs)
+    assert "command" not in byKind(docs, "Deployment")["backend"]["spec"]["template"]["spec"]["containers"][0]
+    assert "not exported: processes.backend.command ([]): no command" in err
+    assert "not exported: processes.backend.url (http://10.0.0.5:3000): Kubernetes probes the pod's own address" in err
+    code, out, err = run(capsys, "export", "compose", str(config), "--env-file", os.devnull)
+    validateCompose(composeSchema, yaml.safe_load(out))
+    code, out, err = run(capsys, "export", "systemd", str(config), "--env-file", os.devnull,
+                         "-o", str(tmp_path / "u"))
+    assert code == 0 and os.listdir(tmp_path / "u") == []
+    assert "not exported: processes.backend.command ([]): no command (monitor-only): no unit written" in err
+
+
+def test_defaultsAreNotReported(tmp_path, capsys):
+    """A minimal config reports nothing but the missing --image: defaults are never noise."""
+    config = tmp_path / "minimal.yaml"
+    config.write_text("processes:\n  job:\n    command: [/bin/sleep, '5']\n")
+    code, out, err = run(capsys, "export", "kubernetes", str(config), "--env-file", os.devnull)
+    assert code == 0
+    assert err.splitlines() == ["not exported: --image (app:latest): no image given: every container "
+                                "uses this placeholder"]

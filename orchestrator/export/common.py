@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -37,6 +38,8 @@ __all__ = [
     "dumpYAML",
     "commentLines",
     "ORCHESTRATOR_SECTIONS",
+    "Probe",
+    "readProbe",
 ]
 
 #: Top-level sections that configure the orchestrator itself; no target
@@ -172,6 +175,12 @@ class Coverage:
         the command line rather than the schema's defaults.
         """
         return self._config.sources.get(dottedPath(path), "default") != "default"
+
+    def anySetByOperator(self, prefix: tuple) -> bool:
+        """
+        Whether any setting at or below C{prefix} was set by the operator.
+        """
+        return any(self.setByOperator(path) for path, _ in _leaves(self.value(prefix), prefix))
 
     def used(self, *paths: tuple) -> None:
         """
@@ -323,6 +332,71 @@ class ProcessView:
             if name not in literal:
                 out.append((name, dotenv.get(name, ""), True))
         return out
+
+
+@dataclass(frozen=True)
+class Probe:
+    """
+    A built-in probe as the targets need it.
+
+    @ivar kind: C{"http"}, C{"tcp"} or C{"exec"}.
+    @ivar url: for http, the full URL requested (C{url} + C{path}).
+    @ivar shell: for an exec probe with C{shell: true}, the command string
+        (C{argv} is then C{/bin/sh -c COMMAND}).
+    """
+
+    kind: str
+    scheme: str = "http"
+    host: str | None = None
+    port: int | None = None
+    path: str = "/"
+    url: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+    shell: str | None = None
+
+
+def readProbe(view: ProcessView, coverage: Coverage, engine: str) -> Probe | None:
+    """
+    The process's probe, marking what the target's probe can express and
+    reporting what it cannot (status ranges, body and JSON checks, a
+    custom kind); C{None} without a probe or for a custom kind.
+    """
+    from urllib.parse import urlsplit
+
+    health = view.proc.health
+    hp = view.path + ("health",)
+    options = health.options
+    coverage.used(hp + ("probe",))
+    if health.probe == "exec":
+        coverage.used(hp + ("command",), hp + ("shell",), hp + ("max_output_bytes",))
+        command = options["command"]
+        if options.get("shell"):
+            text = command if isinstance(command, str) else shlex.join(command)
+            return Probe("exec", argv=("/bin/sh", "-c", text), shell=text)
+        return Probe("exec", argv=tuple(shlex.split(command) if isinstance(command, str) else command))
+    if health.probe not in ("http", "tcp"):
+        if health.probe != "none":
+            coverage.skip(hp + ("probe",), f"custom probe kind {health.probe!r}: {engine} cannot run it, "
+                          "so no probe is exported")
+        return None
+    coverage.used(view.path + ("url",))
+    parts = urlsplit(health.url or "")
+    defaultPort = 443 if parts.scheme == "https" else 80
+    if health.probe == "tcp":
+        coverage.used(hp + ("host",), hp + ("port",))
+        return Probe("tcp", host=options.get("host") or parts.hostname,
+                     port=options.get("port") or parts.port or defaultPort)
+    coverage.used(hp + ("path",), hp + ("headers",), hp + ("max_body_bytes",), hp + ("follow_redirects",))
+    if list(options.get("expect_status", ["200-399"])) != ["200-399"]:
+        coverage.skip(hp + ("expect_status",), f"{engine} accepts any status from 200 to 399")
+    for key in ("expect_body", "expect_json"):
+        if options.get(key) is not None:
+            coverage.skip(hp + (key,), f"{engine} looks at the status only")
+    path = "/" + options.get("path", "/health").lstrip("/")
+    return Probe("http", scheme=parts.scheme or "http", host=parts.hostname, port=parts.port or defaultPort,
+                 path=path, url=(health.url or "").rstrip("/") + path,
+                 headers=dict(options.get("headers") or {}))
 
 
 def processViews(config: Config) -> list[ProcessView]:

@@ -11,9 +11,7 @@ C{--inline-secrets}.
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestrator.config.types import Config
 from orchestrator.export.common import (
@@ -26,6 +24,7 @@ from orchestrator.export.common import (
     goDuration,
     parseBytes,
     processViews,
+    readProbe,
 )
 from orchestrator.export.kubernetes import DEFAULT_IMAGE
 
@@ -49,40 +48,17 @@ _TCP_CHECK = "import socket;socket.create_connection(({host!r},{port}),{timeout}
 
 
 def _test(view: ProcessView, coverage: Coverage) -> list[str] | None:
-    health = view.proc.health
-    hp = view.path + ("health",)
-    options = health.options
-    coverage.used(hp + ("probe",))
-    if health.probe == "none":
+    probe = readProbe(view, coverage, "a compose healthcheck")
+    timeout = view.proc.health.timeout
+    if probe is None:
         return None
-    if health.probe == "exec":
-        coverage.used(hp + ("command",), hp + ("shell",), hp + ("max_output_bytes",))
-        command = options["command"]
-        if options.get("shell"):
-            return ["CMD-SHELL", command if isinstance(command, str) else shlex.join(command)]
-        return ["CMD", *(shlex.split(command) if isinstance(command, str) else command)]
-    if health.probe in ("http", "tcp"):
-        coverage.used(view.path + ("url",))
-        parts = urlsplit(health.url or "")
-        if health.probe == "http":
-            url = (health.url or "").rstrip("/") + "/" + options.get("path", "/health").lstrip("/")
-            headers = dict(options.get("headers") or {})
-            coverage.used(hp + ("path",), hp + ("headers",), hp + ("max_body_bytes",),
-                          hp + ("follow_redirects",))
-            if list(options.get("expect_status", ["200-399"])) != ["200-399"]:
-                coverage.skip(hp + ("expect_status",), "the healthcheck accepts any status from 200 to 399")
-            for key in ("expect_body", "expect_json"):
-                if options.get(key) is not None:
-                    coverage.skip(hp + (key,), "the healthcheck looks at the status only")
-            code = _HTTP_CHECK.format(url=url, headers=headers, timeout=health.timeout)
-        else:
-            host = options.get("host") or parts.hostname or "127.0.0.1"
-            port = options.get("port") or parts.port or (443 if parts.scheme == "https" else 80)
-            coverage.used(hp + ("host",), hp + ("port",))
-            code = _TCP_CHECK.format(host=host, port=port, timeout=health.timeout)
-        return ["CMD", "python3", "-c", code]
-    coverage.skip(hp + ("probe",), f"custom probe kind {health.probe!r}: no compose healthcheck runs it")
-    return None
+    if probe.kind == "exec":
+        return ["CMD-SHELL", probe.shell] if probe.shell is not None else ["CMD", *probe.argv]
+    if probe.kind == "http":
+        code = _HTTP_CHECK.format(url=probe.url, headers=dict(probe.headers), timeout=timeout)
+    else:
+        code = _TCP_CHECK.format(host=probe.host or "127.0.0.1", port=probe.port, timeout=timeout)
+    return ["CMD", "python3", "-c", code]
 
 
 def _healthcheck(view: ProcessView, coverage: Coverage) -> dict | None:
@@ -118,7 +94,7 @@ def _healthcheck(view: ProcessView, coverage: Coverage) -> dict | None:
 def _restart(view: ProcessView, coverage: Coverage) -> str:
     r = view.path + ("restart",)
     restart = view.proc.restart
-    coverage.used(r + ("policy",), r + ("auto",))
+    coverage.used(r + ("policy",), r + ("auto",), r + ("backoff",))
     setByOperator = coverage.setByOperator(r + ("max_attempts",))
     if not restart.auto or restart.policy == "never":
         coverage.used(r + ("max_attempts",))
@@ -133,7 +109,7 @@ def _restart(view: ProcessView, coverage: Coverage) -> str:
                       "not restart after a clean exit)")
     else:
         coverage.used(r + ("max_attempts",))
-    if restart.policy == "backoff":
+    if restart.policy == "backoff" and coverage.anySetByOperator(r + ("backoff",)):
         coverage.skip(r + ("backoff",), "the container engine applies its own restart delay",
                       dict(restart.options.get("backoff", {})))
     return "always"
@@ -161,7 +137,11 @@ def _ulimits(view: ProcessView, coverage: Coverage) -> dict:
 def _service(view: ProcessView, config: Config, image: str, inlineSecrets: bool,
              coverage: Coverage, views: dict[str, ProcessView]) -> dict:
     p = view.path
-    service: dict[str, Any] = {"image": image, "command": view.command}
+    service: dict[str, Any] = {"image": image}
+    if view.command:
+        service["command"] = view.command
+    else:
+        coverage.skip(p + ("command",), "no command (monitor-only): the image's entrypoint runs", [])
     coverage.used(p + ("command",))
     if view.workingDir:
         service["working_dir"] = view.workingDir

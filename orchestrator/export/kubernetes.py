@@ -11,9 +11,7 @@ often than configured) and the rounding is reported.
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestrator.config.types import Config
 from orchestrator.export.common import (
@@ -25,6 +23,7 @@ from orchestrator.export.common import (
     dumpYAML,
     parseBytes,
     processViews,
+    readProbe,
     wholeSeconds,
 )
 
@@ -67,55 +66,20 @@ def _handler(view: ProcessView, coverage: Coverage) -> dict | None:
     """
     The probe's action (C{httpGet}, C{tcpSocket} or C{exec}), or C{None}.
     """
-    health = view.proc.health
-    hp = view.path + ("health",)
-    options = health.options
-    kind = health.probe
-    coverage.used(hp + ("probe",))
-    if kind == "none":
+    probe = readProbe(view, coverage, "a Kubernetes probe")
+    if probe is None:
         return None
-    if kind in ("http", "tcp"):
-        parts = urlsplit(health.url or "")
-        coverage.used(view.path + ("url",))
-        if parts.hostname not in _LOOPBACK:
-            coverage.skip(view.path + ("url",), "Kubernetes probes the pod's own address, "
-                          f"not {parts.hostname}", health.url)
-    if kind == "http":
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        path = "/" + options.get("path", "/health").lstrip("/")
-        action: dict[str, Any] = {"path": path, "port": port,
-                                  "scheme": "HTTPS" if parts.scheme == "https" else "HTTP"}
-        headers = options.get("headers") or {}
-        if headers:
-            action["httpHeaders"] = [{"name": k, "value": v} for k, v in headers.items()]
-        coverage.used(hp + ("path",), hp + ("headers",), hp + ("max_body_bytes",))
-        if list(options.get("expect_status", ["200-399"])) != ["200-399"]:
-            coverage.skip(hp + ("expect_status",), "httpGet accepts any status from 200 to 399")
-        for key in ("expect_body", "expect_json"):
-            if options.get(key) is not None:
-                coverage.skip(hp + (key,), "httpGet looks at the status only")
-        if options.get("follow_redirects"):
-            coverage.used(hp + ("follow_redirects",))  # the kubelet follows redirects too
-        return {"httpGet": action}
-    if kind == "tcp":
-        host = options.get("host")
-        port = options.get("port") or parts.port or (443 if parts.scheme == "https" else 80)
-        action = {"port": port}
-        if host not in _LOOPBACK:
-            action["host"] = host
-        coverage.used(hp + ("host",), hp + ("port",))
-        return {"tcpSocket": action}
-    if kind == "exec":
-        command = options["command"]
-        if options.get("shell"):
-            argv = ["/bin/sh", "-c", command if isinstance(command, str) else shlex.join(command)]
-        else:
-            argv = shlex.split(command) if isinstance(command, str) else list(command)
-        coverage.used(hp + ("command",), hp + ("shell",), hp + ("max_output_bytes",))
-        return {"exec": {"command": argv}}
-    coverage.skip(hp + ("probe",), f"custom probe kind {kind!r}: no Kubernetes probe runs it; "
-                  "no liveness, readiness or startup probe exported")
-    return None
+    if probe.kind == "exec":
+        return {"exec": {"command": list(probe.argv)}}
+    if probe.host not in _LOOPBACK:
+        coverage.skip(view.path + ("url",), f"Kubernetes probes the pod's own address, not {probe.host}",
+                      view.proc.url)
+    if probe.kind == "tcp":
+        return {"tcpSocket": {"port": probe.port}}
+    action: dict[str, Any] = {"path": probe.path, "port": probe.port, "scheme": probe.scheme.upper()}
+    if probe.headers:
+        action["httpHeaders"] = [{"name": k, "value": v} for k, v in probe.headers.items()]
+    return {"httpGet": action}
 
 
 def _probes(view: ProcessView, coverage: Coverage) -> dict:
@@ -260,8 +224,11 @@ class _Builder:
     def container(self, view: ProcessView) -> dict:
         p = view.path
         command = [_substitute(view, arg, self.coverage, p + ("command",)) for arg in view.command]
-        container: dict[str, Any] = {"name": self.names[view.name], "image": self.image,
-                                     "command": command[:1]}
+        container: dict[str, Any] = {"name": self.names[view.name], "image": self.image}
+        if command:
+            container["command"] = command[:1]
+        else:
+            self.coverage.skip(p + ("command",), "no command (monitor-only): the image's entrypoint runs", [])
         if command[1:]:
             container["args"] = command[1:]
         self.coverage.used(p + ("command",))
@@ -312,12 +279,14 @@ class _Builder:
             self.coverage.used(r + ("max_attempts",), r + ("auto",))
             return
         if restart.policy == "backoff":
-            self.coverage.skip(r + ("backoff",), "Kubernetes applies its own CrashLoopBackOff "
-                               "(10s doubling to 5m)", dict(restart.options.get("backoff", {})))
+            self.coverage.used(r + ("backoff",))
+            if self.coverage.anySetByOperator(r + ("backoff",)):
+                self.coverage.skip(r + ("backoff",), "Kubernetes applies its own CrashLoopBackOff "
+                                   "(10s doubling to 5m)", dict(restart.options.get("backoff", {})))
         elif restart.policy == "on-failure":
             self.coverage.skip(r + ("policy",), "a Deployment restarts after every exit, clean or not")
         elif restart.policy != "always":
-            self.coverage.skip(r + ("policy",), f"custom restart policy: a Deployment always restarts "
+            self.coverage.skip(r + ("policy",), "custom restart policy: a Deployment always restarts "
                                "with CrashLoopBackOff")
         if restart.options.get("interval") is not None:
             self.coverage.skip(r + ("interval",), "Kubernetes applies its own CrashLoopBackOff")

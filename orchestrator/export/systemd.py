@@ -19,6 +19,7 @@ from orchestrator.config.types import Config
 from orchestrator.export.common import (
     Coverage,
     Export,
+    NotExported,
     ProcessView,
     commentLines,
     goDuration,
@@ -272,6 +273,10 @@ def exportSystemd(config: Config, inlineSecrets: bool = False) -> Export:
     result.notExported.extend(top)
     source = config.path or "<defaults>"
     for view in builder.views.values():
+        if not view.proc.command:
+            result.notExported.append(NotExported(f"processes.{view.name}.command", [],
+                                                  "no command (monitor-only): no unit written"))
+            continue
         replicas = list(range(view.replicas)) if builder._replicated(view) else [None]
         units = {}
         for replica in replicas:
