@@ -611,3 +611,19 @@ def test_defaultsAreNotReported(tmp_path, capsys):
     assert code == 0
     assert err.splitlines() == ["not exported: --image (app:latest): no image given: every container "
                                 "uses this placeholder"]
+
+
+def test_systemdQuotesSpecialCharacters(tmp_path, capsys):
+    """Quotes, %, $ and backslashes in commands and variables reach the unit escaped, and it verifies."""
+    config = tmp_path / "odd.yaml"
+    config.write_text(textwrap.dedent(r"""
+        processes:
+          odd:
+            command: ["/bin/echo", "$HOME", "100%", 'say "hi"', 'back\slash']
+            env: {GREETING: 'say "hi" 100%'}
+    """))
+    run(capsys, "export", "systemd", str(config), "--env-file", os.devnull, "-o", str(tmp_path / "u"))
+    unit = (tmp_path / "u" / "odd.service").read_text()
+    assert 'ExecStart="/bin/echo" "$$HOME" "100%%" "say \\"hi\\"" "back\\\\slash"\n' in unit
+    assert 'Environment="GREETING=say \\"hi\\" 100%%"\n' in unit
+    verifySystemd(str(tmp_path / "u"))

@@ -49,7 +49,7 @@ def _quote(word: str, exec_: bool = True) -> str:
     text = _escape(word)
     if exec_:
         text = text.replace("$", "$$")
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'
 
 
