@@ -401,15 +401,20 @@ def readProbe(view: ProcessView, coverage: Coverage, engine: str) -> Probe | Non
 
 def processViews(config: Config) -> list[ProcessView]:
     """
-    The configured processes, in the order of the file.
+    The configured processes as the operator named them, in the order of
+    the file.  Should the loader expand C{replicas: N} into C{NAME-0} ...
+    C{NAME-(N-1)}, the first instance stands for the process (each target
+    expresses the replicas its own way).
     """
     import os
 
     document = thaw(config.document).get("processes") or {}
     baseDir = os.path.dirname(config.path) if config.path else os.getcwd()
     views = []
-    for name, proc in config.processes.items():
-        views.append(ProcessView(name, proc, document.get(name) or {}, baseDir))
+    for name, raw in document.items():
+        proc = config.processes.get(name) or config.processes.get(f"{name}-0")
+        if proc is not None:
+            views.append(ProcessView(name, proc, raw or {}, baseDir))
     return views
 
 
