@@ -341,13 +341,16 @@ def test_invalidConfigFailsWithLocatedErrors(tmp_path, capsys):
 
 
 def test_outputFile(everything, tmp_path, capsys):
-    """-o FILE writes the manifests there instead of standard output."""
+    """-o FILE writes the manifests there instead of standard output, private when secrets are inlined."""
     config, env = everything
     target = tmp_path / "out.yaml"
     code, out, err = run(capsys, "export", "kubernetes", config, "--env-file", env, "-o", str(target))
     assert (code, out) == (0, "")
     assert f"wrote {target}" in err
     validateKubernetes(documents(target.read_text()))
+    assert os.stat(target).st_mode & 0o777 == 0o644
+    run(capsys, "export", "kubernetes", config, "--env-file", env, "-o", str(target), "--inline-secrets")
+    assert os.stat(target).st_mode & 0o777 == 0o600  # it now holds secret values
 
 
 def test_everythingExportsValidCompose(everything, capsys, composeSchema):

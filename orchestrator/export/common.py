@@ -422,7 +422,8 @@ def processViews(config: Config) -> list[ProcessView]:
 class Export:
     """
     The result of one export: the files to write (name -> text; C{"-"} is
-    standard output) and every setting that was not exported.
+    standard output or C{-o FILE}), every setting that was not exported,
+    and the mode of files that must stay private.
     """
 
     files: dict[str, str] = field(default_factory=dict)
@@ -478,8 +479,12 @@ def writeExport(result: Export, output: str | None, stdout, stderr, directory: b
             os.chmod(path, result.modes.get(name, 0o644))
             written.append(path)
     elif output is not None and output != "-":
-        with open(output, "w", encoding="utf-8") as f:
+        # Inlined secrets make the file private (mode 0600).
+        mode = result.modes.get("-", 0o644)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(result.files["-"])
+        os.chmod(output, mode)
         written.append(output)
     else:
         stdout.write(result.files["-"])

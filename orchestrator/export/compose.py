@@ -235,5 +235,7 @@ def exportCompose(config: Config, image: str | None = None, inlineSecrets: bool 
             out.extend("  " + comment for comment in commentLines(notes[key]).splitlines(keepends=True))
         out.append(line)
     result.files["-"] = text + "".join(out)
+    if inlineSecrets and any(secret for v in views.values() for _, _, secret in v.environment(config.dotenv)):
+        result.modes["-"] = 0o600
     result.notExported = top + [n for name in views for n in notes[name]]
     return result

@@ -399,5 +399,7 @@ def exportKubernetes(config: Config, image: str | None = None, namespace: str | 
         header += ("# The Secret's values are empty: fill them in, or export again with --inline-secrets.\n")
     parts = [commentLines(notes) + dumpYAML(obj) for obj, notes in extra + documents]
     result.files["-"] = header + "---\n".join(parts)
+    if inlineSecrets and any(builder.secretData.values()):
+        result.modes["-"] = 0o600
     result.notExported[:0] = top
     return result
