@@ -679,3 +679,18 @@ def test_shippedConfigProbeRoundTrip(capsys):
         assert probe["failureThreshold"] == health.get("failure_threshold", 3)
         assert deployments[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == \
             (process.get("stop") or {}).get("timeout", 10)
+
+
+def test_dollarSignsStayLiteral(tmp_path, capsys):
+    """$ in commands and values is escaped so neither Kubernetes nor compose expands it."""
+    config = tmp_path / "dollar.yaml"
+    config.write_text("processes:\n  d:\n    command: [/bin/echo, '$(HOME)', '$HOME']\n"
+                      "    env: {PRICE: '$(5)', RAW: '${X}'}\n")
+    _, out, _ = run(capsys, "export", "kubernetes", str(config), "--env-file", os.devnull)
+    container = byKind(documents(out), "Deployment")["d"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["$$(HOME)", "$HOME"]
+    assert {e["name"]: e["value"] for e in container["env"]} == {"PRICE": "$$(5)", "RAW": "${X}"}
+    _, out, _ = run(capsys, "export", "compose", str(config), "--env-file", os.devnull)
+    service = yaml.safe_load(out)["services"]["d"]
+    assert service["command"] == ["/bin/echo", "$$(HOME)", "$$HOME"]
+    assert service["environment"] == {"PRICE": "$$(5)", "RAW": "$${X}"}

@@ -47,6 +47,14 @@ _HTTP_CHECK = (
 _TCP_CHECK = "import socket;socket.create_connection(({host!r},{port}),{timeout}).close()"
 
 
+def _literal(text: str) -> str:
+    """
+    Compose interpolates C{$VAR} and C{${VAR}} in every value; the
+    orchestrator passes values as written, so C{$} is escaped as C{$$}.
+    """
+    return text.replace("$", "$$")
+
+
 def _test(view: ProcessView, coverage: Coverage) -> list[str] | None:
     probe = readProbe(view, coverage, "a compose healthcheck")
     timeout = view.proc.health.timeout
@@ -139,16 +147,16 @@ def _service(view: ProcessView, config: Config, image: str, inlineSecrets: bool,
     p = view.path
     service: dict[str, Any] = {"image": image}
     if view.command:
-        service["command"] = view.command
+        service["command"] = [_literal(arg) for arg in view.command]
     else:
         coverage.skip(p + ("command",), "no command (monitor-only): the image's entrypoint runs", [])
     coverage.used(p + ("command",))
     if view.workingDir:
-        service["working_dir"] = view.workingDir
+        service["working_dir"] = _literal(view.workingDir)
     coverage.used(p + ("working_dir",))
     environment = {}
     for name, value, secret in view.environment(config.dotenv):
-        environment[name] = value if (inlineSecrets or not secret) else "${" + name + "}"
+        environment[name] = _literal(value) if (inlineSecrets or not secret) else "${" + name + "}"
     if environment:
         service["environment"] = environment
     coverage.used(p + ("env",), p + ("env_from_dotenv",))
@@ -158,11 +166,11 @@ def _service(view: ProcessView, config: Config, image: str, inlineSecrets: bool,
         coverage.skip(p + ("inherit_env",), "a container always starts with its image's environment")
     user, group = view.option("user"), view.option("group")
     if user is not None or group is not None:
-        service["user"] = f"{user if user is not None else ''}{':' + str(group) if group is not None else ''}"
+        service["user"] = _literal(f"{user if user is not None else ''}{':' + str(group) if group is not None else ''}")
         coverage.used(p + ("user",), p + ("group",))
     check = _healthcheck(view, coverage)
     if check is not None:
-        service["healthcheck"] = check
+        service["healthcheck"] = {**check, "test": [_literal(word) for word in check["test"]]}
     service["restart"] = _restart(view, coverage)
     depends = {}
     for name, condition in view.dependencies.items():

@@ -144,6 +144,14 @@ def _security(view: ProcessView, coverage: Coverage) -> dict:
     return {"securityContext": context} if context else {}
 
 
+def _literal(text: str) -> str:
+    """
+    Kubernetes expands C{$(VAR)} in command, args and env values; the
+    orchestrator passes them as written, so C{$(} is escaped as C{$$(}.
+    """
+    return text.replace("$(", "$$(")
+
+
 def _substitute(view: ProcessView, text: str, coverage: Coverage, path: tuple) -> str:
     if "{replica}" not in text and "{port}" not in text:
         return text
@@ -189,7 +197,7 @@ class _Builder:
                 self.secretData[key] = value if self.inlineSecrets else ""
                 out.append({"name": name, "valueFrom": {"secretKeyRef": {"name": self.secretName, "key": key}}})
             else:
-                out.append({"name": name, "value": value})
+                out.append({"name": name, "value": _literal(value)})
         self.coverage.used(view.path + ("env",), view.path + ("env_from_dotenv",))
         if not view.proc.inherit_env:
             self.coverage.skip(view.path + ("inherit_env",), "a container always starts with its "
@@ -226,11 +234,11 @@ class _Builder:
         command = [_substitute(view, arg, self.coverage, p + ("command",)) for arg in view.command]
         container: dict[str, Any] = {"name": self.names[view.name], "image": self.image}
         if command:
-            container["command"] = command[:1]
+            container["command"] = [_literal(command[0])]
         else:
             self.coverage.skip(p + ("command",), "no command (monitor-only): the image's entrypoint runs", [])
         if command[1:]:
-            container["args"] = command[1:]
+            container["args"] = [_literal(arg) for arg in command[1:]]
         self.coverage.used(p + ("command",))
         if view.workingDir:
             container["workingDir"] = _substitute(view, view.workingDir, self.coverage, p + ("working_dir",))
