@@ -387,7 +387,9 @@ def readProbe(view: ProcessView, coverage: Coverage, engine: str) -> Probe | Non
         coverage.used(hp + ("host",), hp + ("port",))
         return Probe("tcp", host=options.get("host") or parts.hostname,
                      port=options.get("port") or parts.port or defaultPort)
-    coverage.used(hp + ("path",), hp + ("headers",), hp + ("max_body_bytes",), hp + ("follow_redirects",))
+    # The size bounds protect the orchestrator's own client; the targets' probes have theirs.
+    coverage.used(hp + ("path",), hp + ("headers",), hp + ("follow_redirects",), hp + ("max_body_bytes",),
+                  hp + ("max_header_bytes",), hp + ("max_headers",))
     if list(options.get("expect_status", ["200-399"])) != ["200-399"]:
         coverage.skip(hp + ("expect_status",), f"{engine} accepts any status from 200 to 399")
     for key in ("expect_body", "expect_json"):
