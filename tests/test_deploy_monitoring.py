@@ -19,8 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.test_metrics import busyExposition
-from tests.tools import promtool
+from tests.test_metrics import busyExposition, promtool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMETHEUS = os.path.join(ROOT, "deploy", "prometheus")
