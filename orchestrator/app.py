@@ -29,6 +29,7 @@ from orchestrator.lifecycle import EXIT_FAILURE, ExitStatus, Hangup
 from orchestrator.notify.events import EventBus
 from orchestrator.notify.registry import NotifierSet, checkNotifiers
 from orchestrator.supervision.orphans import StateFile
+from orchestrator.supervision.reconfig import describeChanges
 from orchestrator.supervision.supervisor import Supervisor, defaultStateDir
 
 __all__ = ["Orchestrator"]
@@ -373,11 +374,10 @@ class Orchestrator(MultiService):
             notifiers = self.notifiers.apply(loaded.config, loaded.kinds)
             self.log.info("notifiers reloaded: kept {kept}, replaced {replaced}, added {added}, "
                           "removed {removed}", **{k: ", ".join(v) or "-" for k, v in notifiers.items()})
-            self.log.info(
-                "configuration reloaded: added {added}, removed {removed}, changed {changed}, "
-                "unchanged {unchanged}", **{k: ", ".join(v) or "-" for k, v in summary.items()})
-            self.events.emit("config_reloaded", None, reason=", ".join(
-                f"{k}: {len(v)}" for k, v in summary.items()))
+            outcome = describeChanges(summary["processes"])
+            self.log.info("configuration reloaded: {outcome}", outcome=outcome,
+                          changes={n: c.toJSON() for n, c in summary["processes"].items()})
+            self.events.emit("config_reloaded", None, reason=outcome)
             return summary
 
         def notApplied(failure):

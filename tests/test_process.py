@@ -803,7 +803,7 @@ class SpawnFailureTests(SynchronousTestCase):
         self.addCleanup(lambda: os.path.exists(self.executable) and os.remove(self.executable))
 
     def test_missingExecutable(self) -> None:
-        """An executable removed after the configuration was loaded fails the start with SpawnError naming its path; status crashed."""
+        """An executable removed after the configuration was loaded fails the start with SpawnError naming its path; status crashed, a retry scheduled."""
         logs = _LogCapture(self)
         os.remove(self.executable)
         h = _Harness(loaded=self.loaded)
@@ -812,7 +812,7 @@ class SpawnFailureTests(SynchronousTestCase):
         self.assertIn("No such file or directory", failure.getErrorMessage())
         self.assertEqual(h.process.status, "crashed")
         self.assertEqual(h.reactor.spawned, [])
-        self.assertEqual(h.types(), ["spawn_failed"])
+        self.assertEqual(h.types(), ["spawn_failed", "restart_scheduled"])
         self.assertEqual(h.process.exits[-1].cause, "spawn_failed")
         self.assertEqual(len(logs.matching(f"Failed to start backend: No such file or directory: {self.executable}")), 1)
 
@@ -847,6 +847,48 @@ class SpawnFailureTests(SynchronousTestCase):
         h.clock.advance(1)
         self.assertTrue(h.process.gaveUp)
         self.assertEqual(len(h.reactor.spawned), 1)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+    def test_workingDirThatAppearsLaterRecovers(self) -> None:
+        """A working_dir missing at the first spawn is retried on the policy's schedule, and the child starts once it exists."""
+        workdir = os.path.join(tempfile.mkdtemp(prefix="orch-late-"), "late")
+        h = _Harness(loaded=_config(
+            f"working_dir: {workdir}\nrestart: {{policy: always, interval: 1, max_attempts: 10}}\n"))
+        failure = self.failureResultOf(h.process.start(), SpawnError)
+        self.assertIn("No such working directory", failure.getErrorMessage())
+        self.assertEqual(h.process.snapshot().next_restart_in, 1)
+        h.clock.advance(1)
+        self.assertEqual(h.process.attempts, 2)
+        os.makedirs(workdir)
+        h.clock.advance(1)
+        self.assertEqual(h.process.status, "starting")
+        self.assertEqual(h.child.path, workdir)
+        self.assertEqual(h.process.restartsByReason, {"spawn_failed": 2})
+        self.assertIn("restart_scheduled", h.types())
+
+    def test_transientSpawnErrorUsesTheBackoff(self) -> None:
+        """An EAGAIN from the spawner is retried after the backoff's first delay, with the same budget as a crash."""
+        import errno as _errno
+
+        h = _Harness(loaded=self.loaded)
+        h.reactor.spawnError = OSError(_errno.EAGAIN, "Resource temporarily unavailable")
+        self.failureResultOf(h.process.start(), SpawnError)
+        self.assertEqual(h.process.exits[-1].cause, "spawn_failed")
+        self.assertEqual(h.process.attempts, 1)
+        h.clock.advance(h.process.snapshot().next_restart_in)
+        self.assertEqual(len(h.reactor.spawned), 1)
+        self.assertEqual(h.process.status, "starting")
+
+    def test_spawnFailuresGiveUpAtTheCap(self) -> None:
+        """Spawn failures count against max_attempts like exits: the process gives up and says so."""
+        os.remove(self.executable)
+        h = _Harness(loaded=self.loaded)  # backoff, max_attempts 3
+        self.failureResultOf(h.process.start(), SpawnError)
+        for _ in range(10):
+            h.clock.advance(60)
+        self.assertTrue(h.process.gaveUp)
+        self.assertEqual(h.process.restartsByReason, {"spawn_failed": 3})
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
 

@@ -291,8 +291,13 @@ class ApplyTests(SynchronousTestCase):
         before["remove"].exited(0)
         before["change"].exited(0)
         summary = self.successResultOf(d)
+        processes = summary.pop("processes")
         self.assertEqual(summary, {"added": ["add"], "removed": ["remove"],
-                                   "changed": ["change"], "unchanged": ["keep"]})
+                                   "changed": ["change"], "unchanged": ["keep"],
+                                   "updated": [], "replaced": ["change"]})
+        self.assertEqual({n: c.describe() for n, c in processes.items()},
+                         {"keep": "unchanged", "change": "replaced (env)", "add": "added",
+                          "remove": "removed"})
         self.assertEqual(list(supervisor.processes), ["keep", "change", "add"])
         self.assertIs(supervisor.processes["keep"], keepProcess)
         self.assertEqual(supervisor.processes["keep"].pid, keepPid)

@@ -238,6 +238,17 @@ class HealthMonitor:
         if self._managed and self._config.start_timeout > 0:
             self._timeoutCall = self._clock.callLater(self._config.start_timeout, self._startTimeout)
 
+    def resume(self) -> None:
+        """
+        Begin probing a child that is already ready (a reload gave a
+        running process a probe): the steady schedule, no start timeout.
+        """
+        self.stop()
+        self._running = True
+        self._starting = False
+        self._spawnedAt = self._clock.seconds() - self._config.start_period
+        self._schedule(_FIRST_START_GAP)
+
     def stop(self) -> None:
         """
         The run ended: no more probes; an in-flight probe is cancelled.
@@ -274,6 +285,49 @@ class HealthMonitor:
         d.addErrback(lambda f: self.log.failure("probe {probe} failed to close", f,
                                                 probe=self._config.probe))
         return d
+
+    def reconfigure(self, config, probe=None) -> Deferred:
+        """
+        A reload changed this process's health settings: apply them to the
+        running schedule without losing the statistics and history.
+
+        The next probe is moved to the last slot plus the new C{interval}
+        (so a shorter interval takes effect at once, not after the old
+        one); a probe in flight with a replaced probe object is cancelled,
+        since its answer would speak for the old settings.
+
+        @param probe: the probe built for the new settings, or C{None} to
+            keep the current one.
+        @return: a Deferred firing once the replaced probe released what it
+            held.
+        """
+        old, self._config = self._config, config
+        if config.history != self.results.maxlen:
+            self.results = deque(self.results, maxlen=config.history)
+        closed = succeed(None)
+        if probe is not None and probe is not self._probe:
+            previous, self._probe = self._probe, probe
+            inFlight, self._inFlight = self._inFlight, None
+            if inFlight is not None:
+                inFlight.cancel()
+            close = getattr(previous, "close", None)
+            if close is not None:
+                closed = maybeDeferred(close)
+                closed.addErrback(lambda f: self.log.failure(
+                    "probe {probe} failed to close", f, probe=old.probe))
+        if not self._running or self._inFlight is not None:
+            return closed  # the new timing applies when the probe in flight answers
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        now = self._clock.seconds()
+        if self._starting:
+            self._gap = min(self._gap, config.start_interval)
+            self._schedule(max(0.0, min(self._due, now + self._gap) - now))
+        else:
+            slot = self._due - old.interval
+            self._schedule(max(0.0, slot + config.interval - now))
+        return closed
 
     def _startTimeout(self) -> None:
         self._timeoutCall = None

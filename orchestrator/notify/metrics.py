@@ -30,6 +30,7 @@ from twisted.web.resource import Resource
 
 from orchestrator import __version__
 from orchestrator.health.stats import probeFamilies
+from orchestrator.supervision.counters import RESTART_REASONS
 from orchestrator.supervision.process import STATUSES
 
 __all__ = ["MetricsCollector", "MetricsResource", "SEED_STATUS_CODES"]
@@ -130,7 +131,7 @@ class MetricsCollector(Collector):
         started = GaugeMetricFamily("orchestrator_process_start_time_seconds",
                                     "Unix time the current child was spawned.", labels=["process"])
         restarts = CounterMetricFamily("orchestrator_process_restarts",
-                                       "Restarts by reason (crash, unhealthy, start_timeout, manual).",
+                                       "Restarts by reason (crash, unhealthy, start_timeout, spawn_failed, manual).",
                                        labels=["process", "reason"])
         exits = CounterMetricFamily("orchestrator_process_exits",
                                     "Child exits seen, by whether they were clean.",
@@ -154,7 +155,7 @@ class MetricsCollector(Collector):
             if snap.started_at is not None:
                 started.add_metric([name], snap.started_at)
             process = orch.processes[name]
-            for reason in ("crash", "unhealthy", "start_timeout", "manual"):
+            for reason in RESTART_REASONS:
                 restarts.add_metric([name, reason], process.restartsByReason.get(reason, 0))
             exits.add_metric([name, "true"], process.exitCounts[True])
             exits.add_metric([name, "false"], process.exitCounts[False])

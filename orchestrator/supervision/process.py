@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from orchestrator.config.types import ProcessConfig
 from orchestrator.errors import SpawnError, StartFailed, StateError
+from orchestrator.supervision.counters import ProcessCounters
 from orchestrator.supervision.output import OutputCapture
 from orchestrator.supervision.policy import ExitRecord, RestartHistory
 from orchestrator.supervision.spawn import killGroup as _killGroup
@@ -142,7 +143,9 @@ class ManagedProcess:
         an L{IProcessTransport}; the real one puts the child in its own session.
     @param policy: the restart policy object (C{next_delay(history)}).
     @param events: the L{orchestrator.notify.events.EventBus}.
-    @param environment: the child's complete environment.
+    @param environment: the child's complete environment, or a
+        zero-argument callable computing it, called for every spawn (so a
+        reload that declares a new secret reaches no later child).
     @param managed: C{False} in monitor-only mode: nothing is spawned.
     @param random: a zero-argument callable returning a float in [0, 1),
         drawn for each policy decision (jitter).
@@ -152,6 +155,8 @@ class ManagedProcess:
         C{(name, None)} when it is gone (the orphan state file).
     @param killGroup: C{killGroup(pgid, signal)}, to end what is left of a
         child's process group once the child itself has exited.
+    @param counters: the L{ProcessCounters} of this process name (shared
+        with the process objects a reload replaces, so counters never drop).
     """
 
     log = Logger()
@@ -164,12 +169,13 @@ class ManagedProcess:
         spawner: Callable,
         policy,
         events,
-        environment: Mapping[str, str],
+        environment: Mapping[str, str] | Callable[[], Mapping[str, str]],
         managed: bool = True,
         random: Callable[[], float] = lambda: 0.5,
         monitorFactory: Callable[["ManagedProcess"], Any] | None = None,
         recorder: Callable[[str, int | None], None] = lambda name, pid: None,
         killGroup: Callable[[int, int], bool] = _killGroup,
+        counters: ProcessCounters | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -177,7 +183,7 @@ class ManagedProcess:
         self._spawner = spawner
         self._policy = policy
         self._events = events
-        self._environment = dict(environment)
+        self._environment = environment if callable(environment) else (lambda: dict(environment))
         self.managed = managed
         self._random = random
         self._monitorFactory = monitorFactory or (lambda process: None)
@@ -190,14 +196,13 @@ class ManagedProcess:
         self.pid: int | None = None
         self.startedAt: float | None = None
         self.readyAt: float | None = None
-        self.restartCount = 0
-        self.restartsByReason: dict[str, int] = {}
-        self.exitCounts = {True: 0, False: 0}
+        self.counters = counters if counters is not None else ProcessCounters()
         self.attempts = 0
         self.gaveUp = False
         self.exits: deque[ExitRecord] = deque(maxlen=20)
         self._windowExits: list[ExitRecord] = []
         self._transport = None
+        self._protocol = None
         self._run = 0
         self._wanted = False
         self._wasReady = False
@@ -226,6 +231,18 @@ class ManagedProcess:
     @property
     def output(self) -> OutputCapture:
         return self._output
+
+    @property
+    def restartCount(self) -> int:
+        return self.counters.restarts
+
+    @property
+    def restartsByReason(self) -> dict[str, int]:
+        return self.counters.restartsByReason
+
+    @property
+    def exitCounts(self) -> dict[bool, int]:
+        return self.counters.exitCounts
 
     def uptime(self) -> float:
         if self.startedAt is None or self.status not in _ALIVE:
@@ -408,7 +425,7 @@ class ManagedProcess:
             try:
                 transport = self._spawner(
                     protocol, executable, list(self.config.command),
-                    self._environment, self.config.working_dir,
+                    dict(self._environment()), self.config.working_dir,
                 )
             except OSError as e:
                 problem = f"{e.strerror or e}: {executable}"
@@ -418,6 +435,7 @@ class ManagedProcess:
             self._spawnFailed(problem)
             raise SpawnError(problem)
         self._transport = transport
+        self._protocol = protocol
         self.pid = protocol.pid if protocol.pid is not None else transport.pid
         self.startedAt = self._reactor.seconds()
         self.readyAt = None
@@ -446,12 +464,22 @@ class ManagedProcess:
                 self._childExited(self._run, protocol.earlyExit)
 
     def _spawnFailed(self, problem: str) -> None:
+        """
+        The child could not be spawned at all.  This goes through the
+        restart policy like an exit (same budget, same backoff): a
+        C{working_dir} that appears a moment later, or a transient EAGAIN,
+        recovers by itself.
+        """
         self.log.error("Failed to start {process}: {problem}", process=self.name, problem=problem)
         now = self._reactor.seconds()
         record = ExitRecord(pid=None, exit_code=None, signal=None, at=now, uptime=0.0,
                             cause="spawn_failed")
         self.exits.append(record)
+        self._wasReady = False
         self._setStatus("crashed", "spawn_failed", reason=problem)
+        if self._wanted and not self._retired:
+            self._windowExits.append(record)
+            self._scheduleRestart(record)
 
     # -- readiness and health (called by the health monitor) ----------------------
 
@@ -576,6 +604,7 @@ class ManagedProcess:
         now = self._reactor.seconds()
         uptime = now - self.startedAt if self.startedAt is not None else 0.0
         self._transport = None
+        self._protocol = None
         self.pid = None
         self._cancel("_killCall")
         self._cancel("_readyCall")
@@ -592,7 +621,7 @@ class ManagedProcess:
         record = ExitRecord(pid=pid, exit_code=code, signal=sig, at=now, uptime=uptime,
                             cause=cause, clean=clean)
         self.exits.append(record)
-        self.exitCounts[clean] += 1
+        self.counters.countExit(clean)
         if stopping:
             self.log.info("{process} stopped (PID: {pid}, {how})",
                           process=self.name, pid=pid, how=record.describe())
@@ -683,16 +712,14 @@ class ManagedProcess:
         if self._lock.locked or self._transport is not None or not self._wanted or self._retired:
             return  # a command in progress (or a shutdown) decides what happens next
         last = self.exits[-1] if self.exits else None
-        self._countRestart("crash" if last is None or last.cause in ("exit", "spawn_failed") else last.cause)
+        self._countRestart("crash" if last is None or last.cause == "exit" else last.cause)
         try:
             self._spawn()
         except SpawnError:
-            self._windowExits.append(self.exits[-1])
-            self._scheduleRestart(self.exits[-1])
+            pass  # already handed to the restart policy by _spawnFailed
 
     def _countRestart(self, reason: str) -> None:
-        self.restartCount += 1
-        self.restartsByReason[reason] = self.restartsByReason.get(reason, 0) + 1
+        self.counters.countRestart(reason)
 
     def _cancelRestart(self) -> None:
         self._cancel("_restartCall")
@@ -730,6 +757,83 @@ class ManagedProcess:
         fields.setdefault("from_", self.status)
         fields.setdefault("to", self.status)
         self._events.emit(eventType, self.name, restart_count=self.restartCount, **fields)
+
+    # -- reload in place --------------------------------------------------------------------
+
+    def reconfigure(self, config: ProcessConfig, policy, *, probe=None,
+                    output: OutputCapture | None = None) -> Deferred:
+        """
+        Apply a reload's new supervision policy to this process in place:
+        the child (if any) keeps running with the same pid, and the
+        counters, exit history and health statistics are kept.
+
+        Only policy fields may differ from the current configuration (see
+        L{orchestrator.supervision.reconfig}); the caller built everything
+        that can fail beforehand, so this cannot fail half-way.
+
+        @param policy: the restart policy object for C{config.restart}.
+        @param probe: a probe built for C{config.health} to replace the
+            running monitor's one, or C{None}.
+        @param output: a new L{OutputCapture} for C{config.output}, or
+            C{None} when the output settings did not change.
+        @return: a Deferred firing once replaced resources (a probe's
+            connection pool) are released.
+        """
+        old, self.config = self.config, config
+        self._policy = policy
+        if output is not None:
+            self._swapOutput(output)
+        if not config.restart.auto and self._restartCall is not None:
+            self.log.info("{process}: automatic restarts turned off by a reload; "
+                          "the pending restart is cancelled", process=self.name)
+            self._cancelRestart()
+        if config.restart.reset_after != old.restart.reset_after and self._resetCall is not None:
+            self._cancel("_resetCall")
+            self._scheduleReset()
+        if config.health == old.health:
+            return succeed(None)
+        return self._reconfigureHealth(probe)
+
+    def _swapOutput(self, output: OutputCapture) -> None:
+        previous, self._output = self._output, output
+        output.lines.extend(previous.lines)
+        if self._protocol is not None and self._transport is not None:
+            # What the child wrote so far (a partial line) stays with the
+            # old capture; from now on its output goes to the new one.
+            if self._protocol.output is not None:
+                self._protocol.output.ended()
+            self._protocol.output = output.newRun(self.pid)
+        previous.close()
+
+    def _reconfigureHealth(self, probe) -> Deferred:
+        health = self.config.health
+        if self._monitor is not None and health.probe != "none":
+            return self._monitor.reconfigure(health, probe)
+        if self._monitor is not None:  # the probe was removed
+            monitor, self._monitor = self._monitor, None
+            if self.status == "starting":
+                elapsed = self._reactor.seconds() - (self.startedAt or 0.0)
+                self._readyCall = self._reactor.callLater(
+                    max(0.0, self.config.ready_after - elapsed), self._becameReady)
+            elif self.status == "unhealthy" and self._pendingCause is None:
+                self._setStatus("running", "running", reason="health probe removed")
+                self._scheduleReset()
+            return monitor.close()
+        try:
+            self._monitor = self._monitorFactory(self)
+        except Exception:
+            self.log.failure("{process}: the {probe} probe failed to start; running without it",
+                             process=self.name, probe=health.probe)
+        if self._monitor is None:
+            return succeed(None)
+        if not self.managed:
+            self._monitor.start()
+        elif self.status == "starting":
+            self._cancel("_readyCall")
+            self._monitor.start()
+        elif self.status in ("running", "unhealthy"):
+            self._monitor.resume()
+        return succeed(None)
 
     # -- monitor-only and shutdown ----------------------------------------------------------
 

@@ -17,8 +17,13 @@ from twisted.logger import Logger
 from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor, ProbeGate
+from orchestrator.supervision.counters import ProcessCounters
 from orchestrator.supervision.orphans import OrphanReaper, StateFile, becomeSubreaper, reapLeftovers
+from orchestrator.supervision.output import OutputCapture
 from orchestrator.supervision.process import ManagedProcess, childEnvironment
+from orchestrator.supervision.reconfig import (
+    ADDED, REMOVED, REPLACED, UNCHANGED, UPDATED, ProcessChange, diffProcess,
+)
 from orchestrator.supervision.spawn import killGroup as _killGroup
 
 __all__ = ["Supervisor", "dependencyRanks", "defaultStateDir"]
@@ -134,6 +139,9 @@ class Supervisor(Service):
         self._flushCall = None
         self._reloadLock = DeferredLock()
         self.processes: dict[str, ManagedProcess] = {}
+        # Per process name, kept when a reload replaces or removes the
+        # process object: counters never go back (a re-added name goes on).
+        self._counters: dict[str, ProcessCounters] = {}
         self._pending: set[str] = set()
         self._unsubscribe = None
         self._started = None
@@ -144,38 +152,60 @@ class Supervisor(Service):
     def config(self) -> Config:
         return self._config
 
+    def _environment(self, pconfig, config: Config) -> dict[str, str]:
+        return childEnvironment(pconfig, self._environ, config.dotenv, set(config.secret_env))
+
+    def _withProbeEnvironment(self, pconfig, config: Config):
+        # An exec probe runs with its process's environment: never the
+        # orchestrator's secrets.  (C{health.env} does not take part in
+        # comparisons, so reload diffs are unaffected.)
+        environment = self._environment(pconfig, config)
+        return replace(pconfig, health=replace(pconfig.health, env=freeze(environment)))
+
+    def counters(self, name: str) -> ProcessCounters:
+        """
+        The counters of process C{name}, shared by every process object a
+        reload builds under that name.
+        """
+        counters = self._counters.get(name)
+        if counters is None:
+            counters = self._counters[name] = ProcessCounters()
+        return counters
+
     def _makeProcess(self, pconfig, config: Config, kinds) -> ManagedProcess:
         policy = kinds.policies[pconfig.restart.policy](pconfig.restart)
         managed = config.enabled
-        environment = childEnvironment(pconfig, self._environ, config.dotenv, set(config.secret_env))
-        # An exec probe runs with its process's environment: never the
-        # orchestrator's secrets.
-        health = replace(pconfig.health, env=freeze(environment))
+        pconfig = self._withProbeEnvironment(pconfig, config)
 
         def monitorFactory(process):
+            health = process.config.health
             if health.probe == "none":
                 return None
-            probe = (self._probeFactory or self._defaultProbe(kinds))(health)
-            return HealthMonitor(process, health, probe, self._reactor,
+            return HealthMonitor(process, health, self._buildProbe(health, kinds), self._reactor,
                                  managed=managed, onResult=self._probeResult,
                                  random=self._random, gate=self.probeGate)
 
-        return ManagedProcess(
+        process = ManagedProcess(
             pconfig,
             reactor=self._reactor,
             spawner=self._spawner,
             policy=policy,
             events=self._events,
-            environment=environment,
+            # Computed for every spawn from the configuration current then.
+            environment=lambda: self._environment(process.config, self._config),
             managed=managed,
             random=self._random,
             monitorFactory=monitorFactory,
             recorder=self._record,
             killGroup=self._killGroup,
+            counters=self.counters(pconfig.name),
         )
+        return process
 
-    def _defaultProbe(self, kinds):
-        return lambda health: kinds.probes[health.probe](health, self._reactor)
+    def _buildProbe(self, health, kinds):
+        if self._probeFactory is not None:
+            return self._probeFactory(health)
+        return kinds.probes[health.probe](health, self._reactor)
 
     def _probeResult(self, name, result) -> None:
         for observer in list(self.probeObservers):
@@ -339,56 +369,90 @@ class Supervisor(Service):
 
     def apply(self, config: Config, kinds) -> Deferred:
         """
-        Apply a new configuration by diffing processes: removed ones stop,
-        added ones start, changed ones are replaced (stopped, then started
-        with the new settings if they were running or meant to run),
-        unchanged ones keep running untouched.  Reloads are serialised.
+        Apply a new configuration with the smallest change, process by
+        process (see L{orchestrator.supervision.reconfig}): removed ones
+        stop; added ones start; a change to what defines the child (its
+        command, working directory, environment) replaces the child
+        (stopped, then started with the new settings if it was running or
+        meant to run); a change to supervision policy only (health,
+        restart, stop, output, dependencies) is applied in place, same pid,
+        counters and health history kept; unchanged ones are untouched.
+        Reloads are serialised.
 
         @return: a Deferred firing with C{{"added": [...], "removed": [...],
-            "changed": [...], "unchanged": [...]}} once removed and changed
-            processes are stopped and the new ones are launched, or failing
-            with L{ConfigError} (nothing changed) when a new process cannot
+            "changed": [...], "unchanged": [...], "updated": [...],
+            "replaced": [...], "processes": {name: ProcessChange}}} once
+            removed and replaced processes are stopped and the new ones are
+            launched (C{changed} is C{updated} plus C{replaced}), or failing
+            with L{ConfigError} (nothing changed) when something new cannot
             be built.
         """
         return self._reloadLock.run(self._apply, config, kinds)
 
-    def _apply(self, config: Config, kinds) -> Deferred:
+    def diff(self, config: Config) -> dict[str, ProcessChange]:
+        """
+        What applying C{config} would do to each process, by name (removed
+        ones included), in the new configuration's order.
+        """
         old = self._config
         modeChanged = old.enabled != config.enabled
-        added = [n for n in config.processes if n not in self.processes]
-        removed = [n for n in self.processes if n not in config.processes]
-        changed = [
-            n for n in config.processes
-            if n in self.processes and (modeChanged or config.processes[n] != old.processes.get(n)
-                                        or self._envChanged(n, old, config))
-        ]
-        unchanged = [n for n in config.processes if n in self.processes and n not in changed]
-        # Build everything new before touching anything old: a process that
-        # cannot be built (its output file cannot be opened) rejects the
-        # whole reload and the running configuration stays.
+        changes: dict[str, ProcessChange] = {}
+        for name, pconfig in config.processes.items():
+            if name not in self.processes:
+                changes[name] = ProcessChange(name, ADDED)
+                continue
+            before = old.processes.get(name, self.processes[name].config)
+            changes[name] = diffProcess(
+                before, pconfig, modeChanged=modeChanged,
+                oldEnvironment=self._environment(before, old),
+                newEnvironment=self._environment(pconfig, config))
+        for name in self.processes:
+            if name not in config.processes:
+                changes[name] = ProcessChange(name, REMOVED)
+        return changes
+
+    def _apply(self, config: Config, kinds) -> Deferred:
+        changes = self.diff(config)
+        names = lambda outcome: [n for n, c in changes.items() if c.outcome == outcome]
+        added, removed, replaced, updated = names(ADDED), names(REMOVED), names(REPLACED), names(UPDATED)
+        # Build everything new before touching anything old: a process or
+        # an output file that cannot be built rejects the whole reload and
+        # the running configuration stays.
+        fresh: dict[str, ManagedProcess] = {}
+        updates: dict[str, tuple] = {}
         try:
-            fresh = {n: self._makeProcess(config.processes[n], config, kinds) for n in changed + added}
+            for name in replaced + added:
+                fresh[name] = self._makeProcess(config.processes[name], config, kinds)
+            for name in updated:
+                updates[name] = self._prepareUpdate(self.processes[name], config, kinds)
         except Exception as e:
+            for _, _, probe, output in updates.values():
+                if output is not None:
+                    output.close()
+                if probe is not None and hasattr(probe, "close"):
+                    maybeDeferred(probe.close).addErrback(lambda f: None)
+            for process in fresh.values():
+                process.output.close()
             return fail(ConfigError([f"cannot apply the configuration: {type(e).__name__}: {e}"]))
-        # A changed process keeps what the operator did: it comes back if it
-        # was running or meant to run, stays down if it was stopped.
-        toStart = [n for n in changed
+        # A replaced process keeps what the operator did: it comes back if
+        # it was running or meant to run, stays down if it was stopped.
+        toStart = [n for n in replaced
                    if self.processes[n].isAlive or self.processes[n].wanted]
         toStart += [n for n in added if config.processes[n].autostart]
         self._config = config
         self._kinds = kinds
         self.probeGate.setLimit(config.max_concurrent_probes)
-        goners = [self.processes[n] for n in removed + changed]
+        for name, (pconfig, policy, probe, output) in updates.items():
+            self.processes[name].reconfigure(pconfig, policy, probe=probe, output=output) \
+                .addErrback(lambda f, name=name: self.log.failure(
+                    "{process}: releasing the replaced probe failed", f, process=name))
+        goners = [self.processes[n] for n in removed + replaced]
         d = self._stopAll(goners, "replaced by a configuration reload") if goners else succeed(None)
 
-        def replace(_):
+        def swap(_):
             for name in removed:
                 del self.processes[name]
-            for name, process in fresh.items():
-                previous = self.processes.get(name)
-                if previous is not None:
-                    process.restartCount = previous.restartCount
-                self.processes[name] = process
+            self.processes.update(fresh)
             self.processes = {n: self.processes[n] for n in config.processes}  # configured order
             if self.running:
                 if config.enabled:
@@ -396,11 +460,27 @@ class Supervisor(Service):
                 else:
                     for process in fresh.values():
                         process.startMonitoring()
-            return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+                if updated:
+                    self._startReady()  # a changed depends_on may release a waiting start
+            changed = [n for n in changes if n in updated or n in replaced]
+            return {"added": added, "removed": removed, "changed": changed,
+                    "unchanged": names(UNCHANGED), "updated": updated, "replaced": replaced,
+                    "processes": changes}
 
-        return d.addCallback(replace)
+        return d.addCallback(swap)
 
-    def _envChanged(self, name: str, old: Config, new: Config) -> bool:
-        p = new.processes[name]
-        return {k: old.dotenv.get(k) for k in p.env_from_dotenv} != {
-            k: new.dotenv.get(k) for k in p.env_from_dotenv}
+    def _prepareUpdate(self, process: ManagedProcess, config: Config, kinds):
+        """
+        Build what an in-place update needs (the policy object, a new probe,
+        a new output capture); raises if any of it cannot be built.
+        """
+        pconfig = self._withProbeEnvironment(config.processes[process.name], config)
+        policy = kinds.policies[pconfig.restart.policy](pconfig.restart)
+        probe = None
+        if (pconfig.health != process.config.health and process.health is not None
+                and pconfig.health.probe != "none"):
+            probe = self._buildProbe(pconfig.health, kinds)
+        output = None
+        if pconfig.output != process.config.output:
+            output = OutputCapture(process.name, pconfig.output, self._reactor)
+        return pconfig, policy, probe, output

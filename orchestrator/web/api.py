@@ -254,7 +254,9 @@ class _Reload(ApiResource):
         def done(summary):
             return {"success": True, "message": "Configuration reloaded",
                     **{key: list(summary.get(key, [])) for key in
-                       ("added", "removed", "changed", "unchanged")}}
+                       ("added", "removed", "changed", "unchanged", "updated", "replaced")},
+                    "processes": {name: change.toJSON()
+                                  for name, change in summary.get("processes", {}).items()}}
 
         def rejected(failure):
             failure.trap(ConfigError)

@@ -199,8 +199,23 @@ SCHEMAS: dict[str, Any] = {
         "message": _STR,
         "added": {"type": "array", "items": _STR},
         "removed": {"type": "array", "items": _STR},
-        "changed": {"type": "array", "items": _STR},
+        "changed": {"type": "array", "items": _STR,
+                    "description": "Updated in place or replaced."},
         "unchanged": {"type": "array", "items": _STR},
+        "updated": {"type": "array", "items": _STR,
+                    "description": "Supervision policy applied in place: same child, same pid."},
+        "replaced": {"type": "array", "items": _STR,
+                     "description": "The child's definition changed: a new child."},
+        "processes": {
+            "type": "object",
+            "description": "Per process (removed ones included): what the reload did.",
+            "additionalProperties": _object({
+                "outcome": {"enum": ["unchanged", "updated", "replaced", "added", "removed"]},
+                "fields": {"type": "array", "items": _STR,
+                           "description": "The configuration paths that changed."},
+                "description": {**_STR, "description": "e.g. `updated in place (health.interval)`."},
+            }),
+        },
     }),
     "CommandOptions": {
         "type": "object",
@@ -335,8 +350,8 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         {"200": _json("SeedHealth", "Its settings and status.")}, errors=("404",), tag="seed")}
     paths["/api/v1/admin/reload"] = {"post": operation(
         "reload", "Re-read the configuration file and apply it by diff.",
-        {"200": _json("ReloadAnswer", "Applied: which processes were added, removed, changed "
-                                      "(restarted) or left alone."),
+        {"200": _json("ReloadAnswer", "Applied: which processes were added, removed, updated "
+                                      "in place, replaced (restarted) or left alone."),
          "400": _json("ReloadRejected", "Invalid: every problem is listed, the running "
                                         "configuration is kept.")},
         body="Empty", tag="admin")}
