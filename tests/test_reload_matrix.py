@@ -284,6 +284,23 @@ class InPlaceBehaviourTests(SynchronousTestCase):
         self.assertEqual(world.backend.snapshot().max_attempts, 5)
         self.assertEqual(world.backend.restartsByReason["crash"], 5)
 
+    def test_gaveUpProcessGetsANewBudget(self) -> None:
+        """A reload that changes the restart settings of a process that gave up starts it again; its counters go on."""
+        world = _World(self, mutate=lambda d: d["processes"]["backend"].update(
+            health={"probe": "none"}))
+        world.supervisor.startService()
+        world.reactor.advance(2)
+        for _ in range(4):
+            world.child().exited(1)
+            world.reactor.advance(60)
+        self.assertTrue(world.backend.gaveUp)
+        restarts = world.backend.restartCount
+        summary = world.reload(_set(world.document, ("restart", "max_attempts"), 10))
+        self.assertEqual(summary["processes"]["backend"].outcome, "updated")
+        self.assertFalse(world.backend.gaveUp)
+        self.assertEqual(world.backend.status, "starting")
+        self.assertEqual(world.backend.restartCount, restarts)
+
     def test_autoOffCancelsThePendingRestart(self) -> None:
         """Turning restart.auto off while a restart is pending cancels it: the crashed process stays down."""
         world = _World(self)

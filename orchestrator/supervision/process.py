@@ -790,6 +790,14 @@ class ManagedProcess:
         if config.restart.reset_after != old.restart.reset_after and self._resetCall is not None:
             self._cancel("_resetCall")
             self._scheduleReset()
+        if (self.gaveUp and config.restart != old.restart and self._wanted
+                and self._transport is None and not self._retired):
+            # The operator changed the budget of a process that had given
+            # up: that is what a new chance looks like.
+            self.log.info("{process}: restart settings changed by a reload; starting it "
+                          "again with a new budget", process=self.name)
+            self.start(wait=False).addErrback(lambda f: self.log.error(
+                "could not start {process}: {why}", process=self.name, why=f.getErrorMessage()))
         if config.health == old.health:
             return succeed(None)
         return self._reconfigureHealth(probe)
