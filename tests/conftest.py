@@ -47,6 +47,30 @@ def _stateHome(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
 
 
+@pytest.fixture(autouse=True)
+def _noIllegalTransition(request):
+    """
+    Fail any test during which a process logged an illegal transition
+    (L{orchestrator.supervision.status}): the state machine's table is the
+    contract, and a test that drives it off the table has found a bug.
+    Tests that provoke one on purpose are marked C{illegal_transition_expected}.
+    """
+    from twisted.logger import globalLogPublisher
+
+    seen: list[dict] = []
+
+    def observe(event):
+        if "illegal_transition" in event:
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield seen
+    globalLogPublisher.removeObserver(observe)
+    if seen and request.node.get_closest_marker("illegal_transition_expected") is None:
+        pytest.fail("illegal state transition(s): " + "; ".join(
+            f"{e.get('process')}: {e['illegal_transition']}" for e in seen))
+
+
 @pytest.fixture
 def processes():
     """

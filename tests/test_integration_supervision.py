@@ -313,3 +313,28 @@ def test_crashRestartCyclesLeakNothing(run_orchestrator, tmp_path):
     assert fds200 <= fds20 + 2, figures
     assert rss200 - rss20 < 6 * 1024, figures
     assert orch.stop() == 0
+
+
+_DAEMON = """
+admin: {{listen: "tcp:{{admin_port}}:interface=127.0.0.1"}}
+processes:
+  backend:
+    command: ["/bin/sh", "-c", "sleep 300 & echo $! > {pidfile}; exit 0"]
+    start: {{ready_after: 2}}
+    restart: {{policy: always, max_attempts: 3}}
+"""
+
+
+def test_daemonizingCommandIsDetected(run_orchestrator, tmp_path):
+    """A command that leaves a background process and exits 0 before it is ready is reported as daemonizing, with the fix; what it left is ended, no restarts."""
+    pidfile = tmp_path / "daemon.pid"
+    orch = run_orchestrator(_DAEMON.format(pidfile=pidfile))
+    waitFor(lambda: "daemonized" in orch.log(), timeout=20, what="the daemonizing diagnosis")
+    daemon = int(pidfile.read_text())
+    waitFor(lambda: not pidAlive(daemon), timeout=10, what="the background process to be ended")
+    status = orch.status()
+    assert status["status"] == "crashed"
+    assert "run it without forking into the background" in orch.log()
+    time.sleep(1.5)  # bounded: no restart may follow
+    assert orch.log().count("Starting backend process") == 1
+    assert orch.stop() == 0

@@ -295,7 +295,7 @@ class TransitionTests(SynchronousTestCase):
         h.clock.advance(2)
         h.process.startTimedOut("slow")
         h.child.exited(0)
-        self.assertEqual(h.clock.getDelayedCalls()[0].func, h.process._autoRestart)
+        self.assertEqual(h.process.timers.pending, ["restart"])
         self.assertEqual(len(h.clock.getDelayedCalls()), 1)
         h.clock.advance(1)
         successor = h.child
@@ -718,10 +718,12 @@ class StopTests(SynchronousTestCase):
 
     def test_monitorOnlyRefusesCommands(self) -> None:
         """In monitor-only mode start, stop and restart fail with a StateError that says why."""
-        loaded = _config()
-        h = _Harness(loaded=loaded)
-        h.process.managed = False
-        for command in (h.process.start, h.process.stop, h.process.restart):
+        from orchestrator.supervision.monitored import MonitoredProcess
+
+        h = _Harness()
+        process = MonitoredProcess(h.config, reactor=h.reactor, policy=None, events=h.bus)
+        self.assertEqual(process.status, "unknown")
+        for command in (process.start, process.stop, process.restart):
             failure = self.failureResultOf(command(), StateError)
             self.assertIn("monitor-only", failure.getErrorMessage())
         self.assertEqual(h.reactor.spawned, [])
@@ -890,6 +892,41 @@ class SpawnFailureTests(SynchronousTestCase):
         self.assertTrue(h.process.gaveUp)
         self.assertEqual(h.process.restartsByReason, {"spawn_failed": 3})
         self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class DaemonizingTests(SynchronousTestCase):
+    """
+    A command that forks into the background and exits 0 is told apart
+    from a crash.
+    """
+
+    def test_daemonizingCommandIsNamedWithTheFix(self) -> None:
+        """Exit 0 before ready while the process group lives on: crashed, gave up at once, and the error says to run it in the foreground."""
+        logs = _LogCapture(self)
+        h = _Harness("restart: {policy: always, interval: 1, max_attempts: 5}\n")
+        h.reactor.killGroup = lambda pgid, sig: sig == 0 or h.reactor.groupKills.append((pgid, sig))
+        h.process._killGroup = h.reactor.killGroup
+        d = h.process.start()
+        pid = h.child.pid
+        h.child.exited(0)
+        failure = self.failureResultOf(d, StartFailed)
+        self.assertIn("daemonized", failure.getErrorMessage())
+        self.assertIn("run it without forking into the background", failure.getErrorMessage())
+        self.assertEqual(h.process.status, "crashed")
+        self.assertTrue(h.process.gaveUp)
+        self.assertEqual(h.types()[-2:], ["crashed", "gave_up"])
+        self.assertEqual(h.reactor.groupKills, [(pid, signal.SIGKILL)])  # what it left is ended
+        h.clock.advance(60)
+        self.assertEqual(len(h.reactor.spawned), 1)
+        self.assertEqual(len(logs.matching(f"backend daemonized: its command exited 0 (PID {pid})")), 1)
+
+    def test_cleanExitWithoutLeftoversIsNoDaemon(self) -> None:
+        """Exit 0 before ready with nothing left in the group is an ordinary exit for the policy."""
+        h = _Harness("restart: {policy: always, interval: 1, max_attempts: 5}\n")
+        h.process.start(wait=False)
+        h.child.exited(0)
+        self.assertFalse(h.process.gaveUp)
+        self.assertIn("restart_scheduled", h.types())
 
 
 class EnvironmentTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor, ProbeGate
 from orchestrator.supervision.counters import ProcessCounters
+from orchestrator.supervision.monitored import MonitoredProcess
 from orchestrator.supervision.orphans import OrphanReaper, StateFile, becomeSubreaper, reapLeftovers
 from orchestrator.supervision.output import OutputCapture
 from orchestrator.supervision.process import ManagedProcess, childEnvironment
@@ -185,20 +186,19 @@ class Supervisor(Service):
                                  managed=managed, onResult=self._probeResult,
                                  random=self._random, gate=self.probeGate)
 
+        common = dict(reactor=self._reactor, policy=policy, events=self._events,
+                      random=self._random, monitorFactory=monitorFactory,
+                      counters=self.counters(pconfig.name))
+        if not managed:
+            return MonitoredProcess(pconfig, **common)
         process = ManagedProcess(
             pconfig,
-            reactor=self._reactor,
             spawner=self._spawner,
-            policy=policy,
-            events=self._events,
             # Computed for every spawn from the configuration current then.
             environment=lambda: self._environment(process.config, self._config),
-            managed=managed,
-            random=self._random,
-            monitorFactory=monitorFactory,
             recorder=self._record,
             killGroup=self._killGroup,
-            counters=self.counters(pconfig.name),
+            **common,
         )
         return process
 

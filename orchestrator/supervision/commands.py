@@ -1,0 +1,78 @@
+"""
+Serialising the commands an operator sends to one process.
+
+Start, stop and restart arrive over the API at any time; two at once must
+never double-spawn.  L{CommandQueue} runs them one after another, and lets
+a stop jump the queue: a start waiting for readiness (up to
+C{start_timeout}, or for ever) or a restart pausing between its stop and
+start is interrupted (its caller gets a L{StateError}, a 409) so the stop
+runs now.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, DeferredLock
+
+from orchestrator.errors import StateError
+
+__all__ = ["CommandQueue"]
+
+
+class CommandQueue:
+    """
+    One process's commands, one at a time.
+
+    @ivar interruptedBy: why the command in progress was interrupted, or
+        C{None}.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = DeferredLock()
+        self._readyWaiters: list[Deferred] = []
+        self.interruptedBy: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        """
+        Whether a command is in progress (automatic restarts then wait:
+        the command decides what happens next).
+        """
+        return self._lock.locked
+
+    def run(self, f: Callable[..., Any], *args) -> Deferred:
+        """
+        Run C{f(*args)} once every earlier command is done.
+        """
+        return self._lock.run(self._fresh, f, *args)
+
+    def _fresh(self, f, *args):
+        self.interruptedBy = None
+        return f(*args)
+
+    def waitReady(self) -> Deferred:
+        """
+        A Deferred fired by L{ready} or L{failed}.
+        """
+        d = Deferred()
+        self._readyWaiters.append(d)
+        return d
+
+    def ready(self, result) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.callback(result)
+
+    def failed(self, error: Exception) -> None:
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.errback(error)
+
+    def interrupt(self, why: str) -> None:
+        """
+        Fail a start waiting for readiness, so a queued stop can run.
+        """
+        self.interruptedBy = why
+        self.failed(StateError(f"{self._name}: interrupted before it was ready ({why})"))
