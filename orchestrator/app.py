@@ -62,6 +62,22 @@ def _loadInThread(call: Callable[[], Any]) -> Any:
             gc.enable()
 
 
+def _forgetExitSignal(reactor) -> None:
+    """
+    Make a graceful shutdown by SIGTERM/SIGINT exit 0.
+
+    twistd re-raises the signal that stopped the reactor when it exits (so
+    the exit status says "killed by SIGTERM"); it reads that signal from the
+    reactor's private C{_exitSignal}, and Twisted offers no public way to
+    clear it.  Every child is stopped cleanly by the time this runs, and
+    operators and process managers expect a supervisor's clean stop to exit
+    0.  This is the only place that touches the attribute; a reactor
+    without it (a test's fake, a future Twisted) is left alone.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
+
+
 class Orchestrator(MultiService):
     """
     Everything one orchestrator runs.
@@ -135,16 +151,14 @@ class Orchestrator(MultiService):
         self.pluginFailures: Counter = Counter()
         config = loaded.config
         if stateFile is True:
+            # Only a path: the file is read by checkStateFile and written
+            # once the supervisor starts (no file I/O while constructing).
             stateDir = config.state_dir or defaultStateDir(config.path)
             stateFile = StateFile(os.path.join(stateDir, "children.json"))
-            owner = stateFile.liveOwner() if config.enabled else None
-            if owner is not None:
-                raise AlreadyRunning([
-                    f"another orchestrator (pid {owner}) is running with this configuration "
-                    f"(state file {stateFile.path}); stop it first or set orchestrator.state_dir"])
+        self.stateFile: StateFile | None = stateFile or None
         self.supervisor = Supervisor(
             config, loaded.kinds, reactor, spawner, self.events,
-            environ=environ, random=random, stateFile=stateFile or None,
+            environ=environ, random=random, stateFile=self.stateFile,
             probeFactory=probeFactory, reapOrphans=reapOrphans,
             **({"killGroup": killGroup} if killGroup is not None else {}),
         )
@@ -186,6 +200,23 @@ class Orchestrator(MultiService):
             if parent.getComponent(ILogObserver, None) is None:
                 parent.setComponent(ILogObserver, self._logObserver)
 
+    def checkStateFile(self) -> None:
+        """
+        Refuse to run on a state file that another live orchestrator owns
+        (it would end that one's children as leftovers).  Reads the file:
+        C{makeService} calls it before the reactor runs, so twistd exits
+        non-zero before any child is spawned; L{startService} checks again.
+
+        @raise AlreadyRunning: naming the other orchestrator's pid.
+        """
+        if self.stateFile is None or not self.config.enabled:
+            return
+        owner = self.stateFile.liveOwner()
+        if owner is not None:
+            raise AlreadyRunning([
+                f"another orchestrator (pid {owner}) is running with this configuration "
+                f"(state file {self.stateFile.path}); stop it first or set orchestrator.state_dir"])
+
     def startService(self):
         """
         Bind the admin endpoint, run the plugins' C{startup} hooks, and only
@@ -193,6 +224,7 @@ class Orchestrator(MultiService):
         can be known first leaves no child behind.  Such a failure is
         recorded in L{exitStatus} and stops the reactor.
         """
+        self.checkStateFile()
         self.startedAt = self.reactor.seconds()
         self.notifiers.start(self.config, self.kinds)
         Service.startService(self)
@@ -277,12 +309,7 @@ class Orchestrator(MultiService):
         return d
 
     def _stoppedGracefully(self, result):
-        # twistd re-raises the signal that stopped the reactor when it exits
-        # (so the exit status says "killed by SIGTERM").  Every child is
-        # stopped cleanly by now: a graceful shutdown exits 0, as operators
-        # and process managers expect of a supervisor.
-        if getattr(self.reactor, "_exitSignal", None) is not None:
-            self.reactor._exitSignal = None
+        _forgetExitSignal(self.reactor)
         if self.exitStatus.code:
             self.log.info("all processes stopped; orchestrator exiting with code {code}",
                           code=self.exitStatus.code)

@@ -98,6 +98,7 @@ def makeService(options: Options):
             systemd=systemd,
             hangup=Hangup(os.environ),
         )
+        service.checkStateFile()
     except AlreadyRunning as e:
         _cannotStart(EXIT_ALREADY_RUNNING, "already running", e.problems)
     except (ConfigError, OSError) as e:

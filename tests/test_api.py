@@ -24,9 +24,8 @@ from treq.testing import StubTreq
 from twisted.python.failure import Failure
 
 from orchestrator.config.load import loadConfig
-from orchestrator.app import Orchestrator
 from orchestrator.web import AdminSite, buildRoot
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, writeConfig
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, writeConfig, makeOrchestrator
 
 BASE = "http://127.0.0.1:8000"
 TOKEN = "s3cret-token-for-tests"
@@ -116,9 +115,9 @@ class ApiHarness:
         self.probes: dict[str, ScriptedProbe] = {}
         self._auto = probe
         # (killGroup: fake pids must never reach os.killpg.)
-        self.orchestrator = o = Orchestrator(
-            self.loaded, r, r.spawner, stateFile=False, listen=False,
-            probeFactory=self._probe, reload=self._reload, killGroup=r.killGroup)
+        self.orchestrator = o = makeOrchestrator(self.loaded, r,
+                                                 probeFactory=self._probe,
+                                                 reload=self._reload)
         o.startService()
         self.admin = o.config.admin
         self.root = buildRoot(o)

@@ -109,8 +109,7 @@ def test_failing_hook_is_a_startup_error():
 
 def test_admin_service_builds_the_tree_at_construction():
     """The clash surfaces while the orchestrator is built (before twistd starts anything)."""
-    from orchestrator.app import Orchestrator
-    from tests.fakes import FakeProcessReactor
+    from tests.fakes import FakeProcessReactor, makeOrchestrator
 
     api = ApiHarness()
     pm = api.loaded.pluginManager
@@ -118,5 +117,4 @@ def test_admin_service_builds_the_tree_at_construction():
     pm.register(Plugin(("x", _Uptime)), name="second")
     reactor = FakeProcessReactor()
     with pytest.raises(ConfigError):
-        Orchestrator(api.loaded, reactor, reactor.spawner, stateFile=False, listen=True,
-                     killGroup=reactor.killGroup)
+        makeOrchestrator(api.loaded, reactor, listen=True)

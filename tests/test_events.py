@@ -14,8 +14,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.notify.events import EVENT_TYPES, Event, EventBus
-from orchestrator.app import Orchestrator
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, runNotifiers
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator, runNotifiers
 
 DESIGN_FIELDS = {"id", "type", "process", "from", "to", "reason", "pid", "exit_code",
                  "signal", "restart_count", "attempt", "timestamp"}
@@ -39,9 +38,8 @@ def build(yaml: str = CONFIG):
     loaded = loadText(yaml)
     reactor = FakeProcessReactor()
     reactor.advance(1_000)
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False,
-                                listen=False, probeFactory=lambda h: ScriptedProbe(auto=True),
-                                killGroup=reactor.killGroup)
+    orchestrator = makeOrchestrator(loaded, reactor,
+                                    probeFactory=lambda h: ScriptedProbe(auto=True))
     return orchestrator, reactor
 
 

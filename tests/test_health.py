@@ -19,10 +19,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from orchestrator.health.results import ProbeResult
-from orchestrator.app import Orchestrator
 from orchestrator.builtin.probes import HTTPProbe
 from tests._memhttp import MemoryHTTP
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator
 
 CONFIG = """
     processes:
@@ -53,9 +52,7 @@ def startOrchestrator(text: str, probe=None, probes=None, reactor=None, probeFac
     factory = probeFactory or (
         (lambda health: probes[health.process]) if probes is not None else (lambda health: probe))
     # Fake pids must never reach os.killpg; random 0: no phase spread, exact times.
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                probeFactory=factory, killGroup=reactor.killGroup,
-                                random=lambda: 0.0)
+    orchestrator = makeOrchestrator(loaded, reactor, probeFactory=factory, random=lambda: 0.0)
     orchestrator.startService()
     return orchestrator, reactor
 
@@ -215,9 +212,9 @@ class ReadinessTests(_Base):
             "processes:\n"
             "  a: {url: 'http://10.1.1.1', health: {interval: 10, start_interval: 2}}\n"
             "  b: {url: 'http://10.1.1.2', health: {interval: 10, start_interval: 2}}\n")
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                    probeFactory=lambda h: probes[h.process],
-                                    killGroup=reactor.killGroup, random=lambda: next(samples))
+        orchestrator = makeOrchestrator(loaded, reactor,
+                                        probeFactory=lambda h: probes[h.process],
+                                        random=lambda: next(samples))
         orchestrator.startService()
         runUntil(reactor, 25)
         self.assertEqual([round(t, 6) for t in probes["a"].times], [0.51, 10.51, 20.51])

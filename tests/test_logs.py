@@ -19,9 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from orchestrator.config.types import LoggingConfig, NotifierConfig
 from orchestrator.notify.events import EventBus
 from orchestrator.logs import JSONObserver, TextObserver, buildObserver
-from orchestrator.app import Orchestrator
 from orchestrator.builtin.notifiers import LogNotifier
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator
 
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -187,9 +186,8 @@ class LogNotifierTests(SynchronousTestCase):
             notifiers: [{type: log}]
         """)
         reactor = FakeProcessReactor()
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False,
-                                    listen=False, probeFactory=lambda h: ScriptedProbe(auto=True),
-                                    killGroup=reactor.killGroup)
+        orchestrator = makeOrchestrator(loaded, reactor,
+                                        probeFactory=lambda h: ScriptedProbe(auto=True))
         stream = self.route(format="json")
         orchestrator.startService()
         reactor.advance(1)

@@ -24,9 +24,8 @@ from twisted.web.resource import Resource
 
 from orchestrator import __version__
 from orchestrator.notify.metrics import MetricsResource
-from orchestrator.app import Orchestrator
 from orchestrator.builtin.notifiers import WebhookNotifier
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START = 1_000.0
@@ -63,10 +62,9 @@ class Harness:
             self.probes.append(probe)
             return probe
 
-        self.orchestrator = Orchestrator(self.loaded, self.reactor, self.reactor.spawner,
-                                         stateFile=False, listen=False,
-                                         probeFactory=probeFactory, random=lambda: 0.5,
-                                         killGroup=self.reactor.killGroup)
+        self.orchestrator = makeOrchestrator(self.loaded, self.reactor,
+                                             probeFactory=probeFactory,
+                                             random=lambda: 0.5)
         root = Resource()
         root.putChild(b"metrics", MetricsResource(self.orchestrator.metrics.registry))
         self.http = StubTreq(root)

@@ -342,10 +342,9 @@ def test_liveOwnerDetectsAnotherRunningOrchestrator(tmp_path):
 
 
 def test_secondOrchestratorOnSameStateFileRefused(tmp_path):
-    """Building an orchestrator whose state file belongs to a live one is a clear configuration error."""
+    """Starting an orchestrator whose state file belongs to a live one is a clear configuration error; building it reads nothing."""
     from orchestrator.errors import ConfigError
-    from orchestrator.app import Orchestrator
-    from tests.fakes import FakeProcessReactor, loadText
+    from tests.fakes import FakeProcessReactor, loadText, makeOrchestrator
 
     loaded = loadText(f"orchestrator: {{state_dir: {tmp_path}}}\n"
                       "processes:\n  a: {command: ['{python}', '-c', 'a']}\n")
@@ -355,8 +354,12 @@ def test_secondOrchestratorOnSameStateFileRefused(tmp_path):
             "orchestrator_pid": other.pid, "orchestrator_start_time": processStartTime(other.pid),
             "children": {}}))
         reactor = FakeProcessReactor()
+        orchestrator = makeOrchestrator(loaded, reactor, stateFile=True)
         with pytest.raises(ConfigError) as caught:
-            Orchestrator(loaded, reactor, reactor.spawner, listen=False, killGroup=reactor.killGroup)
+            orchestrator.checkStateFile()
+        with pytest.raises(ConfigError):
+            orchestrator.startService()
+        assert reactor.spawned == []
         assert f"another orchestrator (pid {other.pid}) is running with this configuration" in \
             caught.value.problems[0]
     finally:

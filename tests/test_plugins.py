@@ -16,8 +16,7 @@ import pytest
 from orchestrator.config.load import loadConfig
 from orchestrator.errors import ConfigError
 from orchestrator.hooks.manager import DEFAULT_PLUGINS, buildPluginManager, collectKinds
-from orchestrator.app import Orchestrator
-from tests.fakes import FakeProcessReactor, writeConfig
+from tests.fakes import FakeProcessReactor, writeConfig, makeOrchestrator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "notifier_plugin")
@@ -100,8 +99,7 @@ def test_failing_notifier_is_isolated():
         loaded = load(BASE + "plugins: [tests.plugin_samples.broken_notifier]\n"
                              "notifiers: [{type: broken}, {type: prometheus}]\n")
         reactor = FakeProcessReactor()
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                    killGroup=reactor.killGroup)
+        orchestrator = makeOrchestrator(loaded, reactor)
         orchestrator.startService()
         reactor.advance(0)
         assert orchestrator.processes["backend"].status == "starting"
@@ -150,8 +148,7 @@ def test_entry_point_plugin_installed_and_selected(tmp_path, monkeypatch):
     loaded = load(text, entryPoints=True)
     assert [n.type for n in loaded.config.notifiers] == ["jsonl"]
     reactor = FakeProcessReactor()
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                    killGroup=reactor.killGroup)
+    orchestrator = makeOrchestrator(loaded, reactor)
     orchestrator.startService()
     reactor.advance(1)
     lines = [json.loads(line) for line in events.read_text().splitlines()]

@@ -30,11 +30,10 @@ from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor
 from orchestrator.hooks.manager import buildPluginManager, collectKinds
 from orchestrator.health.results import ProbeResult
-from orchestrator.app import Orchestrator
 from orchestrator.supervision.spawn import sessionSpawner
 from orchestrator.builtin.probes import ExecProbe, HTTPProbe, TCPProbe
 from tests._memhttp import MemoryHTTP
-from tests.fakes import FakeProcessReactor, loadText
+from tests.fakes import FakeProcessReactor, loadText, makeOrchestrator
 from tests.harness import pidAlive
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -503,8 +502,7 @@ class CustomProbeKindTests(SynchronousTestCase):
             f"{{probe: file, file: {self.file}, contains: ok, interval: 1, failure_threshold: 2, "
             "restart_on_unhealthy: false}"))
         reactor = FakeProcessReactor()
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                    killGroup=reactor.killGroup)
+        orchestrator = makeOrchestrator(loaded, reactor)
         orchestrator.startService()
         worker = orchestrator.process("worker")
         reactor.advance(0.01)
@@ -524,7 +522,6 @@ class CustomProbeKindTests(SynchronousTestCase):
 
 def test_exec_probe_never_sees_orchestrator_secrets(monkeypatch):
     """Built by the supervisor, an exec probe runs with its process's environment: no admin token, no webhook secret."""
-    from orchestrator.app import Orchestrator
     from tests.fakes import FakeProcessReactor, loadText
 
     monkeypatch.setenv("ORCHESTRATOR_ADMIN_TOKEN", "s3cret")
@@ -536,9 +533,9 @@ def test_exec_probe_never_sees_orchestrator_secrets(monkeypatch):
         environ=dict(os.environ))
     seen = []
     reactor = FakeProcessReactor()
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                killGroup=reactor.killGroup, environ=dict(os.environ),
-                                probeFactory=lambda health: seen.append(dict(health.env)) or _Never())
+    orchestrator = makeOrchestrator(loaded, reactor,
+                                    environ=dict(os.environ),
+                                    probeFactory=lambda health: seen.append(dict(health.env)) or _Never())
     orchestrator.startService()
     (env,) = seen
     assert env["MINE"] == "yes"

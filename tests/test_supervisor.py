@@ -20,9 +20,8 @@ from orchestrator.config.load import loadConfig
 from orchestrator.errors import ConfigError
 from orchestrator.notify.events import EventBus
 from orchestrator.supervision.orphans import StateFile
-from orchestrator.app import Orchestrator
 from orchestrator.supervision.supervisor import Supervisor, dependencyRanks
-from tests.fakes import FakeProcessReactor, loadText, writeConfig
+from tests.fakes import FakeProcessReactor, loadText, writeConfig, makeOrchestrator
 
 _CHAIN = """
 processes:
@@ -224,9 +223,9 @@ class ShutdownTests(SynchronousTestCase):
         """Orchestrator.stopService (what twistd waits for) fires only after the last child is reaped."""
         loaded = loadText(_CHAIN)
         reactor = FakeProcessReactor()
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                    environ={"PATH": "/bin"}, random=lambda: 0.5,
-                                    killGroup=reactor.killGroup)
+        orchestrator = makeOrchestrator(loaded, reactor,
+                                        environ={"PATH": "/bin"},
+                                        random=lambda: 0.5)
         orchestrator.startService()
         for _ in range(3):
             reactor.advance(1)
@@ -422,9 +421,9 @@ class ReloadTests(SynchronousTestCase):
         self.path = writeConfig(_BEFORE, self.directory)
         load = lambda: loadConfig(self.path, envFile=os.devnull, environ={}, entryPoints=False)
         self.reactor = FakeProcessReactor()
-        self.orchestrator = Orchestrator(load(), self.reactor, self.reactor.spawner, reload=load,
-                                         stateFile=False, listen=False, environ={"PATH": "/bin"},
-                                         killGroup=self.reactor.killGroup)
+        self.orchestrator = makeOrchestrator(load(), self.reactor,
+                                             reload=load,
+                                             environ={"PATH": "/bin"})
         self.orchestrator.startService()
         self.reactor.advance(1)
         self.logs: list[dict] = []
