@@ -199,3 +199,16 @@ def makeOrchestrator(loaded, reactor: FakeProcessReactor | None = None, **kwargs
     options: dict[str, Any] = dict(stateFile=False, listen=False, killGroup=reactor.killGroup)
     options.update(kwargs)
     return Orchestrator(loaded, reactor, reactor.spawner, **options)
+
+
+def resultOf(d):
+    """
+    The result of a Deferred that has already fired (its failure raised);
+    for helpers outside a test case, where C{successResultOf} is not at hand.
+    """
+    results: list = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]

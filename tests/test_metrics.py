@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from orchestrator import __version__
 from orchestrator.notify.metrics import MetricsResource
 from orchestrator.builtin.notifiers import WebhookNotifier
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator, resultOf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START = 1_000.0
@@ -87,22 +87,14 @@ class Harness:
         headers = {"Accept": accept} if accept else {}
         d = self.http.get("http://127.0.0.1:8000/metrics", headers=headers)
         self.http.flush()
-        response = _result(d)
-        return response, _result(treq.text_content(response, encoding="utf-8"))
+        response = resultOf(d)
+        return response, resultOf(treq.text_content(response, encoding="utf-8"))
 
     def scrape(self) -> "Samples":
         response, body = self.get()
         assert response.code == 200, response.code
         return Samples(body)
 
-
-def _result(d):
-    results = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
 
 
 class Samples:
@@ -489,13 +481,13 @@ class MetricsResourceTests(SynchronousTestCase):
         h = Harness()
         d = h.http.post("http://127.0.0.1:8000/metrics", data=b"")
         h.http.flush()
-        response = _result(d)
+        response = resultOf(d)
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"GET, HEAD"])
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
         body = h.http.content(response)
         h.http.flush()
-        self.assertEqual(json.loads(_result(body)), {"success": False, "error": "Method not allowed: use GET"})
+        self.assertEqual(json.loads(resultOf(body)), {"success": False, "error": "Method not allowed: use GET"})
 
 
 def promtool() -> str:

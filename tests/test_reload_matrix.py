@@ -23,7 +23,7 @@ from orchestrator.config.load import loadConfig
 from orchestrator.config.types import ProcessConfig
 from orchestrator.notify.events import EventBus
 from orchestrator.supervision.supervisor import Supervisor
-from tests.fakes import EXECUTABLE, FakeProcessReactor, ScriptedProbe
+from tests.fakes import EXECUTABLE, FakeProcessReactor, ScriptedProbe, resultOf
 
 
 def _base(directory: str) -> dict:
@@ -167,18 +167,10 @@ class _World:
             for transport in before:
                 if transport.alive and transport.signals:
                     transport.exited(0)
-        summary = _result(d)
+        summary = resultOf(d)
         self.document = document
         return summary
 
-
-def _result(d):
-    results = []
-    d.addBoth(results.append)
-    assert results, "the reload did not finish"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
 
 
 def _set(document: dict, path: tuple, value) -> dict:
