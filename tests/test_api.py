@@ -716,6 +716,27 @@ class TestReload:
         assert [p["name"] for p in api.get("/api/v1/processes").json["processes"]] == [
             "backend", "worker", "extra"]
 
+    def test_reload_answer_says_per_process_what_it_did(self, api):
+        """POST reload answers, per process, unchanged / updated in place (fields) / replaced (fields); a tuned probe keeps the pid."""
+        api.ready()
+        pid = api.get("/api/v1/processes/backend").json["pid"]
+        api.rewrite(config().replace("health: {interval: 30, start_timeout: 10}",
+                                     "health: {interval: 5, start_timeout: 10}")
+                    .replace('start: {ready_after: 1}', 'start: {ready_after: 1}\n    env: {A: "1"}'))
+        pending = api.send("POST", "/api/v1/admin/reload")
+        api.children("worker")[-1].exited(0)  # the replaced worker stops
+        api.stub.flush()
+        answer = pending.answer()
+        assert answer.status == 200
+        body = answer.json
+        assert (body["updated"], body["replaced"], body["unchanged"]) == (["backend"], ["worker"], [])
+        assert body["changed"] == ["backend", "worker"]
+        assert body["processes"]["backend"] == {
+            "outcome": "updated", "fields": ["health.interval"],
+            "description": "updated in place (health.interval)"}
+        assert body["processes"]["worker"]["description"] == "replaced (env)"
+        assert api.get("/api/v1/processes/backend").json["pid"] == pid
+
     def test_invalid_configuration_lists_every_problem(self, api):
         """An invalid file is a 400 listing every problem; the running configuration stays."""
         api.rewrite("processes:\n  backend:\n    command: 3\n    restart: {max_attempts: -1}\n")

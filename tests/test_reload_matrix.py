@@ -262,6 +262,22 @@ class InPlaceBehaviourTests(SynchronousTestCase):
         self.assertEqual(monitor.total, total + 2)
         self.assertEqual(monitor.snapshot().results[0].healthy, True)
 
+    def test_probeOptionsSwapTheProbeKeepTheHistory(self) -> None:
+        """health.path changed: the next probes go to a probe built for the new path, on the same monitor and child."""
+        world = _World(self)
+        world.start()
+        world.reactor.advance(30)
+        monitor, old = world.backend.health, world.probes[-1]
+        total, checks = monitor.total, old.checks
+        world.reload(_set(world.document, ("health", "path"), "/ready"))
+        new = world.probes[-1]
+        self.assertIsNot(new, old)
+        self.assertEqual(new.health.options["path"], "/ready")
+        world.reactor.advance(30)
+        self.assertEqual((old.checks, new.checks), (checks, 1))
+        self.assertIs(world.backend.health, monitor)
+        self.assertEqual(monitor.total, total + 1)
+
     def test_newBudgetAppliesToTheNextDecision(self) -> None:
         """restart.max_attempts raised in place lets a crash loop go on past the old cap, on the same counters."""
         world = _World(self, mutate=lambda d: d["processes"]["backend"].update(
