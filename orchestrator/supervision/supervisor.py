@@ -26,6 +26,7 @@ from orchestrator.supervision.reconfig import (
     ADDED, REMOVED, REPLACED, UNCHANGED, UPDATED, ProcessChange, diffProcess,
 )
 from orchestrator.supervision.spawn import killGroup as _killGroup
+from orchestrator.supervision.supervised import SupervisedProcess
 
 __all__ = ["Supervisor", "dependencyRanks", "defaultStateDir"]
 
@@ -86,7 +87,8 @@ def defaultStateDir(configPath: str | None, environ: Mapping[str, str] | None = 
 
 class Supervisor(Service):
     """
-    Owns the L{ManagedProcess} of every configured process.
+    Owns the process object of every configured process (a L{ManagedProcess}, or a
+    L{orchestrator.supervision.monitored.MonitoredProcess} in monitor-only mode).
 
     @param config: the validated L{Config}.
     @param kinds: the registered probe, policy and notifier kinds.
@@ -139,7 +141,7 @@ class Supervisor(Service):
         self.probeGate = ProbeGate(config.max_concurrent_probes)
         self._flushCall = None
         self._reloadLock = DeferredLock()
-        self.processes: dict[str, ManagedProcess] = {}
+        self.processes: dict[str, SupervisedProcess] = {}
         # Per process name, kept when a reload replaces or removes the
         # process object: counters never go back (a re-added name goes on).
         self._counters: dict[str, ProcessCounters] = {}
@@ -173,7 +175,7 @@ class Supervisor(Service):
             counters = self._counters[name] = ProcessCounters()
         return counters
 
-    def _makeProcess(self, pconfig, config: Config, kinds) -> ManagedProcess:
+    def _makeProcess(self, pconfig, config: Config, kinds) -> SupervisedProcess:
         policy = kinds.policies[pconfig.restart.policy](pconfig.restart)
         managed = config.enabled
         pconfig = self._withProbeEnvironment(pconfig, config)
@@ -418,7 +420,7 @@ class Supervisor(Service):
         # Build everything new before touching anything old: a process or
         # an output file that cannot be built rejects the whole reload and
         # the running configuration stays.
-        fresh: dict[str, ManagedProcess] = {}
+        fresh: dict[str, SupervisedProcess] = {}
         updates: dict[str, tuple] = {}
         try:
             for name in replaced + added:
@@ -469,7 +471,7 @@ class Supervisor(Service):
 
         return d.addCallback(swap)
 
-    def _prepareUpdate(self, process: ManagedProcess, config: Config, kinds):
+    def _prepareUpdate(self, process: SupervisedProcess, config: Config, kinds):
         """
         Build what an in-place update needs (the policy object, a new probe,
         a new output capture); raises if any of it cannot be built.
