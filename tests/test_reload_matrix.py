@@ -251,15 +251,15 @@ class InPlaceBehaviourTests(SynchronousTestCase):
         """health.interval 30 -> 5 probes the same child 5 s after the last probe, not 30 s; history is kept."""
         world = _World(self)
         world.start()
-        world.reactor.advance(30)  # one steady probe
+        world.reactor.advance(30)  # steady probes (at a random phase of the interval)
         monitor = world.backend.health
-        total = monitor.total
         world.reload(_set(world.document, ("health", "interval"), 5))
+        world.reactor.advance(0)  # a slot already past under the new interval is probed now
+        total = monitor.total
         self.assertIs(world.backend.health, monitor)
-        world.reactor.advance(5)
-        self.assertEqual(monitor.total, total + 1)
-        world.reactor.advance(5)
-        self.assertEqual(monitor.total, total + 2)
+        for i in range(1, 4):
+            world.reactor.advance(5)
+            self.assertEqual(monitor.total, total + i)
         self.assertEqual(monitor.snapshot().results[0].healthy, True)
 
     def test_probeOptionsSwapTheProbeKeepTheHistory(self) -> None:
@@ -363,6 +363,45 @@ class InPlaceBehaviourTests(SynchronousTestCase):
         failure.trap(ConfigError)
         self.assertIs(world.supervisor.config, config)
         self.assertIsNone(world.backend.config.output.file)
+
+
+class MonitorReconfigureTests(SynchronousTestCase):
+    """
+    HealthMonitor.reconfigure with a probe in flight under the probe cap.
+    """
+
+    def test_swappedProbeInFlightGivesItsSlotBack(self) -> None:
+        """A probe in flight when its probe object is replaced is cancelled, its slot under the cap freed, and the next check goes to the new probe one new interval later."""
+        from dataclasses import replace
+        from twisted.internet.task import Clock
+
+        from orchestrator.config.types import HealthConfig
+        from orchestrator.health.monitor import HealthMonitor, ProbeGate
+
+        class _Process:
+            name = "backend"
+
+            def healthReady(self):
+                pass
+
+            def healthFailed(self, reason):
+                pass
+
+        clock, gate = Clock(), ProbeGate(limit=1)
+        health = HealthConfig(probe="scripted", interval=30, start_timeout=0)
+        old, new = ScriptedProbe(), ScriptedProbe(auto=True)
+        monitor = HealthMonitor(_Process(), health, old, clock, gate=gate)
+        monitor.resume()
+        clock.advance(0.01)
+        self.assertEqual((len(old.pending), gate.inFlight), (1, 1))
+        monitor.reconfigure(replace(health, interval=10), new)
+        self.assertEqual(gate.inFlight, 0)
+        clock.advance(9.99)
+        self.assertEqual(new.checks, 0)
+        clock.advance(0.01)
+        self.assertEqual((new.checks, monitor.total, gate.inFlight), (1, 1, 0))
+        monitor.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class CounterTests(SynchronousTestCase):

@@ -259,10 +259,17 @@ class HealthMonitor:
             if call is not None and call.active():
                 call.cancel()
             setattr(self, attr, None)
-        inFlight, self._inFlight = self._inFlight, None
-        self._cancelDeadline()
         if self._gate is not None:
             self._gate.discard(self)
+        self._abandonCheck()
+
+    def _abandonCheck(self) -> None:
+        """
+        Cancel the probe in flight (its answer is no longer wanted) and
+        give its slot back.
+        """
+        inFlight, self._inFlight = self._inFlight, None
+        self._cancelDeadline()
         if inFlight is not None:
             inFlight.cancel()
         self._release()
@@ -305,11 +312,11 @@ class HealthMonitor:
         if config.history != self.results.maxlen:
             self.results = deque(self.results, maxlen=config.history)
         closed = succeed(None)
+        abandoned = False
         if probe is not None and probe is not self._probe:
             previous, self._probe = self._probe, probe
-            inFlight, self._inFlight = self._inFlight, None
-            if inFlight is not None:
-                inFlight.cancel()
+            abandoned = self._inFlight is not None
+            self._abandonCheck()
             close = getattr(previous, "close", None)
             if close is not None:
                 closed = maybeDeferred(close)
@@ -317,6 +324,8 @@ class HealthMonitor:
                     "probe {probe} failed to close", f, probe=old.probe))
         if not self._running or self._inFlight is not None:
             return closed  # the new timing applies when the probe in flight answers
+        if self._call is None and not abandoned:
+            return closed  # waiting for a slot (probe cap): it runs with the new settings
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
@@ -325,7 +334,9 @@ class HealthMonitor:
             self._gap = min(self._gap, config.start_interval)
             self._schedule(max(0.0, min(self._due, now + self._gap) - now))
         else:
-            slot = self._due - old.interval
+            # The slot of the last probe (the abandoned one's, or the one
+            # before the pending call), plus the new interval.
+            slot = self._due if abandoned else self._due - old.interval
             self._schedule(max(0.0, slot + config.interval - now))
         return closed
 
