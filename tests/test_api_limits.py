@@ -19,11 +19,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
-from orchestrator.app import Orchestrator
 from orchestrator.web import AdminSite
 from orchestrator.web.channel import RefusedConnection
 from orchestrator.web.limits import AdminCounters, REASONS, jsonTooDeep
-from tests.fakes import loadText
+from tests.fakes import loadText, makeOrchestrator
 from tests.test_api import TOKEN, ApiHarness, config
 from tests.test_api_plugins import Plugin
 
@@ -477,7 +476,7 @@ class TestCounted:
         from tests.fakes import FakeProcessReactor
 
         r = FakeProcessReactor()
-        o = Orchestrator(loaded, r, r.spawner, stateFile=False, listen=True, killGroup=r.killGroup)
+        o = makeOrchestrator(loaded, r, listen=True)
         o.web.site.counters.count("stream_overflow")
         text = generate_latest(o.metrics.registry).decode()
         for reason in REASONS:

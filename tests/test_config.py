@@ -15,7 +15,7 @@ from orchestrator.cli.main import main as cliMain
 from orchestrator.config.load import loadConfig, parseBoolean
 from orchestrator.errors import ConfigError
 from orchestrator.tap import Options
-from tests.fakes import EXECUTABLE, writeConfig
+from tests.fakes import EXECUTABLE, writeConfig, makeOrchestrator
 from tests.hostile._configs import BILLION_LAUGHS
 
 MINIMAL = """\
@@ -959,8 +959,6 @@ class ThreadedFakeReactor(FakeProcessReactor):
 @pytest.fixture
 def running(tmp_path):
     """An Orchestrator on a fake threaded reactor, running TWO, with a reload that counts its calls."""
-    from orchestrator.app import Orchestrator
-
     path = writeConfig(TWO, str(tmp_path))
     calls = []
 
@@ -971,8 +969,7 @@ def running(tmp_path):
         return loadConfig(path, envFile=os.devnull, environ={}, entryPoints=False)
 
     reactor = ThreadedFakeReactor()
-    orchestrator = Orchestrator(reload(), reactor, reactor.spawner, reload=reload, stateFile=False,
-                                listen=False, environ={"PATH": "/bin"}, killGroup=reactor.killGroup)
+    orchestrator = makeOrchestrator(reload(), reactor, reload=reload, environ={"PATH": "/bin"})
     orchestrator.startService()
     reactor.advance(1)
     calls.clear()
@@ -1071,13 +1068,10 @@ def test_warnings_are_logged_at_start(tmp_path):
     """The warnings of a loaded configuration are logged when the orchestrator starts."""
     from twisted.logger import globalLogPublisher
 
-    from orchestrator.app import Orchestrator
-
     path = writeConfig(TWO.replace("  b: {command", "  b: {working_dir: later, command"), str(tmp_path))
     loaded = loadConfig(path, envFile=os.devnull, environ={}, entryPoints=False)
     reactor = FakeProcessReactor()
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                environ={"PATH": "/bin"}, killGroup=reactor.killGroup)
+    orchestrator = makeOrchestrator(loaded, reactor, environ={"PATH": "/bin"})
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:

@@ -118,8 +118,7 @@ def test_failing_startup_hook_fails_the_start_before_any_spawn():
     """A startup hook that raises is a failure to come up: exit status 1 with its reason, nothing spawned."""
     loaded = load(BASE + "plugins: [tests.plugin_samples.broken_startup]\n")
     reactor = FakeProcessReactor()
-    orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False, listen=False,
-                                killGroup=reactor.killGroup)
+    orchestrator = makeOrchestrator(loaded, reactor)
     orchestrator.startService()
     reactor.advance(5)
     assert reactor.spawned == []

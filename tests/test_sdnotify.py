@@ -12,10 +12,9 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.app import Orchestrator
 from orchestrator.lifecycle import ExitStatus, Hangup, underServiceManager
 from orchestrator.sdnotify import SystemdLink, SystemdNotifier, statusLine, watchdogPeriod
-from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText
+from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator
 
 
 class _Port:
@@ -136,10 +135,10 @@ class LinkTests(SynchronousTestCase):
         self.reactor = FakeProcessReactor()
         self.link = SystemdLink(SystemdNotifier(self.datagrams, "/run/n", monotonicUsec=lambda: 5),
                                 self.reactor, watchdog)
-        self.orchestrator = Orchestrator(
-            loadText(text), self.reactor, self.reactor.spawner, stateFile=False, listen=False,
-            probeFactory=lambda health: self.probe, killGroup=self.reactor.killGroup,
-            random=lambda: 0.0, systemd=self.link)
+        self.orchestrator = makeOrchestrator(loadText(text), self.reactor,
+                                             probeFactory=lambda health: self.probe,
+                                             random=lambda: 0.0,
+                                             systemd=self.link)
         self.orchestrator.startService()
         return self.orchestrator
 
@@ -267,8 +266,7 @@ class StartupTests(SynchronousTestCase):
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
         reactor.listenTCP = listenTCP
-        orchestrator = Orchestrator(loaded, reactor, reactor.spawner, stateFile=False,
-                                    killGroup=reactor.killGroup)
+        orchestrator = makeOrchestrator(loaded, reactor, listen=True)
         orchestrator.startService()
         reactor.advance(5)
         self.assertEqual((failing, reactor.spawned), ([0], []))
@@ -281,8 +279,7 @@ class StartupTests(SynchronousTestCase):
         order = []
         real = reactor.listenTCP
         reactor.listenTCP = lambda *a, **k: (order.append(("listen", len(reactor.spawned))), real(*a, **k))[1]
-        orchestrator = Orchestrator(loadText(CONFIG), reactor, reactor.spawner, stateFile=False,
-                                    killGroup=reactor.killGroup)
+        orchestrator = makeOrchestrator(loadText(CONFIG), reactor, listen=True)
         orchestrator.startService()
         self.assertEqual(order, [("listen", 0)])
         self.assertEqual(len(reactor.spawned), 2)
