@@ -14,13 +14,12 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from orchestrator.app import Orchestrator
 from orchestrator.config.load import loadConfig
 from orchestrator.hooks.call import callHook
 from orchestrator.hooks.manager import buildPluginManager
 from orchestrator.hooks.specs import hookimpl
 from orchestrator.web import buildRoot
-from tests.fakes import FakeProcessReactor, ScriptedProbe, writeConfig
+from tests.fakes import FakeProcessReactor, ScriptedProbe, writeConfig, makeOrchestrator
 from tests.plugin_samples import lifecycle_subset
 
 BASE = """
@@ -44,9 +43,9 @@ class Build:
         test.addCleanup(shutil.rmtree, self.directory, True)
         self.path = writeConfig(BASE + extra, self.directory)
         self.reactor = r = FakeProcessReactor()
-        self.orchestrator = Orchestrator(self.load(), r, r.spawner, stateFile=False, listen=False,
-                                         reload=self.load, killGroup=r.killGroup,
-                                         probeFactory=lambda health: ScriptedProbe(auto=True))
+        self.orchestrator = makeOrchestrator(self.load(), r,
+                                             reload=self.load,
+                                             probeFactory=lambda health: ScriptedProbe(auto=True))
 
     def load(self):
         return loadConfig(self.path, envFile="/dev/null", environ={}, entryPoints=False)

@@ -16,11 +16,10 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from orchestrator.app import Orchestrator
 from orchestrator.builtin.notifiers import WebhookNotifier
 from orchestrator.config.load import loadConfig
 from orchestrator.errors import ConfigError
-from tests.fakes import FakeProcessReactor, ScriptedProbe, writeConfig
+from tests.fakes import FakeProcessReactor, ScriptedProbe, writeConfig, makeOrchestrator
 
 START = 1_700_000_000
 
@@ -79,10 +78,10 @@ class Reloading:
         self.path = writeConfig(BASE + "notifiers:\n" + notifiers, self.directory)
         self.reactor = r = FakeProcessReactor()
         r.advance(START)
-        self.orchestrator = Orchestrator(
-            self._load(), r, r.spawner, stateFile=False, listen=False, reload=self._load,
-            probeFactory=lambda health: ScriptedProbe(auto=True), killGroup=r.killGroup,
-            random=lambda: 0.5)
+        self.orchestrator = makeOrchestrator(self._load(), r,
+                                             reload=self._load,
+                                             probeFactory=lambda health: ScriptedProbe(auto=True),
+                                             random=lambda: 0.5)
         self.orchestrator.notifiers.factory = self._build
         self.orchestrator.startService()
         self.advance(1)
