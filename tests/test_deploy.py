@@ -281,7 +281,8 @@ def test_composeValidatesAgainstTheComposeSpecification():
     """compose.yaml is valid under the Compose Specification JSON Schema; a misspelt key is not."""
     import jsonschema
 
-    validator = jsonschema.Draft201909Validator(composeSchema())
+    schema = composeSchema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
     document = _compose()
     assert [e.message for e in validator.iter_errors(document)] == []
     broken = json.loads(json.dumps(document))

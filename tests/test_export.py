@@ -30,10 +30,10 @@ import yaml
 from orchestrator.cli.main import main
 from orchestrator.config.types import freeze, thaw
 from orchestrator.export import exportCompose, exportKubernetes, exportSystemd, loadForExport
+from tests import tools
 from tests.tools import debianTool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENDOR = os.path.join(ROOT, "tests", "vendor")
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is in the test extra: pip install -e '.[test]'")
@@ -127,9 +127,8 @@ def validateKubernetes(docs: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def composeSchema():
-    with open(os.path.join(VENDOR, "compose-spec.json"), encoding="utf-8") as f:
-        schema = json.load(f)
-    return jsonschema.Draft7Validator(schema)
+    schema = tools.composeSchema()
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def validateCompose(validator, document: dict) -> None:

@@ -41,43 +41,16 @@ def debianTool(binary: str, package: str) -> str:
     return path
 
 
-#: The Compose Specification's JSON Schema ships in this package (Apache-2.0,
-#: compose/config/compose_spec.json); it is downloaded, never installed.
-COMPOSE_SCHEMA_PACKAGE = "docker-compose==1.29.2"
+#: The Compose Specification's JSON Schema, vendored with its licence and
+#: source noted in tests/vendor/README.md (one copy for every test).
+COMPOSE_SCHEMA = os.path.join(ROOT, "tests", "vendor", "compose-spec.json")
 
 
 def composeSchema() -> dict:
     """
-    The Compose Specification JSON Schema, from C{.cache/compose-spec/}, or
-    fetched now with C{pip download --no-deps} (one line says so).
-
-    @raise SkipTest: when the package index cannot be reached.
+    The Compose Specification JSON Schema (the vendored copy).
     """
-    import glob
     import json
-    import sys
-    import zipfile
 
-    folder = os.path.join(CACHE, "compose-spec")
-    path = os.path.join(folder, "compose_spec.json")
-    if not os.path.exists(path):
-        os.makedirs(folder, exist_ok=True)
-        try:
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                                   "--dest", folder, COMPOSE_SCHEMA_PACKAGE],
-                                  capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise SkipTest(f"compose schema: not fetched: {e}")
-        wheels = glob.glob(os.path.join(folder, "docker_compose-*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise SkipTest("compose schema: not fetched: pip download "
-                           f"{COMPOSE_SCHEMA_PACKAGE} failed: {done.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            data = wheel.read("compose/config/compose_spec.json")
-        with open(path, "wb") as f:
-            f.write(data)
-        os.remove(wheels[0])
-        print(f"compose schema: fetched {os.path.basename(wheels[0])} with pip download into "
-              f".cache/compose-spec (nothing installed)", file=sys.stderr)
-    with open(path, encoding="utf-8") as f:
+    with open(COMPOSE_SCHEMA, encoding="utf-8") as f:
         return json.load(f)
