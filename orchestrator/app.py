@@ -27,7 +27,7 @@ from orchestrator.errors import AlreadyRunning, ConfigError
 from orchestrator.hooks.call import callHookDeferred, pluginNames
 from orchestrator.lifecycle import EXIT_FAILURE, ExitStatus, Hangup
 from orchestrator.notify.events import EventBus
-from orchestrator.notify.registry import NotifierSet, checkNotifiers
+from orchestrator.notify.registry import NotifierSet
 from orchestrator.supervision.orphans import StateFile
 from orchestrator.supervision.reconfig import describeChanges
 from orchestrator.supervision.supervisor import Supervisor, defaultStateDir
@@ -143,9 +143,6 @@ class Orchestrator(MultiService):
         self._previousHUP = None
         self.startedAt: float | None = None
         self.events = EventBus(reactor)
-        # Notifiers are built in startService; a malformed notifier setting
-        # (a secret that is not base64) is refused here, like any config error.
-        checkNotifiers(loaded.config, loaded.kinds)
         self.notifiers = NotifierSet(self.events, reactor)
         #: (plugin name, hook) -> failures of its life-cycle hooks.
         self.pluginFailures: Counter = Counter()
@@ -383,10 +380,6 @@ class Orchestrator(MultiService):
             return fail(self._rejected(ConfigError([
                 f"{loaded.config.path or 'the configuration'}: configures no process, which "
                 "would stop every running one; write `processes: {}` to mean that"])))
-        try:
-            checkNotifiers(loaded.config, loaded.kinds)
-        except ConfigError as e:
-            return fail(self._rejected(e))
         for warning in loaded.warnings:
             self.log.warn("configuration: {warning}", warning=warning)
         if loaded.config.admin != self.config.admin:

@@ -466,6 +466,17 @@ def test_check_config_fails_with_every_error(tmp_path, capsys):
     assert "processes.backend.health.interval: 0 is less than the minimum of 0.1" in err
 
 
+def test_check_config_reports_a_malformed_webhook_secret(tmp_path, capsys, monkeypatch):
+    """check-config refuses a whsec_ secret that is not base64, as a start and a reload would."""
+    monkeypatch.setenv("HOOK_SECRET", "whsec_not*base64!")
+    path = writeConfig(MINIMAL + 'notifiers: [{type: webhook, url: "https://hooks.example", '
+                                 'secret_env: HOOK_SECRET}]\n', str(tmp_path))
+    assert cliMain(["check-config", path, "--env-file", os.devnull]) == 1
+    err = capsys.readouterr().err
+    assert "notifiers[0].secret_env: HOOK_SECRET: the whsec_ secret is not valid base64" in err
+    assert "not*base64" not in err
+
+
 def test_default_config_is_valid():
     """The embedded default conf/orchestrator.yaml validates as shipped."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -491,7 +502,7 @@ def test_webhook_secret_variable_never_reaches_children():
     """The variable named by a webhook's secret_env is not inherited by children."""
     from orchestrator.supervision.process import childEnvironment
 
-    environ = {"WEBHOOK_SECRET": "whsec_abc", "PATH": "/usr/bin"}
+    environ = {"WEBHOOK_SECRET": "whsec_c2VjcmV0LWtleS1ieXRlcw==", "PATH": "/usr/bin"}
     config = load(MINIMAL + 'notifiers: [{type: webhook, url: "https://hooks.example", secret_env: WEBHOOK_SECRET}]\n',
                   environ=environ)
     env = childEnvironment(config.processes["backend"], environ, config.dotenv, set(config.secret_env))

@@ -247,10 +247,9 @@ class SecretTests(SynchronousTestCase):
     """ % URL
 
     def test_malformedWhsecSecretIsAConfigError(self) -> None:
-        """A whsec_ secret that is not base64 is a configuration error naming the notifier and variable."""
-        loaded = loadText(self.YAML, environ={"HOOK_SECRET": "whsec_not*base64!"})
+        """A whsec_ secret that is not base64 is a configuration error at load naming the notifier and variable."""
         with self.assertRaises(ConfigError) as caught:
-            checkNotifiers(loaded.config, loaded.kinds)
+            loadText(self.YAML, environ={"HOOK_SECRET": "whsec_not*base64!"})
         [problem] = caught.exception.problems
         self.assertIn("notifiers[0].secret_env: HOOK_SECRET: the whsec_ secret is not valid base64", problem)
         self.assertNotIn("not*base64", problem)

@@ -117,11 +117,23 @@ def loadConfig(
 
     config = buildConfig(data, filename, baseDir, {dottedPath(p): s for p, s in sources.items()},
                          dict(dotenv.values), kinds, environ, secretNames)
+    _checkKinds(config, kinds)
     return LoadedConfig(config=config, pluginManager=pm, kinds=kinds,
                         warnings=problems.sortedWarnings(), envFile=dotenv.path)
 
 
 # -- the steps -------------------------------------------------------------------------
+
+
+def _checkKinds(config: Config, kinds: Kinds) -> None:
+    """
+    Let each notifier kind judge what only the built configuration shows
+    (a secret named by C{secret_env} that is not valid base64), so that
+    C{check-config}, a start and a reload all refuse it alike.
+    """
+    from orchestrator.notify.registry import checkNotifiers
+
+    checkNotifiers(config, kinds)
 
 
 def _readYAML(path: str | None) -> tuple[dict, dict, dict]:
