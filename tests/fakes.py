@@ -133,7 +133,8 @@ class ScriptedProbe:
     """
     A probe whose every check waits for the test: C{pending} holds the
     Deferreds of checks in flight; C{answer(healthy, reason)} fires the
-    oldest.  With C{auto} set, checks answer at once with that verdict.
+    oldest.  With C{auto} set, checks answer at once with that verdict (or
+    with C{autoResult}, when the test sets one).
     """
 
     name = "scripted"
@@ -142,12 +143,13 @@ class ScriptedProbe:
     def __init__(self, auto: bool | None = None) -> None:
         self.pending: list[Deferred] = []
         self.auto = auto
+        self.autoResult: ProbeResult | None = None
         self.checks = 0
 
     def check(self) -> Deferred:
         self.checks += 1
         if self.auto is not None:
-            return succeed(ProbeResult(self.auto, "ok" if self.auto else "HTTP 503"))
+            return succeed(self.autoResult or ProbeResult(self.auto, "ok" if self.auto else "HTTP 503"))
         d = Deferred()
         self.pending.append(d)
         return d

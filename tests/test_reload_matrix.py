@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.config.load import loadConfig
 from orchestrator.config.types import ProcessConfig
+from orchestrator.health.results import ProbeResult
 from orchestrator.notify.events import EventBus
 from orchestrator.supervision.supervisor import Supervisor
 from tests.fakes import EXECUTABLE, FakeProcessReactor, ScriptedProbe, resultOf
@@ -436,6 +437,19 @@ class CounterTests(SynchronousTestCase):
         self.assertEqual(unclean, 10)
         self.assertEqual(clean, 5)  # the five replacements stopped the old child cleanly
         self.assertEqual(world.backend.restartsByReason["crash"], 10)
+
+    def test_probeLimitHitsSurviveAReplacement(self) -> None:
+        """Probe answers that hit a bound stay counted after a reload replaces the process and its monitor."""
+        world = _World(self)
+        world.start()
+        world.probes[-1].autoResult = ProbeResult(True, "HTTP 200", limit="body_bytes")
+        world.reactor.advance(world.backend.config.health.interval)
+        hits = dict(world.backend.health.limitHits)
+        self.assertGreaterEqual(hits.get("body_bytes", 0), 1)
+        summary = world.reload(_set(world.document, ("env",), {"MODE": "new"}))
+        self.assertEqual(summary["processes"]["backend"].outcome, "replaced")
+        world.reactor.advance(0.125)
+        self.assertEqual(world.backend.health.limitHits, hits)
 
     def test_removedAndReaddedNameGoesOn(self) -> None:
         """A process removed by one reload and added back by another continues its counters."""

@@ -161,13 +161,17 @@ class HealthMonitor:
     @param random: a zero-argument callable returning a float in [0, 1):
         the phase of the schedule (see the module docstring).
     @param gate: the shared L{ProbeGate}, or C{None} for no cap.
-    @ivar limitHits: per bound (C{ProbeResult.limit}), how many results hit it.
+    @param limitHits: where to count results that hit a bound, by bound
+        (C{ProbeResult.limit}); the supervisor passes its per-name counters
+        so the counts outlive a reload that replaces the process.
+    @ivar limitHits: per bound, how many results hit it.
     """
 
     log = Logger()
 
     def __init__(self, process, config, probe, clock, managed: bool = True, onResult=None,
-                 random=None, gate: ProbeGate | None = None) -> None:
+                 random=None, gate: ProbeGate | None = None,
+                 limitHits: dict[str, int] | None = None) -> None:
         self._process = process
         self._config = config
         self._probe = probe
@@ -178,7 +182,7 @@ class HealthMonitor:
         self._gate = gate
         self._holding = False
         self._phase = 0.0
-        self.limitHits: dict[str, int] = {}
+        self.limitHits: dict[str, int] = {} if limitHits is None else limitHits
         self._due = 0.0
         self.results: deque[ProbeResult] = deque(maxlen=config.history)
         self.total = self.successes = self.failures = 0

@@ -26,14 +26,17 @@ class ProcessCounters:
         C{restart_count}.
     @ivar restartsByReason: C{reason -> count}; sums to C{restarts}.
     @ivar exitCounts: C{{True: clean exits, False: other exits}}.
+    @ivar probeLimitHits: C{limit -> count} of probe answers that hit a
+        bound (C{ProbeResult.limit}); the health monitor adds to it.
     """
 
-    __slots__ = ("restarts", "restartsByReason", "exitCounts")
+    __slots__ = ("restarts", "restartsByReason", "exitCounts", "probeLimitHits")
 
     def __init__(self) -> None:
         self.restarts = 0
         self.restartsByReason: dict[str, int] = {}
         self.exitCounts = {True: 0, False: 0}
+        self.probeLimitHits: dict[str, int] = {}
 
     def countRestart(self, reason: str) -> None:
         self.restarts += 1

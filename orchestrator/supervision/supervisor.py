@@ -186,7 +186,8 @@ class Supervisor(Service):
                 return None
             return HealthMonitor(process, health, self._buildProbe(health, kinds), self._reactor,
                                  managed=managed, onResult=self._probeResult,
-                                 random=self._random, gate=self.probeGate)
+                                 random=self._random, gate=self.probeGate,
+                                 limitHits=process.counters.probeLimitHits)
 
         common = dict(reactor=self._reactor, policy=policy, events=self._events,
                       random=self._random, monitorFactory=monitorFactory,
