@@ -15,6 +15,7 @@ from openapi_schema_validator import OAS31Validator
 from orchestrator.web import api as routes
 from orchestrator.web._render import ApiResource
 from orchestrator.web.openapi import openAPIDocument
+from orchestrator.web.ui import StaticFolder, StaticPage
 from tests.test_api import Answer, ApiHarness, checkConforms, config
 
 
@@ -58,10 +59,13 @@ def _servedRoutes(api) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
 
     def walk(resource, path):
-        if isinstance(resource, ApiResource):
+        if isinstance(resource, (ApiResource, StaticPage, StaticFolder)):
             methods = set(resource.allowedMethods()) - {"HEAD"}
             if methods:
                 found[path or "/"] = methods
+        if isinstance(resource, StaticFolder):  # /ui/ (and /ui) is the page, /ui/{asset} a file
+            found[path + "/"] = found.pop(path)
+            found[path + "/{asset}"] = set(found[path + "/"])
         children = dict(getattr(resource, "children", {}))
         if isinstance(resource, routes._Processes):
             children[b"{name}"] = routes._Process(api.orchestrator, "backend")
@@ -98,7 +102,7 @@ def test_every_operation_answers_as_documented(method, template):
     """Each documented operation, called with valid input, answers a documented status and schema."""
     api = ApiHarness()
     api.ready()
-    path = template.replace("{name}", "backend")
+    path = template.replace("{name}", "backend").replace("{asset}", "app.js")
     query = "?wait=false" if method == "POST" and "reload" not in path else ""
     answer = api.call(method, path + query)  # the harness checks conformance
     assert 200 <= answer.status < 300, answer
@@ -125,11 +129,11 @@ def test_without_token_no_security():
 
 
 def test_with_token_every_operation_but_metrics_is_secured(document):
-    """With a token every operation needs bearerAuth and lists its 401, but /metrics."""
+    """With a token every operation needs bearerAuth and lists its 401, but /metrics and the status page's files."""
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     for path, item in document["paths"].items():
         for op in item.values():
-            secured = path != "/metrics"
+            secured = path != "/metrics" and path not in ("/", "/ui/", "/ui/{asset}")
             assert (op["security"] == [{"bearerAuth": []}]) is secured
             assert ("401" in op["responses"]) is secured
 

@@ -33,9 +33,10 @@ ROUTES = [
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/events/stream"),
     ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/orchestrator"),
     ("GET", "/api/v1/nope"),
-    ("GET", "/"),
-]
+    ("GET", "/nope"),
+]  # (the status page at / and /ui/ needs none: tests/test_ui.py)
 
 
 @pytest.fixture
@@ -299,7 +300,7 @@ class TestBodyCap:
 
 
 class TestErrors:
-    @pytest.mark.parametrize("path", ["/", "/api", "/api/v1", "/api/v1/admin", "/nope",
+    @pytest.mark.parametrize("path", ["/api", "/api/v1", "/api/v1/admin", "/nope",
                                       "/api/v1/admin/backend/nope", "/api/v1/processes/backend/start/x",
                                       "/api/v1/plugins", "/api/v1/plugins/none"])
     def test_unknown_path(self, api, path):

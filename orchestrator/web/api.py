@@ -291,6 +291,19 @@ class _Events(ApiResource):
         return {"events": [e.toJSON() for e in events[-limit:]], "last_sequence": last}
 
 
+class _About(ApiResource):
+    """
+    C{GET}: the orchestrator itself: version, uptime, monitor-only mode.
+    """
+
+    def __init__(self, orchestrator) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+
+    def GET(self, request):
+        return views.about(self._orchestrator)
+
+
 class _OpenAPI(ApiResource):
     """
     C{GET}: the OpenAPI 3.1 document of this API.
@@ -378,6 +391,7 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     """
     from orchestrator.web.openapi import openAPIDocument
     from orchestrator.web.stream import EventStream
+    from orchestrator.web.ui import StaticFolder, StaticPage, loadAssets
 
     plugins = pluginResources(orchestrator)
     default = admin.default_process
@@ -386,6 +400,9 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     root = ApiResource()
     api = ApiResource()
     v1 = ApiResource()
+    assets = loadAssets()
+    root.putChild(b"", StaticPage(assets))
+    root.putChild(b"ui", StaticFolder(assets))
     root.putChild(b"api", api)
     root.putChild(b"metrics", _Metrics(orchestrator.metrics.registry))
     api.putChild(b"v1", v1)
@@ -401,6 +418,7 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     backend.putChild(b"health", _SeedHealth(orchestrator, default, what))
 
     v1.putChild(b"processes", _Processes(orchestrator, default))
+    v1.putChild(b"orchestrator", _About(orchestrator))
     events = _Events(orchestrator)
     v1.putChild(b"events", events)
     events.putChild(b"stream", EventStream(orchestrator.events, orchestrator.reactor, admin, counters))
@@ -425,4 +443,5 @@ def buildRoot(orchestrator, admin=None) -> Guard:
 
     admin = admin if admin is not None else orchestrator.config.admin
     counters = AdminCounters()
-    return Guard(buildTree(orchestrator, admin, counters), admin, counters)
+    # The status page's files need no token (its API calls do).
+    return Guard(buildTree(orchestrator, admin, counters), admin, counters, public={b"", b"ui"})

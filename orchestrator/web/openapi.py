@@ -189,6 +189,16 @@ SCHEMAS: dict[str, Any] = {
         **_HEALTH_FIELDS,
         "results": {"type": "array", "items": _ref("ProbeResult"), "description": "Oldest first."},
     }),
+    "About": _object({
+        "version": _STR,
+        "started_at": {**_nullable(_NUM), "description": "When the orchestrator started (seconds since the epoch)."},
+        "uptime_secs": {**_INT, "description": "Whole seconds since it started."},
+        "orchestrator_enabled": _BOOL,
+        "monitor_only": {**_BOOL, "description": "orchestrator.enabled is false: processes are watched, "
+                                                 "never started, stopped or restarted."},
+        "default_process": {**_STR, "description": "admin.default_process"},
+        "process_count": _INT,
+    }),
     "Event": _EVENT,
     "EventList": _object({
         "events": {"type": "array", "items": _ref("Event"), "description": "Oldest first."},
@@ -276,6 +286,9 @@ _PARAMS = {
     "type": {"name": "type", "in": "query", "required": False,
              "schema": {"type": "string", "enum": list(EVENT_TYPES)},
              "description": "Only events of this type."},
+    "asset": {"name": "asset", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": ["app.css", "app.js", "favicon.svg", "index.html"]},
+              "description": "One of the status page's files; any other name is a 404."},
     "stream_since": {"name": "since", "in": "query", "required": False,
                      "schema": {**_INT, "minimum": 0},
                      "description": "First replay the recent events with a greater sequence."},
@@ -385,6 +398,27 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
                                 "Last-Event-ID).",
                  "content": {"text/event-stream": {"schema": _STR}}}},
         params=("stream_since", "process", "last_event_id"), tag="events")}
+    paths["/api/v1/orchestrator"] = {"get": operation(
+        "about", "The orchestrator itself: version, uptime, monitor-only mode.",
+        {"200": _json("About", "Its version and state.")}, tag="admin")}
+    page = {"description": "The status page (static HTML; its script calls this API). Served with "
+                           "Cache-Control: no-cache, an ETag and a Content-Security-Policy that "
+                           "allows nothing but this origin's script, style, images and requests.",
+            "content": {"text/html": {"schema": _STR}}}
+    notModified = {"304": {"description": "If-None-Match named the current ETag: no body."}}
+    for path, opId in (("/", "status_page"), ("/ui/", "status_page_ui")):
+        paths[path] = {"get": operation(
+            opId, "The status page: every process live, its actions, logs and events.",
+            {"200": page, **notModified}, tag="ui", token=False,
+            description="No token needed for the page itself (it holds nothing); it asks for "
+                        "the token when the API answers 401 and sends it as a bearer header.")}
+    paths["/ui/{asset}"] = {"get": operation(
+        "status_page_asset", "A file of the status page (stylesheet, script, icon).",
+        {"200": {"description": "The file, with the same headers as the page.",
+                 "content": {"text/css": {"schema": _STR}, "text/javascript": {"schema": _STR},
+                             "image/svg+xml": {"schema": _STR}, "text/html": {"schema": _STR}}},
+         **notModified},
+        errors=("404",), params=("asset",), tag="ui", token=False)}
     paths["/api/v1/openapi.json"] = {"get": operation(
         "openapi", "This document.",
         {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}},
@@ -411,8 +445,8 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
             "title": "orchestrator admin API",
             "version": __version__,
             "description": (
-                "Drive the orchestrator's processes. Every answer is JSON (but /metrics and the event "
-                "stream); every error is {\"success\": false, \"error\": \"...\"}. Every GET but the "
+                "Drive the orchestrator's processes. Every answer is JSON (but /metrics, the event "
+                "stream and the status page's files); every error is {\"success\": false, \"error\": \"...\"}. Every GET but the "
                 "event stream also answers HEAD. Any other method answers 405 with an Allow header; "
                 "an unknown path "
                 "answers 404. Checks on every request, in order: connections (503), request line and "
@@ -426,6 +460,7 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
             {"name": "processes", "description": "Every configured process by name."},
             {"name": "events", "description": "What happened."},
             {"name": "admin", "description": "The orchestrator itself."},
+            {"name": "ui", "description": "The status page, for a browser."},
         ],
         "paths": paths,
         "components": {"schemas": SCHEMAS, "responses": responses},

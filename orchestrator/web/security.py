@@ -10,7 +10,8 @@ route (or a plugin's resource) sees a request:
     from an allowed origin is answered here (204);
  3. C{Authorization: Bearer <admin.token>}, compared in constant time,
     when a token is configured (C{/metrics} is exempt unless
-    C{admin.metrics_requires_token}): else 401.
+    C{admin.metrics_requires_token}, and so are the C{public} segments:
+    the status page's static files): else 401.
 
 The body cap cannot live in the tree: twisted.web reads and spools the
 whole body before it looks for a resource.  L{CappedRequest} refuses an
@@ -116,13 +117,17 @@ class Guard(Resource):
     @param admin: the C{admin} configuration the listener was started with.
     @param counters: where the API's limits count their hits (the site
         serving this root counts there too).
+    @param public: first path segments served without a token (the Host
+        and Origin checks still apply): static files that hold no state.
     """
 
-    def __init__(self, tree: Resource, admin: AdminConfig, counters: AdminCounters | None = None) -> None:
+    def __init__(self, tree: Resource, admin: AdminConfig, counters: AdminCounters | None = None,
+                 public=frozenset()) -> None:
         super().__init__()
         self._tree = tree
         self.counters = counters if counters is not None else AdminCounters()
         self._admin = admin
+        self._public = frozenset(public)
         self._token = admin.token.encode("utf-8") if admin.token else None
         interface = listenerInterface(admin.listen)
         self._interface = _normalAddress(interface) if interface not in (None, "", "0.0.0.0", "::") else None
@@ -170,7 +175,8 @@ class Guard(Resource):
             elif not self._sameOrigin(origin, request):
                 raise ApiError(403, f"requests from origin {origin!r} are refused; "
                                     "add it to admin.allowed_origins if it should be allowed")
-        if self._token is not None and not (first == b"metrics" and not self._admin.metrics_requires_token):
+        if self._token is not None and first not in self._public and \
+                not (first == b"metrics" and not self._admin.metrics_requires_token):
             self._checkToken(request)
         return None
 

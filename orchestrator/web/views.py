@@ -14,6 +14,7 @@ from orchestrator.supervision.process import ProcessSnapshot
 
 __all__ = [
     "ALIVE",
+    "about",
     "exitRecord",
     "healthDetail",
     "healthSummary",
@@ -149,4 +150,22 @@ def seedHealth(config, process) -> dict[str, Any]:
         "last_health_check": (snapshot.health.last_health_check
                               if snapshot.health is not None else "unknown"),
         "restart_delay": number(pconfig.restart.delay),
+    }
+
+
+def about(orchestrator) -> dict[str, Any]:
+    """
+    The orchestrator itself, for the status page's header: version,
+    uptime (by its own clock) and whether it only monitors.
+    """
+    startedAt = orchestrator.startedAt
+    uptime = orchestrator.reactor.seconds() - startedAt if startedAt is not None else 0.0
+    return {
+        "version": orchestrator.version,
+        "started_at": startedAt,
+        "uptime_secs": int(max(uptime, 0.0)),
+        "orchestrator_enabled": orchestrator.config.enabled,
+        "monitor_only": not orchestrator.config.enabled,
+        "default_process": orchestrator.config.admin.default_process,
+        "process_count": len(orchestrator.processes),
     }
