@@ -370,12 +370,15 @@
 
   // -- events -----------------------------------------------------------------------------
 
+  // Events are told apart by id, not sequence: a restarted orchestrator
+  // numbers them from 1 again.
+  const seen = new Set();
   function addEvent(event) {
-    const newest = state.events[state.events.length - 1];
-    if (newest && event.sequence <= newest.sequence) return;  // replayed after a reconnect
+    if (seen.has(event.id)) return;  // replayed after a reconnect
+    seen.add(event.id);
     state.events.push(event);
-    if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
-    state.lastId = Math.max(state.lastId, event.sequence);
+    if (state.events.length > MAX_EVENTS) seen.delete(state.events.shift().id);
+    state.lastId = event.sequence;
     addOption($('filter-type'), event.type);
   }
 
@@ -488,7 +491,7 @@
     try {
       const [, recent] = await Promise.all([refreshAll(), api('GET', '/events?limit=' + SHOWN_EVENTS)]);
       recent.events.forEach(addEvent);
-      state.lastId = Math.max(state.lastId, recent.last_sequence);
+      state.lastId = recent.last_sequence;
       renderEvents();
       showNotice('');
     } catch (e) {
