@@ -16,6 +16,7 @@
   const LOGS_EVERY = 2000;         // ms between log polls
   const LOG_LINES = 200;
   const SPARK_POINTS = 30;
+  const SPARK_EVERY = 10000;       // ms: at most one latency read per process this often, on screen only
   const STATUSES = ['stopped', 'starting', 'running', 'unhealthy', 'crashed', 'stopping', 'unknown'];
   const TYPES = ['starting', 'running', 'unhealthy', 'crashed', 'exited', 'restart_scheduled', 'gave_up',
     'stopping', 'stopped', 'spawn_failed', 'restarted', 'config_reloaded', 'config_rejected'];
@@ -149,8 +150,9 @@
       const note = node.querySelector('.note');
       note.id = 'note-' + name.replace(/[^A-Za-z0-9_-]/g, '_');
       node.querySelectorAll('button').forEach((b) => b.setAttribute('aria-describedby', note.id));
-      proc = { data: null, at: 0, card: node, healthTotal: -1, healthAt: 0 };
+      proc = { data: null, at: 0, card: node, healthTotal: -1, sparkAt: 0, visible: !observer };
       state.procs.set(name, proc);
+      if (observer) observer.observe(node);
       addOption($('filter-process'), name);
     }
     return proc;
@@ -171,8 +173,7 @@
     proc.at = performance.now();
     renderProcess(proc);
     if (before && before !== data.status) announce(data.name + ': ' + before + ' → ' + data.status);
-    const health = data.health;
-    if (health && health.total !== proc.healthTotal) refreshSpark(data.name, proc, health.total);
+    refreshSpark(proc);
   }
 
   function renderProcess(proc) {
@@ -226,7 +227,11 @@
     const container = $('processes');
     const names = list.processes.map((p) => p.name);
     for (const name of [...state.procs.keys()]) {
-      if (!names.includes(name)) { state.procs.get(name).card.remove(); state.procs.delete(name); }
+      if (names.includes(name)) continue;
+      const gone = state.procs.get(name);
+      if (observer) observer.unobserve(gone.card);
+      gone.card.remove();
+      state.procs.delete(name);
     }
     list.processes.forEach(setProcess);
     const empty = container.querySelector('.empty');
@@ -258,13 +263,31 @@
 
   // -- the sparkline of probe latencies --------------------------------------------------
 
-  async function refreshSpark(name, proc, total) {
-    proc.healthTotal = total;
-    let detail;
+  // Read a process's last probe latencies when it has new ones, its card
+  // is on screen, and the last read is SPARK_EVERY old: a hundred
+  // processes cost a few reads, not a hundred every refresh.
+  const observer = 'IntersectionObserver' in window ? new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const proc = state.procs.get(entry.target.dataset.name);
+      if (!proc) continue;
+      proc.visible = entry.isIntersecting;
+      refreshSpark(proc);
+    }
+  }) : null;
+
+  async function refreshSpark(proc) {
+    const health = proc.data && proc.data.health;
+    if (!health || !proc.visible || proc.sparkBusy || health.total === proc.healthTotal ||
+        (proc.healthTotal >= 0 && performance.now() - proc.sparkAt < SPARK_EVERY)) return;
+    proc.sparkBusy = true;
+    proc.sparkAt = performance.now();
+    const name = proc.data.name;
     try {
-      detail = await api('GET', '/processes/' + encodeURIComponent(name) + '/health?limit=' + SPARK_POINTS);
-    } catch (e) { return; }
-    drawSpark(proc.card.querySelector('.spark'), detail.results);
+      const detail = await api('GET', '/processes/' + encodeURIComponent(name) + '/health?limit=' + SPARK_POINTS);
+      proc.healthTotal = detail.total;
+      drawSpark(proc.card.querySelector('.spark'), detail.results);
+    } catch (e) { /* the next refresh tries again */ }
+    proc.sparkBusy = false;
   }
 
   function drawSpark(svg, results) {
@@ -493,6 +516,7 @@
       recent.events.forEach(addEvent);
       state.lastId = recent.last_sequence;
       renderEvents();
+      performance.mark('orchestrator:first-status');  // (bench/ui.py reads it)
       showNotice('');
     } catch (e) {
       showNotice('Cannot read the orchestrator: ' + e.message);
