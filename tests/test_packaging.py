@@ -35,6 +35,8 @@ def test_wheel_installs_twistd_plugin(tmp_path):
     assert not os.path.exists(os.path.join(site, "twisted", "plugins", "__init__.py")) or \
         os.path.getsize(os.path.join(site, "twisted", "plugins", "__init__.py")) > 0  # Twisted's own
     assert os.path.exists(os.path.join(site, "orchestrator", "config", "schema.json"))
+    for asset in ("index.html", "app.js", "app.css", "favicon.svg"):  # the status page
+        assert os.path.getsize(os.path.join(site, "orchestrator", "web", "static", asset)) > 0, asset
     assert os.path.exists(os.path.join(site, "orchestrator", "builtin", "probes.py"))
     assert not os.path.exists(os.path.join(site, "plugins"))  # never a top-level "plugins" package
     outside = str(tmp_path)

@@ -163,6 +163,13 @@ class TestAssets:
         assert sorted(loadAssets(tmp_path)) == ["app.js", "index.html"]
 
 
+    def test_openapi_lists_the_assets(self, api):
+        """The OpenAPI document's {asset} names exactly the files served."""
+        document = api.get("/api/v1/openapi.json").json
+        (parameter,) = document["paths"]["/ui/{asset}"]["get"]["parameters"]
+        assert sorted(parameter["schema"]["enum"]) == sorted(loadAssets())
+
+
 class TestAbout:
     def test_about(self, api):
         """GET /api/v1/orchestrator tells the version, uptime and mode the page shows."""

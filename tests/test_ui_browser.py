@@ -221,3 +221,47 @@ def test_monitor_only_disables_actions(run_orchestrator, chrome):
     assert "monitor-only" in card(driver, "note")
     assert not driver.find_element(By.ID, "mode-reason").get_attribute("hidden")
     assert severe(browser.browserLog(driver)) == []
+
+
+def test_many_tabs_share_one_stream(run_orchestrator, chrome):
+    """Eight tabs in one browser all load and update live (they share one stream: a browser gives a host 6 connections); closing the tab that reads it hands the stream to another."""
+    from selenium.webdriver.common.by import By  # noqa: F401
+
+    orch = run_orchestrator(_config())
+    pid = orch.waitHealthy(30)
+    driver = chrome()
+    handles = []
+    for i in range(8):
+        if i:
+            driver.switch_to.new_window("tab")
+        driver.get(orch.url + "/")
+        browser.waitUntil(lambda: card(driver, "pid") == str(pid), 30, f"tab {i} showing the backend")
+        handles.append(driver.current_window_handle)
+    browser.waitUntil(lambda: "shared with another tab" in text(driver, "#stream"), 15,
+                      "the last tab to follow the shared stream")
+
+    os.kill(pid, signal.SIGKILL)
+    browser.waitUntil(lambda: "killed by signal 9" in (card(driver, "exit") or ""), 15,
+                      "the crash in the last tab")
+
+    # The first tab reads the stream; close it: another tab takes over.
+    newPid = waitFor(lambda: (lambda p: p if p and p != pid else None)(orch.backendPid()), 30,
+                     what="the backend to be respawned")
+    driver.switch_to.window(handles[0])
+    driver.close()
+    driver.switch_to.window(handles[-1])
+
+    def someTabLeads():
+        for handle in handles[1:]:
+            driver.switch_to.window(handle)
+            if text(driver, "#stream") == "live":
+                return handle
+        return None
+
+    browser.waitUntil(someTabLeads, 20, "another tab to read the stream")
+    driver.switch_to.window(handles[-1])
+    browser.waitUntil(lambda: card(driver, "pid") == str(newPid), 20, "the respawned pid")
+    os.kill(newPid, signal.SIGKILL)
+    browser.waitUntil(lambda: f"(pid {newPid}" in (card(driver, "exit") or ""), 15,
+                      "the second crash, through the new reader")
+    assert severe(browser.browserLog(driver)) == []

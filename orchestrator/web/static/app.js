@@ -443,10 +443,41 @@
 
   // -- the event stream (Server-Sent Events over fetch) -----------------------------------
 
+  // A browser opens at most 6 connections to one host: one stream per tab
+  // would starve the seventh tab.  So the tabs of this page in one browser
+  // share one stream: the tab holding a Web Lock reads it and passes every
+  // event on over a BroadcastChannel; when it closes, another takes over
+  // (with its own Last-Event-ID).  Without those APIs (a plain-http page
+  // off loopback is not a secure context) each tab reads its own stream.
+  const channel = 'BroadcastChannel' in window ? new BroadcastChannel('orchestrator-events') : null;
+  const shared = Boolean(channel && navigator.locks);
+  let leading = !shared, streamState = ['connecting', 'connecting…'];
+
   function setStream(kind, text) {
     const node = $('stream');
     node.dataset.state = kind;
     node.textContent = text;
+    if (leading) {
+      streamState = [kind, text];
+      if (shared) channel.postMessage({ stream: streamState });
+    }
+  }
+
+  function followStream() {
+    if (!shared) { stream(); return; }
+    channel.onmessage = (message) => {
+      const data = message.data;
+      if (data.hello) { if (leading) channel.postMessage({ stream: streamState }); return; }
+      if (leading) return;
+      if (data.event) onEvent(data.event);
+      else if (data.stream) {
+        const node = $('stream');
+        node.dataset.state = data.stream[0];
+        node.textContent = data.stream[1] + ' (shared with another tab)';
+      }
+    };
+    channel.postMessage({ hello: true });
+    navigator.locks.request('orchestrator-event-stream', () => { leading = true; return stream(); });
   }
 
   function parseMessage(block, retry) {
@@ -490,7 +521,12 @@
             const message = parseMessage(buffer.slice(0, end), (ms) => { delay = ms; });
             buffer = buffer.slice(end + 2);
             if (message && message.data) {
-              try { onEvent(JSON.parse(message.data)); } catch (e) { /* not an event: ignore */ }
+              let event = null;
+              try { event = JSON.parse(message.data); } catch (e) { /* not an event: ignore */ }
+              if (event) {
+                onEvent(event);
+                if (shared) channel.postMessage({ event });
+              }
             }
           }
           if (buffer.length > MAX_SSE_BUFFER) throw new Error('an event larger than 1 MiB');
@@ -521,7 +557,7 @@
     } catch (e) {
       showNotice('Cannot read the orchestrator: ' + e.message);
     }
-    stream();
+    followStream();
     setInterval(() => {
       renderAbout();
       state.procs.forEach((proc) => { if (proc.data) tick(proc); });
