@@ -12,11 +12,12 @@ twistd, and what browsers left open on it cost the orchestrator.
     orchestrator supervising 1 and C{--many} processes.
  3. The orchestrator's CPU (twistd's own, from /proc) supervising
     C{--many} tiny HTTP backends probed every C{--interval} s, for
-    C{--window} s each: no page open; C{--tabs} browser windows open on
-    the page (each with its event stream, its 5 s status refresh and its
-    sparkline reads); both again while one backend is SIGKILLed every
-    second (four events per crash, streamed to every window, each of
-    which then reads that process's status).
+    C{--window} s each: no page open; C{--tabs} tabs of one browser on
+    the page (they share one event stream); C{--tabs} separate browsers
+    (one stream each); each page with its 5 s status refresh and the
+    sparkline reads of its cards on screen; each quiet and while one
+    backend is SIGKILLed every second (four events per crash, streamed to
+    every page, each of which then reads that process's status).
 
 Chromium runs on the same cores as the orchestrator (Debian's, fetched
 into C{.cache/} by C{.ci/fetch-chromium}, see C{tests/browser.py}).
@@ -158,48 +159,70 @@ def measure(pid: int, seconds: float, crasher: Crasher | None = None) -> dict:
             "kills": crasher.kills if crasher else 0}
 
 
+def _openPages(work: str, url: str, many: int, tabs: int, separate: bool) -> list:
+    """
+    C{tabs} pages showing C{many} cards: tabs of one browser (which share
+    one event stream), or each in its own browser (one stream each).
+    """
+    drivers = []
+    for i in range(tabs):
+        if separate or not drivers:
+            driver = browser.newBrowser(os.path.join(work, f"profile-cpu-{separate}-{i}"))
+            driver.set_page_load_timeout(180)
+            drivers.append(driver)
+        else:
+            driver = drivers[0]
+            driver.switch_to.new_window("tab")
+        driver.get(url)
+        browser.waitUntil(lambda: driver.execute_script(
+            "return document.querySelectorAll('.card').length") == many, 120, "the cards")
+    return drivers
+
+
+def _pagesState(drivers) -> dict:
+    states, streams, crashed, severe = [], [], [], []
+    for driver in drivers:
+        for handle in driver.window_handles:
+            driver.switch_to.window(handle)
+            states.append(driver.execute_script("return document.visibilityState"))
+            streams.append(driver.execute_script("return document.getElementById('stream').textContent"))
+            crashed.append(driver.execute_script(
+                "return [...document.querySelectorAll('#events tbody td:nth-child(4)')]"
+                ".filter(c => c.textContent === 'crashed').length"))
+        severe += [e["message"] for e in browser.browserLog(driver) if e["level"] == "SEVERE"]
+    return {"visibility": sorted(set(states)), "streams": sorted(set(streams)),
+            "crashed_rows_min": min(crashed), "console_errors": severe[:5]}
+
+
 def cpuWithWindows(work: str, many: int, tabs: int, window: float, interval: float) -> dict:
     adminPort = freePort()
     programs = _tiny(many, interval)
     process = startOrchestrator(os.path.join(work, "cpu"), _yaml(adminPort, programs), adminPort, 60)
     waitFor(lambda: _allRunning(adminPort, many), 120, 0.5, f"{many} backends running")
     url = f"http://127.0.0.1:{adminPort}/"
-    results = {}
+    results, pages = {}, {}
     time.sleep(interval)  # every probe scheduled
     log(f"CPU: no page, {window:.0f}s")
     results["no page, quiet"] = measure(process.pid, window)
     log(f"CPU: no page, 1 crash/s, {window:.0f}s")
     results["no page, 1 crash/s"] = measure(process.pid, window, Crasher(adminPort))
-    waitFor(lambda: _allRunning(adminPort, many), 60, 0.5, "all running again")
-    driver = browser.newBrowser(os.path.join(work, "profile-cpu"))
-    driver.set_page_load_timeout(180)
-    try:
-        for i in range(tabs):
-            if i:
-                driver.switch_to.new_window("window")
-            driver.get(url)
-            browser.waitUntil(lambda: driver.execute_script(
-                "return document.querySelectorAll('.card').length") == many, 60, "the cards")
-        states = []
-        for handle in driver.window_handles:
-            driver.switch_to.window(handle)
-            states.append(driver.execute_script("return document.visibilityState"))
-        time.sleep(interval)
-        log(f"CPU: {tabs} windows open, {window:.0f}s")
-        results[f"{tabs} windows, quiet"] = measure(process.pid, window)
-        before = driver.execute_script("return document.querySelectorAll('#events tbody tr').length")
-        log(f"CPU: {tabs} windows open, 1 crash/s, {window:.0f}s")
-        results[f"{tabs} windows, 1 crash/s"] = measure(process.pid, window, Crasher(adminPort))
-        shown = driver.execute_script(
-            "return [...document.querySelectorAll('#events tbody td:nth-child(4)')]"
-            ".filter(c => c.textContent === 'crashed').length")
-        severe = [e["message"] for e in browser.browserLog(driver) if e["level"] == "SEVERE"]
-    finally:
-        driver.quit()
+    for separate, label in ((False, f"{tabs} tabs of one browser"), (True, f"{tabs} browsers")):
+        waitFor(lambda: _allRunning(adminPort, many), 60, 0.5, "all running again")
+        log(f"opening {label}")
+        drivers = _openPages(work, url, many, tabs, separate)
+        try:
+            time.sleep(interval)
+            log(f"CPU: {label}, {window:.0f}s")
+            results[f"{label}, quiet"] = measure(process.pid, window)
+            log(f"CPU: {label}, 1 crash/s, {window:.0f}s")
+            results[f"{label}, 1 crash/s"] = measure(process.pid, window, Crasher(adminPort))
+            pages[label] = _pagesState(drivers)
+        finally:
+            for driver in drivers:
+                driver.quit()
     process.send_signal(signal.SIGTERM)
     process.wait(60)
-    return {"results": results, "visibility": states, "events_rows_before": before,
-            "crashes_in_last_window_table": shown, "console_errors": severe[:5]}
+    return {"results": results, "pages": pages}
 
 
 # -- the README's screenshot ---------------------------------------------------------------------
@@ -275,9 +298,10 @@ def main() -> None:
         print(table(["condition", "orchestrator CPU", "machine busy", "SIGKILLs"],
                     [[k, f"{v['cpu_pct']}%", f"{v['system_pct']}%", v["kills"]]
                      for k, v in cpu["results"].items()]))
-        print(f"\nwindows' visibility: {sorted(set(cpu['visibility']))}; "
-              f"'crashed' rows in the last window's table: {cpu['crashes_in_last_window_table']}; "
-              f"console errors: {cpu['console_errors'] or 'none'}")
+        for label, state in cpu["pages"].items():
+            print(f"\n{label}: visibility {state['visibility']}, stream {state['streams']}, "
+                  f"fewest 'crashed' rows in a page's table {state['crashed_rows_min']}, "
+                  f"console errors: {state['console_errors'] or 'none'}")
     finally:
         stopAll()
         shutil.rmtree(work, ignore_errors=True)
