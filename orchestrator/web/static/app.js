@@ -523,7 +523,10 @@
             if (message && message.data) {
               let event = null;
               try { event = JSON.parse(message.data); } catch (e) { /* not an event: ignore */ }
-              if (event) {
+              if (message.type === 'overflow') {  // the server dropped us: resume from lastId
+                throw new Error((event && event.error) || 'the stream overflowed');
+              }
+              if (event && typeof event.sequence === 'number') {
                 onEvent(event);
                 if (shared) channel.postMessage({ event });
               }
