@@ -3,7 +3,8 @@ The status page in a real headless Chromium against a real C{twistd -n
 orchestrator} supervising the demo backend on 127.0.0.1: live status, a
 crash seen without a reload, restart from the page (by keyboard), logs,
 events, the token prompt, monitor-only mode, a dropped stream that
-reconnects, no console errors; screenshots (desktop, 360 px, dark) are
+reconnects and replays what it missed (Last-Event-ID), many tabs sharing
+one stream, no console errors; screenshots (desktop, 360 px, dark) are
 saved under the test's temp folder.
 
 Chromium comes from Debian's packages, fetched into C{.cache/} (see
@@ -264,4 +265,25 @@ def test_many_tabs_share_one_stream(run_orchestrator, chrome):
     os.kill(newPid, signal.SIGKILL)
     browser.waitUntil(lambda: f"(pid {newPid}" in (card(driver, "exit") or ""), 15,
                       "the second crash, through the new reader")
+    assert severe(browser.browserLog(driver)) == []
+
+
+def test_dropped_stream_resumes_with_last_event_id(run_orchestrator, chrome):
+    """Events that happen while the stream is down reach the page when it reconnects (Last-Event-ID replay), and the page says so."""
+    orch = run_orchestrator(_config().replace("  token: null", "  token: null\n  stream_max_seconds: 3s"))
+    pid = orch.waitHealthy(30)
+    driver = chrome()
+    driver.get(orch.url + "/")
+    browser.waitUntil(lambda: card(driver, "pid") == str(pid), 30, "the backend's pid")
+    # The stream's lifetime ends it after 3 s; the page waits 2 s (retry) to reconnect.
+    browser.waitUntil(lambda: "reconnecting in 2 s with Last-Event-ID" in text(driver, "#stream"), 20,
+                      "the page to say the stream dropped")
+    os.kill(pid, signal.SIGKILL)
+    waitFor(lambda: orch.status()["restart_count"] >= 1 or orch.status()["status"] != "running", 5,
+            what="the orchestrator to see the crash")
+    assert "reconnecting" in text(driver, "#stream"), "the crash came while the page's stream was down"
+    browser.waitUntil(lambda: "resumed after event #" in text(driver, "#stream"), 20,
+                      "the page to say it resumed")
+    browser.waitUntil(lambda: "killed by signal 9" in text(driver, "#events tbody"), 10,
+                      "the crash, replayed into the events list")
     assert severe(browser.browserLog(driver)) == []
