@@ -15,6 +15,7 @@ from orchestrator.cli.main import main as cliMain
 from orchestrator.config.load import loadConfig, parseBoolean
 from orchestrator.errors import ConfigError
 from orchestrator.tap import Options
+from tests import harness
 from tests.fakes import EXECUTABLE, writeConfig, makeOrchestrator
 from tests.hostile._configs import BILLION_LAUGHS
 
@@ -1103,7 +1104,9 @@ def test_check_config_json_names_env_file_and_warnings(tmp_path, capsys):
     """check-config --json carries the .env file read and the warnings."""
     import json
 
-    path = writeConfig(MINIMAL + "    working_dir: later\n", str(tmp_path))
+    # A port nobody listens on, so the only warning is the working folder's.
+    text = MINIMAL.replace("127.0.0.1:3000", f"127.0.0.1:{harness.freePort()}")
+    path = writeConfig(text + "    working_dir: later\n", str(tmp_path))
     assert cliMain(["check-config", path, "--env-file", os.devnull, "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["env_file"] == os.devnull

@@ -29,7 +29,7 @@ import yaml
 from orchestrator.config.schema import baseSchema
 from orchestrator.lifecycle import EXIT_ALREADY_RUNNING, EXIT_CONFIG
 from tests.harness import DEMO_BACKEND, ROOT, TWISTD, freePort, getJSON, http, waitFor
-from tests.tools import composeSchema, debianTool
+from tests.tools import composeValidator, debianTool
 
 UNIT = os.path.join(ROOT, "deploy", "systemd", "orchestrator.service")
 DOCKERFILE = os.path.join(ROOT, "deploy", "docker", "Dockerfile")
@@ -279,10 +279,7 @@ def _compose() -> dict:
 
 def test_composeValidatesAgainstTheComposeSpecification():
     """compose.yaml is valid under the Compose Specification JSON Schema; a misspelt key is not."""
-    import jsonschema
-
-    schema = composeSchema()
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = composeValidator()
     document = _compose()
     assert [e.message for e in validator.iter_errors(document)] == []
     broken = json.loads(json.dumps(document))

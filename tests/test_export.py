@@ -23,7 +23,6 @@ import sys
 import textwrap
 from types import MappingProxyType
 
-import jsonschema
 import pytest
 import yaml
 
@@ -127,8 +126,7 @@ def validateKubernetes(docs: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def composeSchema():
-    schema = tools.composeSchema()
-    return jsonschema.validators.validator_for(schema)(schema)
+    return tools.composeValidator()
 
 
 def validateCompose(validator, document: dict) -> None:

@@ -54,3 +54,13 @@ def composeSchema() -> dict:
 
     with open(COMPOSE_SCHEMA, encoding="utf-8") as f:
         return json.load(f)
+
+
+def composeValidator():
+    """
+    A validator for the Compose Specification (JSON Schema draft 7, which
+    its C{$schema} names without the trailing C{#} jsonschema looks up).
+    """
+    import jsonschema
+
+    return jsonschema.Draft7Validator(composeSchema())
