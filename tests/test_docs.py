@@ -132,3 +132,59 @@ def test_env_example_lists_every_seed_variable():
     example = _read("conf", ".env.example")
     for name in SEED_VARIABLES:
         assert re.search(rf"^#? ?{name}=", example, re.M), name
+
+
+def _architectureRows():
+    """
+    The paths each row of docs/architecture.md's module table names: a
+    bare name (C{_params.py} after C{orchestrator/web/_render.py}) is in
+    the folder of the path before it in the same cell, or at the top.
+    """
+    named = []
+    for line in _read("docs", "architecture.md").splitlines():
+        if not line.startswith("| `"):
+            continue
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", line.split("|")[1]):
+            if "/" in token:
+                folder = token if token.endswith("/") else os.path.dirname(token) + "/"
+                named.append(token)
+            elif os.path.exists(os.path.join(ROOT, folder, token)):
+                named.append(folder + token)
+            else:
+                named.append(token)
+    return named
+
+
+def _modules():
+    found = []
+    for top in ("orchestrator", "plugins"):
+        for directory, folders, files in os.walk(os.path.join(ROOT, top)):
+            folders[:] = [f for f in folders if f != "__pycache__"]
+            for name in files:
+                if name.endswith(".py") and name != "__init__.py":
+                    found.append(os.path.relpath(os.path.join(directory, name), ROOT))
+    return sorted(found)
+
+
+def test_architecture_table_names_every_module():
+    """Every module in orchestrator/ and plugins/ has a row in docs/architecture.md's table."""
+    named = set(_architectureRows())
+    missing = [m for m in _modules() if m not in named]
+    assert not missing, f"docs/architecture.md has no row for {missing}"
+
+
+def test_architecture_table_names_only_existing_files():
+    """No row of docs/architecture.md's table names a file or folder that does not exist."""
+    absent = [p for p in _architectureRows() if not os.path.exists(os.path.join(ROOT, p))]
+    assert not absent, f"docs/architecture.md names {absent}, which do not exist"
+
+
+def test_architecture_rooms_list_every_subpackage():
+    """The folder listing in docs/architecture.md shows every subpackage of orchestrator/."""
+    text = _read("docs", "architecture.md")
+    rooms = text[text.index("```"):text.index("```", text.index("```") + 3)]
+    packages = sorted(name for name in os.listdir(os.path.join(ROOT, "orchestrator"))
+                      if os.path.isfile(os.path.join(ROOT, "orchestrator", name, "__init__.py")))
+    missing = [p for p in packages if not re.search(rf"^\s+{re.escape(p)}/", rooms, re.M)]
+    assert not missing, f"the rooms in docs/architecture.md lack {missing}"

@@ -155,3 +155,29 @@ def test_entry_point_plugin_installed_and_selected(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as caught:
         load(BASE + "notifiers: [{type: jsonl}]\n", entryPoints=True)
     assert caught.value.problems[0].endswith("notifiers[0]: 'path' is a required property")
+
+
+def test_old_import_paths_still_work():
+    """A plugin written against the old paths (orchestrator.hookspecs, .probing, .policy) gets the very objects of orchestrator.plugin, so its hooks register."""
+    import importlib
+
+    import orchestrator.plugin as public
+
+    old = {"orchestrator.hookspecs": ["hookimpl", "hookspec", "PROJECT_NAME"],
+           "orchestrator.probing": ["ProbeResult"],
+           "orchestrator.policy": ["RestartHistory", "ExitRecord"]}
+    for module, names in old.items():
+        imported = importlib.import_module(module)
+        for name in names:
+            assert getattr(imported, name) is getattr(public, name, getattr(imported, name)), (module, name)
+    assert importlib.import_module("orchestrator.hookspecs").hookimpl is public.hookimpl
+
+    class OldStyle:
+        @importlib.import_module("orchestrator.hookspecs").hookimpl
+        def register_probe_kinds(self):
+            return {}
+
+    pm = buildPluginManager(entryPoints=False)
+    pm.register(OldStyle(), name="old-style")
+    assert "old-style" in {name for name, _ in pm.list_name_plugin()}
+    assert any(impl.plugin_name == "old-style" for impl in pm.hook.register_probe_kinds.get_hookimpls())
