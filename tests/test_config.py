@@ -916,6 +916,24 @@ def test_check_config_warns_about_a_taken_port(tmp_path, capsys):
             "another program") in out
 
 
+def test_check_config_warns_about_a_taken_admin_port(tmp_path, capsys):
+    """The admin API's port already bound by another program (another orchestrator?) is a warning at check time: the run would exit 1."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        path = writeConfig(MINIMAL + f'admin: {{listen: "tcp:{port}:interface=127.0.0.1"}}\n',
+                           str(tmp_path))
+        assert cliMain(["check-config", path, "--env-file", os.devnull]) == 0
+    out = capsys.readouterr().out
+    assert (f"  warning: admin.listen: port {port} on 127.0.0.1 is already in use by another "
+            "program (another orchestrator?); a run would exit 1") in out
+    assert cliMain(["check-config", path, "--env-file", os.devnull]) == 0
+    assert "admin.listen: port" not in capsys.readouterr().out
+
+
 # -- the reload's parse step ------------------------------------------------------------------
 
 from twisted.internet.interfaces import IReactorThreads  # noqa: E402

@@ -82,7 +82,7 @@ def portWarnings(config) -> list[str]:
     to listen (or the probes would reach that other program).  Only a
     warning: the other program may be gone by the time the run starts.
     """
-    found = []
+    found = _adminPortWarning(config.admin.listen)
     if not config.enabled:
         return found
     for name, process in config.processes.items():
@@ -100,6 +100,28 @@ def portWarnings(config) -> list[str]:
             found.append(f"processes.{name}.url: port {port} on {host} is already in use by "
                          "another program; the process will not be able to listen on it")
     return found
+
+
+def _adminPortWarning(listen: str) -> list[str]:
+    """
+    Whether the admin API's TCP port (C{admin.listen}, a C{tcp:PORT} or
+    C{tcp6:PORT} endpoint string) is already bound now: the run would exit
+    1 without spawning anything (often another orchestrator still runs).
+    """
+    kind, _, rest = listen.partition(":")
+    if kind not in ("tcp", "tcp6"):
+        return []
+    fields = rest.replace("\\:", "\0").split(":")
+    try:
+        port = int(fields[0].partition("=")[2] if fields[0].startswith("port=") else fields[0])
+    except ValueError:
+        return []
+    options = dict(f.replace("\0", ":").partition("=")[::2] for f in fields[1:] if "=" in f)
+    host = options.get("interface") or ("::" if kind == "tcp6" else "0.0.0.0")
+    if port == 0 or not _bound(host, port):
+        return []
+    return [f"admin.listen: port {port} on {host} is already in use by another program "
+            "(another orchestrator?); a run would exit 1 before spawning anything"]
 
 
 def _isLocal(host: str) -> bool:
