@@ -17,7 +17,7 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import DEMO_BACKEND, http, waitFor
+from tests.harness import DEMO_BACKEND, freePort, http, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,17 @@ processes:
     stop: {{timeout: 5}}
     restart: {{policy: backoff, max_attempts: 5}}
     health: {{interval: {interval}}}
-{extra}"""
+{extra}notifiers:
+  - {{type: log}}
+  - {{type: prometheus}}
+{webhook}"""
+
+#: A webhook whose receiver never answers: its retries are counted, and
+#: once a reload removes it those counts must stay in /metrics.
+_WEBHOOK = """\
+  - {{type: webhook, url: "http://127.0.0.1:{port}/hook", timeout: 1, retry_initial: 0.2,
+      retry_max: 0.5, close_timeout: 1}}
+"""
 
 _WORKER = """
   worker:
@@ -54,10 +64,11 @@ def _scrape(orchestrator) -> dict[tuple, float]:
     return samples
 
 
-def _write(orchestrator, interval: float, worker: bool) -> None:
+def _write(orchestrator, interval: float, worker: bool, webhook: int | None) -> None:
     text = _CONFIG.format(admin_port=orchestrator.adminPort, backend_port=orchestrator.backendPort,
                           python=sys.executable, demo=DEMO_BACKEND, interval=interval,
-                          extra=_WORKER.format(python=sys.executable) if worker else "")
+                          extra=_WORKER.format(python=sys.executable) if worker else "",
+                          webhook=_WEBHOOK.format(port=webhook) if webhook else "")
     with open(os.path.join(orchestrator.directory, "orchestrator.yaml"), "w") as f:
         f.write(text)
 
@@ -67,10 +78,11 @@ def _reloads(orchestrator) -> int:
 
 
 def test_sighupReloadsKeepThePidAndEveryCounter(run_orchestrator):
-    """SIGHUP reloads tuning health.interval and adding/removing a process keep the backend's pid and never lower a counter."""
+    """SIGHUP reloads tuning health.interval and adding/removing a process and a notifier keep the backend's pid and never lower a counter."""
     orchestrator = run_orchestrator(_CONFIG.format(
         admin_port="{admin_port}", backend_port="{backend_port}", python="{python}",
-        demo="{demo}", interval=1, extra=""))
+        demo="{demo}", interval=1, extra="", webhook=""))
+    receiver = freePort()  # nothing listens there: the webhook retries
     first = orchestrator.waitHealthy()
     os.kill(first, signal.SIGKILL)  # one crash, so the restart counters are not all zero
     pid = waitFor(lambda: (p := orchestrator.backendPid()) and p != first and p, 30,
@@ -81,9 +93,11 @@ def test_sighupReloadsKeepThePidAndEveryCounter(run_orchestrator):
                 if n == "orchestrator_process_restarts_total" and ("process", "backend") in labels]
     assert sum(restarts) == before[("backend_restart_count", ())] == 1
 
-    steps = [(2, True), (0.5, True), (3, False), (1, True), (1, False)]
-    for i, (interval, worker) in enumerate(steps, start=1):
-        _write(orchestrator, interval, worker)
+    steps = [(2, True, True), (0.5, True, True), (3, False, False), (1, True, True), (1, False, False)]
+    hadWebhook = False
+    for i, (interval, worker, webhook) in enumerate(steps, start=1):
+        closed = orchestrator.log().count("undelivered after")
+        _write(orchestrator, interval, worker, receiver if webhook else None)
         orchestrator.signal(signal.SIGHUP)
         try:
             waitFor(lambda: _reloads(orchestrator) >= i, 30, what=f"reload {i}")
@@ -93,17 +107,31 @@ def test_sighupReloadsKeepThePidAndEveryCounter(run_orchestrator):
         if worker:
             waitFor(lambda: orchestrator.status("worker").get("status") == "running", 30,
                     what="the worker to run")
+        if webhook:
+            waitFor(lambda: any(n == "orchestrator_webhook_deliveries_total" and v > 0
+                                for (n, _), v in _scrape(orchestrator).items()), 30,
+                    what="the webhook to count its attempts")
+        elif hadWebhook:
+            # The removed webhook gives up on its queue after close_timeout;
+            # from then on only what it counted, kept, reports its series.
+            waitFor(lambda: orchestrator.log().count("undelivered after") > closed, 30,
+                    what="the removed webhook to close")
         after = _scrape(orchestrator)
         for key, value in before.items():
-            if key in after:
-                assert after[key] >= value, f"reload {i}: {key} went from {value} to {after[key]}"
+            if ("process", "worker") in key[1] and key not in after:
+                continue  # a removed process's series may go (stale, not a reset)
+            assert key in after, f"reload {i}: the series {key} vanished"
+            assert after[key] >= value, f"reload {i}: {key} went from {value} to {after[key]}"
         backend = sum(v for (n, labels), v in after.items()
                       if n == "orchestrator_process_restarts_total" and ("process", "backend") in labels)
         assert backend == after[("backend_restart_count", ())]
         assert orchestrator.backendPid() == pid
         assert orchestrator.status()["pid"] == pid
         before = {**before, **after}
+        hadWebhook = webhook
     log = orchestrator.log()
     assert "backend: updated in place (health.interval)" in log
     assert "worker: added" in log and "worker: removed" in log
+    assert "added notifiers[2]" in log and "removed notifiers[2]" in log
+    assert any(n == "orchestrator_webhook_deliveries_total" for n, _ in before), before
     assert orchestrator.stop() == 0
