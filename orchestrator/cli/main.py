@@ -104,20 +104,17 @@ def portWarnings(config) -> list[str]:
 
 def _adminPortWarning(listen: str) -> list[str]:
     """
-    Whether the admin API's TCP port (C{admin.listen}, a C{tcp:PORT} or
-    C{tcp6:PORT} endpoint string) is already bound now: the run would exit
-    1 without spawning anything (often another orchestrator still runs).
+    Whether the admin API's TCP port (C{admin.listen}) is already bound
+    now: the run would exit 1 without spawning anything (often another
+    orchestrator still runs).
     """
-    kind, _, rest = listen.partition(":")
-    if kind not in ("tcp", "tcp6"):
+    from orchestrator.web.security import tcpListenAddress
+
+    address = tcpListenAddress(listen)
+    if address is None:
         return []
-    fields = rest.replace("\\:", "\0").split(":")
-    try:
-        port = int(fields[0].partition("=")[2] if fields[0].startswith("port=") else fields[0])
-    except ValueError:
-        return []
-    options = dict(f.replace("\0", ":").partition("=")[::2] for f in fields[1:] if "=" in f)
-    host = options.get("interface") or ("::" if kind == "tcp6" else "0.0.0.0")
+    interface, port = address
+    host = interface or ("::" if listen.startswith("tcp6:") else "0.0.0.0")
     if port == 0 or not _bound(host, port):
         return []
     return [f"admin.listen: port {port} on {host} is already in use by another program "

@@ -209,6 +209,12 @@ class _HTTP11Connection(Protocol):
     def _write(self, data: bytes) -> None:
         transport = self.transport
         sock = self._socket
+        # Writing to the socket directly is only safe when the transport
+        # holds nothing unsent.  Twisted offers no public "is the write
+        # buffer empty" (IConsumer has none); a plain tcp.Client keeps
+        # unsent bytes in dataBuffer and the private _tempDataBuffer.  This
+        # is the one use of it, limited to that exact class (checked in
+        # connectionMade); any other transport goes through write().
         if (sock is not None and not transport.dataBuffer and not transport._tempDataBuffer
                 and not transport.disconnecting):
             try:

@@ -42,7 +42,7 @@ from orchestrator.web._render import ApiError, ErrorResource, writeJSON
 from orchestrator.web.channel import AdminChannel, ConnectionCap, RefusedConnection
 from orchestrator.web.limits import AdminCounters, jsonTooDeep, rawAnswer
 
-__all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface"]
+__all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface", "tcpListenAddress"]
 
 _log = Logger()
 
@@ -53,10 +53,16 @@ _DRAIN_LIMIT = 1024 * 1024
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-def listenerInterface(listen: str) -> str | None:
+def tcpListenAddress(listen: str) -> tuple[str, int] | None:
     """
-    The interface a TCP endpoint string binds (C{None} for unix sockets,
-    C{""} for all interfaces).
+    The C{(interface, port)} a TCP server endpoint string binds (C{""}:
+    all interfaces), or C{None} for any other endpoint (a unix socket).
+
+    The string is parsed by Twisted itself (C{serverFromString}, so
+    escapes and C{port=} forms mean what they mean to the listener), but
+    Twisted offers no public accessor for what it parsed: this is the one
+    place that reads the endpoint's private C{_interface} and C{_port}; an
+    endpoint without them counts as not TCP.
     """
     from twisted.internet.endpoints import serverFromString
 
@@ -64,7 +70,19 @@ def listenerInterface(listen: str) -> str | None:
         endpoint = serverFromString(None, listen)
     except Exception:
         return None
-    return getattr(endpoint, "_interface", None)
+    interface, port = getattr(endpoint, "_interface", None), getattr(endpoint, "_port", None)
+    if interface is None or not isinstance(port, int):
+        return None
+    return interface, port
+
+
+def listenerInterface(listen: str) -> str | None:
+    """
+    The interface a TCP endpoint string binds (C{None} for unix sockets,
+    C{""} for all interfaces).
+    """
+    address = tcpListenAddress(listen)
+    return address[0] if address is not None else None
 
 
 def _splitHost(value: str) -> tuple[str, int | None]:
@@ -286,8 +304,8 @@ class CappedRequest(Request):
         if refusal is None:
             return None
         # (The method is set again, the same, when the request is complete.)
-        self.method = self.channel._command
-        return refusal(self.channel._path, self)
+        self.method, path = _requestLine(self.channel)
+        return refusal(path, self)
 
     @staticmethod
     def _tooLarge(length: int | None, cap: int) -> ApiError:
@@ -348,6 +366,19 @@ class CappedRequest(Request):
         if not self.startedWriting and not self.finished and not self._disconnected:
             writeJSON(self, ApiError(500, "internal error (see the orchestrator's log)").answer())
         return reason
+
+
+def _requestLine(channel) -> tuple[bytes, bytes]:
+    """
+    The method and path of the request whose headers just arrived.
+
+    The guard must judge a request before its body is read, i.e. in
+    C{gotLength}, which C{HTTPChannel} calls before C{requestReceived}
+    gives the request its C{method} and C{path}.  Only the channel knows
+    them then, in private attributes Twisted offers no public way to read:
+    this is the one place that reads them.
+    """
+    return channel._command, channel._path
 
 
 def _refusedFactory(site) -> RefusedConnection:
