@@ -108,7 +108,7 @@ def _adminPortWarning(listen: str) -> list[str]:
     now: the run would exit 1 without spawning anything (often another
     orchestrator still runs).
     """
-    from orchestrator.web.security import tcpListenAddress
+    from orchestrator.config._checks import tcpListenAddress
 
     address = tcpListenAddress(listen)
     if address is None:

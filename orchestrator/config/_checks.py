@@ -23,7 +23,7 @@ from orchestrator.config._read import readText
 from orchestrator.config.schema import selectedBranches
 from orchestrator.errors import ConfigError
 
-__all__ = ["validateSchema", "checkSemantics", "listenerProblem", "isHTTPURL"]
+__all__ = ["validateSchema", "checkSemantics", "listenerProblem", "isHTTPURL", "tcpListenAddress"]
 
 
 _formatChecker = jsonschema.FormatChecker(formats=())
@@ -327,9 +327,10 @@ def listenerProblem(listen: str, hasToken: bool, allowInsecure: bool) -> str | N
         return f"not a valid Twisted endpoint string {listen!r}: {e}"
     except Exception as e:  # an ssl: endpoint whose files cannot be read
         return f"cannot use endpoint {listen!r}: {e}"
-    interface = getattr(endpoint, "_interface", None)
-    if interface is None:  # unix sockets and other non-TCP endpoints
+    address = tcpListenAddress(listen)
+    if address is None:  # unix sockets and other non-TCP endpoints
         return None
+    interface = address[0]
     if _isLoopback(interface) or hasToken or allowInsecure:
         return None
     shown = interface or "all interfaces"
@@ -346,3 +347,26 @@ def _isLoopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def tcpListenAddress(listen: str) -> tuple[str, int] | None:
+    """
+    The C{(interface, port)} a TCP server endpoint string binds (C{""}:
+    all interfaces), or C{None} for any other endpoint (a unix socket).
+
+    The string is parsed by Twisted itself (C{serverFromString}, so
+    escapes and C{port=} forms mean what they mean to the listener), but
+    Twisted offers no public accessor for what it parsed: this is the one
+    place that reads the endpoint's private C{_interface} and C{_port}; an
+    endpoint without them counts as not TCP.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        endpoint = serverFromString(None, listen)
+    except Exception:
+        return None
+    interface, port = getattr(endpoint, "_interface", None), getattr(endpoint, "_port", None)
+    if interface is None or not isinstance(port, int):
+        return None
+    return interface, port

@@ -37,12 +37,13 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from orchestrator.config._checks import tcpListenAddress
 from orchestrator.config.types import AdminConfig
 from orchestrator.web._render import ApiError, ErrorResource, writeJSON
 from orchestrator.web.channel import AdminChannel, ConnectionCap, RefusedConnection
 from orchestrator.web.limits import AdminCounters, jsonTooDeep, rawAnswer
 
-__all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface", "tcpListenAddress"]
+__all__ = ["AdminSite", "CappedRequest", "Guard", "listenerInterface"]
 
 _log = Logger()
 
@@ -51,29 +52,6 @@ _log = Logger()
 _DRAIN_LIMIT = 1024 * 1024
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def tcpListenAddress(listen: str) -> tuple[str, int] | None:
-    """
-    The C{(interface, port)} a TCP server endpoint string binds (C{""}:
-    all interfaces), or C{None} for any other endpoint (a unix socket).
-
-    The string is parsed by Twisted itself (C{serverFromString}, so
-    escapes and C{port=} forms mean what they mean to the listener), but
-    Twisted offers no public accessor for what it parsed: this is the one
-    place that reads the endpoint's private C{_interface} and C{_port}; an
-    endpoint without them counts as not TCP.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    try:
-        endpoint = serverFromString(None, listen)
-    except Exception:
-        return None
-    interface, port = getattr(endpoint, "_interface", None), getattr(endpoint, "_port", None)
-    if interface is None or not isinstance(port, int):
-        return None
-    return interface, port
 
 
 def listenerInterface(listen: str) -> str | None:
