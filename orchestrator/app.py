@@ -25,7 +25,7 @@ from orchestrator import __version__
 from orchestrator.config.load import LoadedConfig
 from orchestrator.errors import AlreadyRunning, ConfigError
 from orchestrator.hooks.call import callHookDeferred, pluginNames
-from orchestrator.lifecycle import EXIT_FAILURE, ExitStatus, Hangup
+from orchestrator.lifecycle import EXIT_FAILURE, ExitStatus, Hangup, TerminalWatch
 from orchestrator.notify.events import EventBus
 from orchestrator.notify.registry import NotifierSet
 from orchestrator.supervision.orphans import StateFile
@@ -141,6 +141,7 @@ class Orchestrator(MultiService):
         self._logObserver = logObserver
         self._handleSignals = handleSignals
         self._previousHUP = None
+        self._terminalWatch = None
         self.startedAt: float | None = None
         self.events = EventBus(reactor)
         self.notifiers = NotifierSet(self.events, reactor)
@@ -229,6 +230,9 @@ class Orchestrator(MultiService):
             self._previousHUP = signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._sighup)
             )
+            if self._hangup is not None:
+                self._terminalWatch = TerminalWatch(self._hangup, self.reactor, self._terminalLost)
+                self._terminalWatch.start()
         if self._systemd is not None:
             self._systemd.start(self)
         listening = self.web.listen() if self.web is not None else succeed(None)
@@ -293,6 +297,8 @@ class Orchestrator(MultiService):
     def stopService(self):
         if self._systemd is not None:
             self._systemd.stopping()
+        if self._terminalWatch is not None:
+            self._terminalWatch.stop()
         if self._handleSignals and self._previousHUP is not None:
             signal.signal(signal.SIGHUP, self._previousHUP)
             self._previousHUP = None
@@ -324,6 +330,10 @@ class Orchestrator(MultiService):
                                 only=only, onFailure=onFailure, orchestrator=self)
 
     # -- reload ------------------------------------------------------------------
+
+    def _terminalLost(self) -> None:
+        self.log.info("the controlling terminal hung up (no SIGHUP reached us); stopping gracefully")
+        self._stopReactor()
 
     def _sighup(self) -> None:
         meaning = self._hangup.meaning() if self._hangup is not None else Hangup.RELOAD

@@ -30,7 +30,7 @@ from typing import Callable, Mapping
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_CONFIG", "EXIT_ALREADY_RUNNING",
-    "ExitStatus", "ProcessExitStatus", "Hangup", "underServiceManager",
+    "ExitStatus", "ProcessExitStatus", "Hangup", "TerminalWatch", "underServiceManager",
 ]
 
 EXIT_OK = 0
@@ -185,3 +185,61 @@ class Hangup:
         if not self.hadTerminal or self._hasTerminal():
             return self.RELOAD
         return self.IGNORE if self.nohup else self.STOP
+
+    def terminalLost(self) -> bool:
+        """
+        Whether the terminal we were started from is gone without the
+        SIGHUP that should have said so having reached us (see
+        L{TerminalWatch}): only for an orchestrator that had one, outside a
+        service manager and not under C{nohup}.
+        """
+        return self.hadTerminal and not self.nohup and not self._hasTerminal()
+
+
+class TerminalWatch:
+    """
+    Notice a terminal hang-up that sends us no SIGHUP.
+
+    The kernel sends the hang-up's SIGHUP to the session leader only, and
+    relies on it to pass it on.  An interactive shell does; C{make} does
+    not: run as the session leader (C{tmux new 'make run'}, C{ssh -t host
+    make run}, an IDE's terminal), it waits for its children on SIGHUP,
+    so C{twistd} below it would live on without a terminal, holding the
+    state file and the ports.  Checking every C{interval} seconds whether
+    the controlling terminal is still there (one C{open} of C{/dev/tty})
+    catches that case too, from the reactor.
+
+    @param hangup: what a hang-up means to us (L{Hangup}).
+    @param clock: the reactor's clock.
+    @param onLost: called once, when the terminal is gone.
+    """
+
+    interval = 1.0
+
+    def __init__(self, hangup: Hangup, clock, onLost: Callable[[], None]) -> None:
+        self._hangup = hangup
+        self._clock = clock
+        self._onLost = onLost
+        self._call = None
+
+    def start(self) -> None:
+        """
+        Start watching, if there is a terminal to watch.
+        """
+        if self._hangup.hadTerminal and not self._hangup.nohup and self._call is None:
+            self._call = self._clock.callLater(self.interval, self._check)
+
+    def stop(self) -> None:
+        """
+        Stop watching (the orchestrator stops).
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _check(self) -> None:
+        self._call = None
+        if self._hangup.terminalLost():
+            self._onLost()
+        else:
+            self._call = self._clock.callLater(self.interval, self._check)

@@ -178,6 +178,38 @@ def test_terminalHangupStopsGracefully(tmp_path, processes):
     assert not any(pidAlive(pid) for pid in children)
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_terminalHangupUnderMakeStops(tmp_path, processes):
+    """make run as the terminal's session leader (tmux new 'make run', ssh -t host make run): make passes no SIGHUP on, the orchestrator still stops cleanly, no child left."""
+    admin, backend = freePort(), freePort()
+    config = _writeConfig(tmp_path, admin, backend)
+    (tmp_path / "Makefile").write_text("run:\n\t" + " ".join(_twistd(config)) + "\n")
+    master, slave = pty.openpty()
+    log = open(tmp_path / "make.log", "wb")
+    try:
+        process = subprocess.Popen(["setsid", "-c", "make", "--no-print-directory", "run"],
+                                   cwd=tmp_path, env=_environment(), stdin=slave, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    finally:
+        os.close(slave)
+        log.close()
+    processes.append(process)
+    waitFor(lambda: getJSON(f"http://127.0.0.1:{admin}/api/v1/admin/backend/status",
+                            timeout=2)[1].get("status") == "running" if _accepting(admin) else False,
+            timeout=30, what="the backend running")
+    [twistd] = _children(process.pid)
+    children = _children(twistd)
+    assert len(children) == 1
+    os.close(master)  # the terminal hangs up: only make gets the SIGHUP
+    # make waits for twistd, then dies of the SIGHUP it got (its own habit);
+    # twistd's clean exit shows in its log.
+    assert process.wait(30) == -signal.SIGHUP, (tmp_path / "make.log").read_text(errors="replace")
+    text = (tmp_path / "make.log").read_text(errors="replace")
+    assert "the controlling terminal hung up (no SIGHUP reached us); stopping gracefully" in text
+    assert "all processes stopped; orchestrator exiting\n" in text.replace("\r\n", "\n")
+    assert not any(pidAlive(pid) for pid in children + [twistd])
+
+
 def test_sighupWithoutTerminalStillReloads(tmp_path, processes):
     """Without a controlling terminal SIGHUP keeps its meaning: reload, the orchestrator goes on."""
     admin, backend = freePort(), freePort()

@@ -9,10 +9,11 @@ from __future__ import annotations
 import signal
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.lifecycle import ExitStatus, Hangup, underServiceManager
+from orchestrator.lifecycle import ExitStatus, Hangup, TerminalWatch, underServiceManager
 from orchestrator.sdnotify import SystemdLink, SystemdNotifier, statusLine, watchdogPeriod
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator
 
@@ -338,3 +339,46 @@ class HangupTests(SynchronousTestCase):
         terminal = iter([True, False])
         hangup = Hangup({}, hasTerminal=lambda: next(terminal), inherited=signal.SIG_IGN)
         self.assertEqual(hangup.meaning(), Hangup.IGNORE)
+
+
+class TerminalWatchTests(SynchronousTestCase):
+    """
+    L{TerminalWatch}: a hang-up that sends no SIGHUP (C{make} as the
+    session leader) still stops the orchestrator.
+    """
+
+    def _watch(self, terminal, inherited=signal.SIG_DFL):
+        clock, lost = Clock(), []
+        hangup = Hangup({}, hasTerminal=lambda: terminal[0], inherited=inherited)
+        return clock, lost, TerminalWatch(hangup, clock, lambda: lost.append(clock.seconds()))
+
+    def test_terminalGoneWithoutSighupStops(self):
+        """While the terminal is there nothing happens; once it is gone onLost runs once and nothing stays scheduled."""
+        terminal = [True]
+        clock, lost, watch = self._watch(terminal)
+        watch.start()
+        clock.advance(10)
+        self.assertEqual(lost, [])
+        terminal[0] = False
+        clock.advance(1)
+        self.assertEqual(lost, [11])
+        clock.advance(10)
+        self.assertEqual((lost, clock.getDelayedCalls()), ([11], []))
+
+    def test_nothingToWatchWithoutTerminalOrUnderNohup(self):
+        """Started without a terminal, or under nohup, nothing is watched (a hang-up means nothing then)."""
+        for terminal, inherited in [([False], signal.SIG_DFL), ([True], signal.SIG_IGN)]:
+            clock, lost, watch = self._watch(terminal, inherited)
+            watch.start()
+            terminal[0] = False
+            self.assertEqual((clock.getDelayedCalls(), lost), ([], []))
+
+    def test_stopCancelsTheCheck(self):
+        """stop() leaves nothing scheduled, and a later hang-up is not acted on."""
+        terminal = [True]
+        clock, lost, watch = self._watch(terminal)
+        watch.start()
+        watch.stop()
+        terminal[0] = False
+        clock.advance(5)
+        self.assertEqual((clock.getDelayedCalls(), lost), ([], []))
