@@ -148,26 +148,39 @@ def test_secondOrchestratorOnTheSameStateExitsThree(tmp_path, processes):
     assert first.wait(30) == 0
 
 
-def test_terminalHangupStopsGracefully(tmp_path, processes):
-    """Run from a terminal (a pty as controlling terminal): closing it stops everything, exit 0, no child left."""
-    admin, backend = freePort(), freePort()
-    config = _writeConfig(tmp_path, admin, backend)
+def _onTerminal(tmp_path, processes, argv: list[str], logName: str):
+    """
+    Run C{argv} as the session leader of a new session whose controlling
+    terminal is a pty (C{setsid -c}: stdin is the pty, as a login shell's
+    job has), its output in C{logName} (writes to a hung-up terminal
+    fail).
+
+    @return: C{(process, master)}: closing C{master} hangs the terminal up.
+    """
     master, slave = pty.openpty()
-    log = open(tmp_path / "twistd.log", "wb")
+    log = open(tmp_path / logName, "wb")
     try:
-        # setsid -c: a new session whose controlling terminal is stdin (the
-        # pty), as a login shell's job has.  The log goes to a file: writes
-        # to a hung-up terminal fail.
-        process = subprocess.Popen(["setsid", "-c"] + _twistd(config), cwd=tmp_path,
-                                   env=_environment(), stdin=slave, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(["setsid", "-c"] + argv, cwd=tmp_path, env=_environment(),
+                                   stdin=slave, stdout=log, stderr=subprocess.STDOUT)
     finally:
         os.close(slave)
         log.close()
     processes.append(process)
+    return process, master
+
+
+def _waitRunning(admin: int) -> None:
     waitFor(lambda: getJSON(f"http://127.0.0.1:{admin}/api/v1/admin/backend/status",
                             timeout=2)[1].get("status") == "running" if _accepting(admin) else False,
             timeout=30, what="the backend running")
+
+
+def test_terminalHangupStopsGracefully(tmp_path, processes):
+    """Run from a terminal (a pty as controlling terminal): closing it stops everything, exit 0, no child left."""
+    admin, backend = freePort(), freePort()
+    config = _writeConfig(tmp_path, admin, backend)
+    process, master = _onTerminal(tmp_path, processes, _twistd(config), "twistd.log")
+    _waitRunning(admin)
     children = _children(process.pid)
     assert len(children) == 1
     os.close(master)  # the terminal hangs up
@@ -184,19 +197,9 @@ def test_terminalHangupUnderMakeStops(tmp_path, processes):
     admin, backend = freePort(), freePort()
     config = _writeConfig(tmp_path, admin, backend)
     (tmp_path / "Makefile").write_text("run:\n\t" + " ".join(_twistd(config)) + "\n")
-    master, slave = pty.openpty()
-    log = open(tmp_path / "make.log", "wb")
-    try:
-        process = subprocess.Popen(["setsid", "-c", "make", "--no-print-directory", "run"],
-                                   cwd=tmp_path, env=_environment(), stdin=slave, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    finally:
-        os.close(slave)
-        log.close()
-    processes.append(process)
-    waitFor(lambda: getJSON(f"http://127.0.0.1:{admin}/api/v1/admin/backend/status",
-                            timeout=2)[1].get("status") == "running" if _accepting(admin) else False,
-            timeout=30, what="the backend running")
+    process, master = _onTerminal(tmp_path, processes, ["make", "--no-print-directory", "run"],
+                                  "make.log")
+    _waitRunning(admin)
     [twistd] = _children(process.pid)
     children = _children(twistd)
     assert len(children) == 1
