@@ -1147,3 +1147,24 @@ def test_check_config_shows_warnings_beside_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "processes.backend.helth: unknown key 'helth'" in err
     assert f"  warning: {path}:5:18: processes.backend.working_dir: folder {tmp_path}/later" in err
+
+
+def test_shipped_config_backoff_gives_a_dependency_time():
+    """The shipped backend crash-loops 1 s, 2 s, 4 s apart before giving up (time for a database to come up), restarts at once after a healthy run, and fixes no PORT that could contradict its url."""
+    from orchestrator.supervision.policy import ExitRecord, RestartHistory
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    loaded = loadConfig(os.path.join(root, "conf", "orchestrator.yaml"), envFile=os.devnull,
+                        environ={}, entryPoints=False)
+    backend = loaded.config.processes["backend"]
+    policy = loaded.kinds.policies[backend.restart.policy](backend.restart)
+    crash = ExitRecord(pid=1, exit_code=1, signal=None, at=0.0, uptime=0.1, cause="exit", clean=False)
+
+    def delay(attempt, wasReady):
+        return policy.next_delay(RestartHistory(attempt=attempt, exits=(crash,), was_ready=wasReady,
+                                                sample=0.5))
+
+    assert backend.restart.max_attempts == 3
+    assert [delay(n, False) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert delay(1, True) == 0.0
+    assert "PORT" not in backend.env

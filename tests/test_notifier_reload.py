@@ -144,6 +144,25 @@ class NotifierReloadTests(SynchronousTestCase):
         self.assertEqual(sorted(set(h.receiver.accepted)), sorted(h.eventIds()))
         self.assertEqual(len(h.receiver.accepted), len(set(h.receiver.accepted)))
 
+    def test_unchangedNotifierThatMovedIsKept(self) -> None:
+        """Removing the notifier before an unchanged webhook, then adding one back, keeps that webhook (same object, queue); everything arrives once."""
+        h = Reloading(self, "  - {type: log}\n" + webhook())
+        h.receiver.up = False
+        h.crash()
+        [before] = h.webhooks
+        self.assertGreater(before.pending, 3)
+        summaries = []
+        for notifiers in (webhook(), "  - {type: log}\n" + webhook()):
+            summaries += [line for line in self._log(lambda: h.reload(notifiers))
+                          if line.get("log_format", "").startswith("notifiers reloaded")]
+            self.assertEqual(h.webhooks, [before])
+        self.assertEqual([(s["kept"], s["added"], s["removed"]) for s in summaries],
+                         [("notifiers[1] (now notifiers[0])", "-", "notifiers[0]"),
+                          ("notifiers[0] (now notifiers[1])", "notifiers[0]", "-")])
+        h.receiver.up = True
+        h.advance(2)
+        self.assertEqual(sorted(h.receiver.accepted), sorted(h.eventIds()))
+
     def test_changedNotifierIsReplacedAndTakesOverItsQueue(self) -> None:
         """A changed webhook is rebuilt; the old one's undelivered events go to the new one: none lost, at most the in-flight one twice."""
         h = Reloading(self, webhook(timeout=5))

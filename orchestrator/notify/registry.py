@@ -6,7 +6,7 @@ A notifier is identified by its configuration: its place in the list, its
 kind, its C{events} filter, its options, and the values of the variables
 its C{*_env} options name (a changed secret is a changed notifier).  On a
 reload an unchanged notifier is kept as it is (queue, counters,
-connections); a changed one is replaced by a new one built first, to
+connections), also when it only moved in the list; a changed one is replaced by a new one built first, to
 which the old one hands over what it has not delivered (C{handOver()}),
 or, when it cannot, which it finishes itself while closing; a removed one
 is closed gracefully (C{close()}, bounded).  Counters survive all of it:
@@ -144,24 +144,43 @@ class NotifierSet:
             C{removed}.
         """
         summary: dict[str, list[str]] = {"kept": [], "replaced": [], "added": [], "removed": []}
-        old = {e.config.index: e for e in self._entries}
+        wanted = [(n, _identity(n, kinds.notifiers.get(n.type))) for n in config.notifiers]
+        unmatched = list(self._entries)
+        chosen: dict[int, _Entry] = {}
+        # Kept: the same configuration at the same place, then the same
+        # configuration that moved because a notifier before it was added or
+        # removed (its identity but for the index).  A moved one keeps the
+        # metric labels it was built with, so its series go on unbroken.
+        for samePlace in (True, False):
+            for position, (nconfig, identity) in enumerate(wanted):
+                if position in chosen:
+                    continue
+                match = next((e for e in unmatched if (e.identity == identity if samePlace
+                                                        else e.identity[1:] == identity[1:])), None)
+                if match is not None:
+                    chosen[position] = match
+                    unmatched.remove(match)
         entries = []
-        for nconfig in config.notifiers:
-            previous = old.pop(nconfig.index, None)
-            identity = _identity(nconfig, kinds.notifiers.get(nconfig.type))
-            if previous is not None and previous.identity == identity:
+        for position, (nconfig, identity) in enumerate(wanted):
+            previous = chosen.get(position)
+            if previous is not None:
+                label = previous.label
+                previous.config, previous.identity = nconfig, identity
                 entries.append(previous)
-                summary["kept"].append(previous.label)
+                summary["kept"].append(label if label == previous.label
+                                       else f"{label} (now {previous.label})")
                 continue
             entry = self._build(nconfig, kinds)
             entries.append(entry)
+            previous = next((e for e in unmatched if e.config.index == nconfig.index), None)
             if previous is None:
                 summary["added"].append(entry.label)
                 continue
+            unmatched.remove(previous)
             summary["replaced"].append(entry.label)
             self._handOver(previous, entry)
             self._retire(previous)
-        for previous in old.values():
+        for previous in unmatched:
             summary["removed"].append(previous.label)
             self._retire(previous)
         self._entries = entries
