@@ -338,3 +338,43 @@ def test_daemonizingCommandIsDetected(run_orchestrator, tmp_path):
     time.sleep(1.5)  # bounded: no restart may follow
     assert orch.log().count("Starting backend process") == 1
     assert orch.stop() == 0
+
+
+_DOUBLE_FORK = """
+admin: {{listen: "tcp:{{admin_port}}:interface=127.0.0.1"}}
+processes:
+  backend:
+    command: ["{{python}}", "-c", "{script}"]
+    start: {{ready_after: 2}}
+    restart: {{policy: always, max_attempts: 3}}
+"""
+
+#: The classic daemon: fork, setsid, fork again, the first parent exits 0.
+_DAEMONIZE = ("import os, sys, time\\n"
+              "if os.fork(): time.sleep(0.2); sys.exit(0)\\n"
+              "os.setsid()\\n"
+              "if os.fork(): os._exit(0)\\n"
+              "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)")
+
+
+def test_doubleForkingDaemonIsDetected(run_orchestrator, tmp_path):
+    """A command that double-forks into a session of its own and exits 0 is reported as daemonized with the fix; the daemon is ended, no restarts."""
+    pidfile = tmp_path / "daemon.pid"
+    config = _DOUBLE_FORK.format(script=_DAEMONIZE).replace('"]\n', f'", "{pidfile}"]\n', 1)
+    orch = run_orchestrator(config)
+    daemon = None
+    try:
+        waitFor(lambda: "daemonized" in orch.log(), timeout=20, what="the daemonizing diagnosis")
+        daemon = int(pidfile.read_text())
+        assert f"PIDs [{daemon}] it forked lived on in a session of their own" in orch.log()
+        assert "run it without forking into the background" in orch.log()
+        waitFor(lambda: not pidAlive(daemon), timeout=10, what="the daemon to be ended")
+        assert orch.status()["status"] == "crashed"
+        time.sleep(1.5)  # bounded: no restart may follow
+        assert orch.log().count("Starting backend process") == 1
+        assert orch.stop() == 0
+    finally:
+        if daemon is None and pidfile.exists():
+            daemon = int(pidfile.read_text() or 0)
+        if daemon and pidAlive(daemon):
+            os.kill(daemon, signal.SIGKILL)

@@ -920,6 +920,21 @@ class DaemonizingTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.spawned), 1)
         self.assertEqual(len(logs.matching(f"backend daemonized: its command exited 0 (PID {pid})")), 1)
 
+    def test_daemonThatLeftItsGroupIsNamedAndEnded(self) -> None:
+        """Exit 0 before ready while a process it forked lives on in a session of its own (double fork + setsid): daemonized, that session's group ended too."""
+        h = _Harness("restart: {policy: always, interval: 1, max_attempts: 5}\n")
+        h.process._killGroup = lambda pgid, sig: sig != 0 and h.reactor.groupKills.append((pgid, sig))
+        h.process._escaped = lambda name: [(4243, 4242)]
+        d = h.process.start()
+        pid = h.child.pid
+        h.child.exited(0)
+        failure = self.failureResultOf(d, StartFailed)
+        self.assertIn("PIDs [4243] it forked lived on in a session of their own",
+                      failure.getErrorMessage())
+        self.assertIn("run it without forking into the background", failure.getErrorMessage())
+        self.assertTrue(h.process.gaveUp)
+        self.assertEqual(h.reactor.groupKills, [(pid, signal.SIGKILL), (4242, signal.SIGKILL)])
+
     def test_cleanExitWithoutLeftoversIsNoDaemon(self) -> None:
         """Exit 0 before ready with nothing left in the group is an ordinary exit for the policy."""
         h = _Harness("restart: {policy: always, interval: 1, max_attempts: 5}\n")

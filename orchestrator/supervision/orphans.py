@@ -13,8 +13,10 @@ While it runs, the orchestrator (on Linux) is a child subreaper
 (L{becomeSubreaper}): a grandchild whose parent dies is re-parented to the
 orchestrator instead of to init, so the group kill that follows a child's
 exit reaches it and L{OrphanReaper} reaps it (Twisted only reaps the pids it
-spawned).  What still escapes: a grandchild that leaves its process group
-(C{setsid}, a daemonizing command) is not in any recorded group, so it
+spawned).  A child that exits 0 while starting and leaves such a process
+running is a daemonizing command (L{escapedChildren}).  What still escapes:
+a grandchild that leaves its process group (C{setsid}) of a child that goes
+on running is not in any recorded group, so it
 survives a stop and an orchestrator SIGKILL (it is reaped, and logged, when
 it dies while the orchestrator runs); and between an orchestrator SIGKILL
 and its next start, grandchildren live on (the parent-death signal reaches
@@ -41,6 +43,7 @@ __all__ = [
     "OrphanReaper",
     "StateFile",
     "becomeSubreaper",
+    "escapedChildren",
     "groupMembers",
     "processStartTime",
     "reapLeftovers",
@@ -150,6 +153,12 @@ class StateFile:
             return False
         self._children[name] = ChildRecord(name, pid, pid, started)
         return True
+
+    def recorded(self, name: str) -> ChildRecord | None:
+        """
+        The child of process C{name} remembered now, if any.
+        """
+        return self._children.get(name)
 
     def flush(self) -> None:
         """
@@ -324,6 +333,40 @@ def ownChildren(proc: str = "/proc") -> list[int]:
         except (OSError, ValueError):
             continue
     return pids
+
+
+def escapedChildren(
+    since: int,
+    known: Callable[[], Iterable[int]] = lambda: _twistedProcess.reapProcessHandlers,
+    children: Callable[[], Iterable[int]] = ownChildren,
+    proc: str = "/proc",
+) -> list[tuple[int, int]]:
+    """
+    Live children of the (subreaper) orchestrator that Twisted did not
+    spawn, outside our own process group and outside every group a spawned
+    child leads, started no earlier than C{since}: processes that left a
+    child's group (C{setsid}, a double-forking daemon) and were re-parented
+    to us when their parent died.  Why: such a daemon is outside every
+    recorded group, so only its parent link tells that a child which just
+    exited 0 left it running.
+
+    @param since: kernel start time (clock ticks) of the child that exited.
+    @return: C{(pid, pgid)} pairs.
+    """
+    spawned = set(known())
+    ownGroup = os.getpgrp()
+    found = []
+    for pid in children():
+        if pid in spawned:
+            continue
+        fields = _stat(pid, proc)
+        if not fields or fields[0] == "Z":
+            continue
+        pgid = int(fields[2])
+        if pgid == ownGroup or pgid in spawned or int(fields[19]) < since:
+            continue
+        found.append((pid, pgid))
+    return found
 
 
 class OrphanReaper:

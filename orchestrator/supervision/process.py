@@ -148,6 +148,7 @@ class ManagedProcess(SupervisedProcess):
         recorder: Callable[[str, int | None], None] = lambda name, pid: None,
         killGroup: Callable[[int, int], bool] = _killGroup,
         counters: ProcessCounters | None = None,
+        escaped: Callable[[str], list[tuple[int, int]]] = lambda name: [],
     ) -> None:
         super().__init__(config, reactor=reactor, policy=policy, events=events, random=random,
                          monitorFactory=monitorFactory, counters=counters)
@@ -155,6 +156,9 @@ class ManagedProcess(SupervisedProcess):
         self._environment = environment if callable(environment) else (lambda: dict(environment))
         self._recorder = recorder
         self._killGroup = killGroup
+        # What a child that exited left running outside its group (a
+        # double-forking daemon re-parented to the subreaper orchestrator).
+        self._escaped = escaped
         self._commands = CommandQueue(self.name)
         self._transport = None
         self._protocol: _ChildProtocol | None = None
@@ -467,12 +471,18 @@ class ManagedProcess(SupervisedProcess):
         for name in (_ESCALATE, _READY, _RESET):
             self.timers.cancel(name)
         self._stopMonitor()
-        daemonized = (self.status == "starting" and sig is None and code == 0
-                      and pid is not None and self._groupLivesOn(pid))
+        escaped: list[tuple[int, int]] = []
+        daemonized = False
+        if self.status == "starting" and sig is None and code == 0 and pid is not None:
+            escaped = self._escaped(self.name)
+            daemonized = bool(escaped) or self._groupLivesOn(pid)
         # The child led its process group: end whatever it left behind
-        # (a grandchild holding the port must not outlive it).
+        # (a grandchild holding the port must not outlive it), and the
+        # groups of a daemon that left it.
         if pid is not None:
             self._killGroup(pid, _signal.SIGKILL)
+        for pgid in sorted({pgid for _, pgid in escaped}):
+            self._killGroup(pgid, _signal.SIGKILL)
         self._recorder(self.name, None)
         clean = sig is None and code in self.config.restart.success_exit_codes
         stopping = self.status == "stopping"
@@ -491,8 +501,10 @@ class ManagedProcess(SupervisedProcess):
                 d.callback(record)
             return
         if daemonized:
+            left = (f"PIDs {sorted(p for p, _ in escaped)} it forked lived on in a session of "
+                    "their own" if escaped else "its process group lived on")
             why = (f"{self.name} daemonized: its command exited 0 (PID {pid}) before it was "
-                   "ready while its process group lived on. A supervised command must stay "
+                   f"ready while {left}. A supervised command must stay "
                    "in the foreground: run it without forking into the background "
                    "(e.g. its --foreground / --no-daemon / 'daemon off' option)")
             self.log.error("{why}", why=why)

@@ -19,7 +19,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor, ProbeGate
 from orchestrator.supervision.counters import ProcessCounters
 from orchestrator.supervision.monitored import MonitoredProcess
-from orchestrator.supervision.orphans import OrphanReaper, StateFile, becomeSubreaper, reapLeftovers
+from orchestrator.supervision.orphans import (OrphanReaper, StateFile, becomeSubreaper,
+                                              escapedChildren, reapLeftovers)
 from orchestrator.supervision.output import OutputCapture
 from orchestrator.supervision.process import ManagedProcess, childEnvironment
 from orchestrator.supervision.reconfig import (
@@ -201,6 +202,7 @@ class Supervisor(Service):
             environment=lambda: self._environment(process.config, self._config),
             recorder=self._record,
             killGroup=self._killGroup,
+            escaped=self._escapedFrom,
             **common,
         )
         return process
@@ -270,6 +272,17 @@ class Supervisor(Service):
         d.addCallback(lambda _: self._autostart(
             n for n, p in self.processes.items() if p.config.autostart))
         self._started = d
+
+    def _escapedFrom(self, name: str) -> list[tuple[int, int]]:
+        """
+        What the child of process C{name} that just exited left running
+        outside its process group (see L{escapedChildren}): seen only while
+        the orchestrator is a subreaper and the child is still recorded.
+        """
+        record = self._stateFile.recorded(name) if self._stateFile is not None else None
+        if self.orphanReaper is None or record is None:
+            return []
+        return escapedChildren(record.start_time)
 
     def _groupOwner(self, pgid: int) -> str | None:
         """
