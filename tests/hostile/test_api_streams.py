@@ -77,18 +77,31 @@ def test_silent_stream_readers_during_a_crash_storm(run_orchestrator):
 
 
 def test_stream_client_cap(run_orchestrator):
-    """Past admin.max_stream_clients a new stream is a 503 JSON, counted, and the API still answers."""
+    """Past admin.max_stream_clients a new stream is a 503 JSON, counted, and the API still answers; RSS and fds stay bounded and a crash is respawned within 1 s."""
     orchestrator = run_orchestrator(CONFIG.replace("max_stream_clients: 150", "max_stream_clients: 5"))
     orchestrator.waitHealthy()
+    usage = _watch.Usage(orchestrator.process.pid)
+    usage.take()
     sockets = silentStreams(orchestrator.adminPort, 5)
+    refused = []
     try:
-        status, headers, body = harness.http("GET", f"{orchestrator.url}/api/v1/events/stream", timeout=10)
-        assert status == 503
-        assert body.startswith(b'{"success": false, "error": "too many event stream clients')
+        for _ in range(20):  # bounded: 20 refused streams
+            status, headers, body = harness.http("GET", f"{orchestrator.url}/api/v1/events/stream",
+                                                 timeout=10)
+            refused.append((status, body))
+            usage.take()
         assert orchestrator.status()["pid"]  # the rest of the API answers
+        samples = respawnWithin(orchestrator, 1.0)
+        usage.take()
     finally:
         closeAll(sockets)
-    assert rejected(orchestrator.url)["stream_clients"] == 1
+    assert all(status == 503 for status, _ in refused), refused[:2]
+    assert all(body.startswith(b'{"success": false, "error": "too many event stream clients')
+               for _, body in refused)
+    assert rejected(orchestrator.url)["stream_clients"] == len(refused)
+    # Five streams held, each with a socket of its own (and a respawn's pipes).
+    usage.assertBounded(rssBytes=16 * 2**20, fds=5 + 10)
+    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
 
     def streamOpens():  # the slots come back once the clients are gone
         with socket.create_connection(("127.0.0.1", orchestrator.adminPort), timeout=5) as s:
