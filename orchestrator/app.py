@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred, 
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
 
 from orchestrator import __version__
 from orchestrator.config.load import LoadedConfig
@@ -137,6 +138,9 @@ class Orchestrator(MultiService):
         self.version = __version__
         self._reloader = reload
         self._reloading = DeferredLock()
+        # Callers of the reload waiting for the lock, not read yet: later
+        # requests join it rather than queue reads of their own.
+        self._queuedReload: list[Deferred] | None = None
         self._spawner = spawner
         self._logObserver = logObserver
         self._handleSignals = handleSignals
@@ -351,7 +355,10 @@ class Orchestrator(MultiService):
         Re-read the configuration and apply it by diff.  An invalid
         configuration is reported and the running one kept.  Reloads run
         one at a time, each read (off the reactor thread) and applied
-        before the next is read, so an older read never wins.
+        before the next is read, so an older read never wins.  Requests
+        that arrive while a reload runs share one queued reload (which
+        reads the file as it is when its turn comes): a storm of SIGHUPs
+        or reload calls costs at most two reads, never a queue of them.
 
         @return: a Deferred firing with the diff summary, or failing with
             L{ConfigError} (its C{problems} list every error).
@@ -364,8 +371,28 @@ class Orchestrator(MultiService):
         return self._reload().addBoth(lambda result: (self._systemd.reloaded(), result)[1])
 
     def _reload(self) -> Deferred:
-        return self._reloading.run(
-            lambda: self._parse().addCallbacks(self._applyLoaded, self._parseFailed))
+        if self._queuedReload is not None:
+            joined: Deferred = Deferred()
+            self._queuedReload.append(joined)
+            return joined
+        waiters: list[Deferred] = []
+        self._queuedReload = waiters
+
+        def start() -> Deferred:
+            # Its turn: from now on a new request needs a read of its own.
+            if self._queuedReload is waiters:
+                self._queuedReload = None
+            return self._parse().addCallbacks(self._applyLoaded, self._parseFailed)
+
+        def share(result):
+            for waiter in waiters:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+            return result
+
+        return self._reloading.run(start).addBoth(share)
 
     def _parse(self) -> Deferred:
         """

@@ -1048,6 +1048,43 @@ def test_reloads_are_read_one_at_a_time(running):
     assert second.called and len(calls) == 2
 
 
+def test_a_storm_of_reloads_costs_two_reads(running):
+    """Reload requests arriving while one is read share one queued read of the file as it is then; each gets its result."""
+    orchestrator, reactor, path, calls = running
+    first = orchestrator.reload()
+    storm = [orchestrator.reload() for _ in range(50)]
+    assert len(reactor.jobs) == 1  # the first is being read; the others wait as one
+    reactor.runJobs()
+    assert first.called and len(reactor.jobs) == 1
+    writeConfig(TWO.replace("  b:", "  c:"), os.path.dirname(path))
+    reactor.runJobs()
+    _finishStops(reactor, orchestrator)
+    assert len(calls) == 2 and reactor.jobs == []
+    assert all(d.called and not isinstance(d.result, Failure) for d in storm)
+    assert sorted(orchestrator.processes) == ["a", "c"]  # the queued read saw the new file
+    later = orchestrator.reload()  # after the storm, a request reads again
+    assert len(reactor.jobs) == 1
+    reactor.runJobs()
+    assert later.called and len(calls) == 3
+
+
+def test_a_storm_of_rejected_reloads_fails_each_caller(running):
+    """Every caller that joined a queued reload of a bad file gets the rejection."""
+    orchestrator, reactor, path, calls = running
+    orchestrator.reload()
+    storm = [orchestrator.reload() for _ in range(5)]
+    with open(path, "w") as f:
+        f.write("")
+    reactor.runJobs()
+    reactor.runJobs()
+    assert len(calls) == 2
+    for d in storm:
+        failure = d.result
+        d.addErrback(lambda f: None)
+        assert failure.check(ConfigError)
+        assert "configuration file is empty" in failure.value.problems[0]
+
+
 @pytest.mark.parametrize("text,expected", [
     ("", "configuration file is empty"),
     ("  \n\t\n", "configuration file is empty"),
