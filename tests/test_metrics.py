@@ -244,6 +244,32 @@ notifiers: []
         self.assertEqual(sum(self.states(samples, "worker").values()), 1)
         self.assertEqual(sum(self.states(samples, "backend").values()), 1)
 
+    def test_outputLimitHitsAreCounted(self) -> None:
+        """orchestrator_output_limit_hits_total counts lines cut at max_line_bytes and lines not echoed past echo_rate; they survive a reload that replaces the capture."""
+        h = Harness(CONFIG.replace("notifiers: []", "").rstrip() + "\n    log: {echo_rate: 2, max_line_bytes: 80}\nnotifiers: []\n")
+        h.start()
+        h.advance(0.5)
+        h.reactor.last.output(b"a\nb\nc\nd\n" + b"z" * 250 + b"\n")
+        h.advance(1)  # the second ends: the suppressed lines are counted
+        samples = h.scrape()
+        self.assertEqual(samples("orchestrator_output_limit_hits_total", process="backend",
+                                 limit="max_line_bytes"), 3)
+        self.assertEqual(samples("orchestrator_output_limit_hits_total", process="backend",
+                                 limit="echo_rate"), 6)  # a, b echoed; c, d and 4 pieces not
+        self.assertEqual(samples("orchestrator_output_dropped_bytes_total", process="backend"), 0)
+        # A reload that replaces the process (and its output capture) keeps the counts.
+        reloaded = loadText(CONFIG.replace("notifiers: []", "").rstrip()
+                            + "\n    log: {echo_rate: 3, max_line_bytes: 80}\nnotifiers: []\n")
+        before = h.orchestrator.process("backend").output
+        d = h.orchestrator.supervisor.apply(reloaded.config, reloaded.kinds)
+        h.reactor.last.exited(0)
+        h.advance(1)
+        resultOf(d)
+        self.assertIsNot(h.orchestrator.process("backend").output, before)
+        h.reactor.last.output(b"y" * 100 + b"\n")
+        self.assertEqual(h.scrape()("orchestrator_output_limit_hits_total", process="backend",
+                                    limit="max_line_bytes"), 4)
+
     def test_restartsTotalByReason(self) -> None:
         """orchestrator_process_restarts_total{process,reason} counts crash, unhealthy and manual restarts."""
         h = Harness(CONFIG.replace("restart_on_unhealthy: false", "restart_on_unhealthy: true"))

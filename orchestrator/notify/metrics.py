@@ -179,6 +179,7 @@ class MetricsCollector(Collector):
         yield durations
 
         yield from probeFamilies(orch.supervisor)
+        yield from _outputFamilies(orch.processes)
 
         events = CounterMetricFamily("orchestrator_events_emitted",
                                      "Events emitted since start.", labels=[])
@@ -252,3 +253,27 @@ class MetricsResource(Resource):
         output = encoder(self._registry)
         request.setHeader(b"content-type", contentType.encode("ascii"))
         return output
+
+
+def _outputFamilies(processes):
+    """
+    What the bounds on children's output did, per process name (read from
+    its L{orchestrator.supervision.counters.ProcessCounters}, so monotonic
+    across reloads).
+    """
+    hits = CounterMetricFamily(
+        "orchestrator_output_limit_hits",
+        "Output lines that hit a bound (limit: max_line_bytes = a line cut there, "
+        "echo_rate = a line not echoed into the orchestrator's log).",
+        labels=["process", "limit"])
+    dropped = CounterMetricFamily(
+        "orchestrator_output_dropped_bytes",
+        "Output bytes dropped from earlier runs whose pipes were closed (3 runs read per process).",
+        labels=["process"])
+    for name, process in sorted(processes.items()):
+        counters = process.counters
+        for limit in ("max_line_bytes", "echo_rate"):
+            hits.add_metric([name, limit], counters.outputLimitHits.get(limit, 0))
+        dropped.add_metric([name], counters.outputDroppedBytes)
+    yield hits
+    yield dropped

@@ -28,15 +28,26 @@ class ProcessCounters:
     @ivar exitCounts: C{{True: clean exits, False: other exits}}.
     @ivar probeLimitHits: C{limit -> count} of probe answers that hit a
         bound (C{ProbeResult.limit}); the health monitor adds to it.
+    @ivar outputLimitHits: C{limit -> count} of output lines that hit a
+        bound: C{max_line_bytes} (a line cut there), C{echo_rate} (a line
+        not echoed into the orchestrator's log); the output capture adds.
+    @ivar outputDroppedBytes: bytes of output dropped from runs whose pipes
+        were closed (L{orchestrator.supervision.output.MAX_OPEN_RUNS}).
     """
 
-    __slots__ = ("restarts", "restartsByReason", "exitCounts", "probeLimitHits")
+    __slots__ = ("restarts", "restartsByReason", "exitCounts", "probeLimitHits",
+                 "outputLimitHits", "outputDroppedBytes")
 
     def __init__(self) -> None:
         self.restarts = 0
         self.restartsByReason: dict[str, int] = {}
         self.exitCounts = {True: 0, False: 0}
         self.probeLimitHits: dict[str, int] = {}
+        self.outputLimitHits: dict[str, int] = {}
+        self.outputDroppedBytes = 0
+
+    def countOutputLimit(self, limit: str, count: int) -> None:
+        self.outputLimitHits[limit] = self.outputLimitHits.get(limit, 0) + count
 
     def countRestart(self, reason: str) -> None:
         self.restarts += 1

@@ -21,6 +21,8 @@ import os
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
+from orchestrator.supervision.counters import ProcessCounters
+
 __all__ = ["LineSplitter", "MAX_OPEN_RUNS", "OutputLine", "OutputCapture", "RunOutput"]
 
 #: Runs of one process whose output is still read: the current child and
@@ -42,6 +44,8 @@ class LineSplitter:
     def __init__(self, maxBytes: int) -> None:
         self._max = maxBytes
         self._buffer = b""
+        #: Lines cut at C{maxBytes} so far.
+        self.cut = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         # One pass over the chunk by offsets: slicing the rest of the
@@ -57,6 +61,7 @@ class LineSplitter:
             elif end - start > limit:
                 lines.append(buffer[start:start + limit])
                 start += limit
+                self.cut += 1
             else:
                 self._buffer = buffer[start:]
                 return lines
@@ -86,8 +91,12 @@ class OutputCapture:
     The output of every run of one process.
     """
 
-    def __init__(self, name: str, config, clock) -> None:
+    def __init__(self, name: str, config, clock, counters: ProcessCounters | None = None) -> None:
         self._name = name
+        #: Where the outcomes of the output's limits are counted: the
+        #: process name's counters, shared with the captures that replace
+        #: this one, so the metrics stay monotonic across reloads.
+        self.counters = counters if counters is not None else ProcessCounters()
         self._config = config
         self._clock = clock
         self._log = Logger(namespace=f"orchestrator.process.{name}")
@@ -95,10 +104,6 @@ class OutputCapture:
         self._current = RunOutput(self, None)
         self._open: deque[RunOutput] = deque()
         self._echo = _EchoLimiter(config.echo_rate, clock, self._suppressed)
-        #: Output lines not echoed because of C{log.echo_rate}, in total.
-        self.echoSuppressed = 0
-        #: Bytes dropped from runs whose pipes were closed (L{MAX_OPEN_RUNS}).
-        self.droppedBytes = 0
         self._file: LogFile | None = None
         if config.file:
             directory, filename = os.path.split(config.file)
@@ -167,8 +172,29 @@ class OutputCapture:
             return []
         return list(self.lines)[-count:]
 
+    @property
+    def echoSuppressed(self) -> int:
+        """
+        Output lines not echoed because of C{log.echo_rate}, in total.
+        """
+        return self.counters.outputLimitHits.get("echo_rate", 0)
+
+    @property
+    def linesCut(self) -> int:
+        """
+        Output lines cut at C{log.max_line_bytes}, in total.
+        """
+        return self.counters.outputLimitHits.get("max_line_bytes", 0)
+
+    @property
+    def droppedBytes(self) -> int:
+        """
+        Bytes dropped from runs whose pipes were closed (L{MAX_OPEN_RUNS}).
+        """
+        return self.counters.outputDroppedBytes
+
     def _suppressed(self, count: int) -> None:
-        self.echoSuppressed += count
+        self.counters.countOutputLimit("echo_rate", count)
         self._log.warn(
             "[{process}] {count} lines suppressed (log.echo_rate: {rate} lines/s; "
             "{total} so far; not echoed, still captured for the logs route and log.file)",
@@ -247,12 +273,16 @@ class RunOutput:
 
     def received(self, fd: int, data: bytes) -> None:
         if self.detached:
-            self._capture.droppedBytes += len(data)
+            self._capture.counters.outputDroppedBytes += len(data)
             return
         splitter = self._splitters.get(fd)
         if splitter is None:
             splitter = self._splitters[fd] = LineSplitter(self._capture._config.max_line_bytes)
-        self._capture._emit(fd, splitter.feed(data), self.pid)
+        cut = splitter.cut
+        lines = splitter.feed(data)
+        if splitter.cut != cut:
+            self._capture.counters.countOutputLimit("max_line_bytes", splitter.cut - cut)
+        self._capture._emit(fd, lines, self.pid)
 
     def ended(self) -> None:
         """

@@ -97,7 +97,7 @@ class SupervisedProcess:
         self.counters = counters if counters is not None else ProcessCounters()
         self.budget = RestartBudget(config.restart, policy, random)
         self.timers = Timers(reactor)
-        self._output = OutputCapture(self.name, config.output, reactor)
+        self._output = OutputCapture(self.name, config.output, reactor, self.counters)
         self._monitor = None
         self._retired: str | None = None
         self.status: str = self._initial.value
@@ -260,9 +260,7 @@ class SupervisedProcess:
         previous, self._output = self._output, output
         output.lines.extend(previous.lines)
         # Counted outcomes of the output's limits stay monotonic too.
-        for counter in ("echoSuppressed", "droppedBytes"):
-            if hasattr(previous, counter):
-                setattr(output, counter, getattr(output, counter) + getattr(previous, counter))
+        output.counters = self.counters
         previous.close()
 
     def _reconfigureHealth(self, probe) -> Deferred:

@@ -498,5 +498,5 @@ class Supervisor(Service):
             probe = self._buildProbe(pconfig.health, kinds)
         output = None
         if pconfig.output != process.config.output:
-            output = OutputCapture(process.name, pconfig.output, self._reactor)
+            output = OutputCapture(process.name, pconfig.output, self._reactor, process.counters)
         return pconfig, policy, probe, output

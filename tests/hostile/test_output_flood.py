@@ -12,14 +12,15 @@ import statistics
 
 import pytest
 
-from tests.harness import getJSON, waitFor
+from tests.harness import getJSON, http, waitFor
 from tests.hostile._watch import respawnSeconds, sample
 
 pytestmark = pytest.mark.integration
 
-#: 100-byte lines, 64 KiB per write, for ever.
+#: 100-byte lines, 64 KiB per write, for ever; each write ends with a line
+#: of 2500 bytes, cut twice at the flooder's max_line_bytes.
 FLOODER = ("import sys\n"
-           "chunk = (b'x' * 99 + b'\\n') * 640\n"
+           "chunk = (b'x' * 99 + b'\\n') * 640 + b'x' * 2499 + b'\\n'\n"
            "write = sys.stdout.buffer.write\n"
            "while True:\n"
            "    write(chunk)\n")
@@ -30,7 +31,7 @@ processes:
   flooder:
     command: ["{{python}}", "-c", {flooder}]
     health: {{probe: none}}
-    log: {{echo: true, echo_rate: 100}}
+    log: {{echo: true, echo_rate: 100, max_line_bytes: 1024}}
   sibling:
     command: ["/bin/sleep", "100000"]
     health: {{probe: none}}
@@ -67,5 +68,12 @@ def test_outputFloodIsBoundedAndSupervisionKeepsUp(run_orchestrator):
     assert status == 200
     assert body["count"] and all(set(line["text"]) == {"x"} for line in body["lines"])
     assert orchestrator.status("flooder")["status"] == "running"
+    # Both bounds are counted where a scraper sees them.
+    _, _, metrics = http("GET", f"{orchestrator.url}/metrics")
+    counted = {line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in metrics.decode().splitlines()
+               if line.startswith("orchestrator_output_limit_hits_total{")}
+    assert counted['limit="echo_rate",process="flooder"'] > 1000, counted
+    assert counted['limit="max_line_bytes",process="flooder"'] >= 2, counted
     print(f"RSS growth {usage.rssGrowth / 2**20:.1f} MiB, fd growth {usage.fdGrowth}, "
           f"log {logRate / 1e3:.1f} kB/s, respawn median {statistics.median(latencies) * 1e3:.0f} ms")
