@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from tests import harness
 
-__all__ = ["Usage", "rssBytes", "fdCount", "sample", "respawnSeconds"]
+__all__ = ["Usage", "rssBytes", "fdCount", "sample", "respawnSeconds", "assertRespawns",
+           "RESPAWN_BOUND"]
+
+#: A crash is restarted within this many seconds during an attack (the
+#: median of the samples; no sample may take twice as long).
+RESPAWN_BOUND = 1.0
 
 
 def rssBytes(pid: int) -> int:
@@ -114,3 +119,20 @@ def respawnSeconds(orchestrator: harness.Orchestrator, name: str = "backend",
 
     harness.waitFor(newPid, timeout, interval=0.01, what=f"{name} to be respawned")
     return time.monotonic() - started
+
+
+def assertRespawns(orchestrator: harness.Orchestrator, name: str = "backend",
+                   samples: int = 3, bound: float = RESPAWN_BOUND) -> list[float]:
+    """
+    Kill C{name} C{samples} times (waiting for each respawn) and fail
+    unless the median respawn took less than C{bound} seconds and none
+    took twice as long: one sample may land on a busy moment of a shared
+    two-core machine, a slow median is a finding.  Returns the samples.
+    """
+    import statistics
+
+    latencies = [respawnSeconds(orchestrator, name) for _ in range(samples)]
+    assert statistics.median(latencies) < bound and max(latencies) < 2 * bound, (
+        f"{name} respawns during the attack took {[round(x, 3) for x in latencies]} s "
+        f"(bound: median under {bound} s, none over {2 * bound} s)")
+    return latencies

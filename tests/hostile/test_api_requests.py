@@ -16,7 +16,6 @@ from tests import harness
 from tests.hostile import _watch
 from tests.hostile._api_attack import (BACKEND, closeAll, drip, dripping, nestedJSON, rejected,
                                       silentStreams)
-from tests.hostile.test_api_streams import respawnWithin
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ def test_nested_json(run_orchestrator):
             answers.append((status, json.loads(raw)))
 
     usage = _watch.sample(pid, 3, every=0.2, during=attack)
-    samples = respawnWithin(orchestrator, 1.0)
+    _watch.assertRespawns(orchestrator)
     usage.assertBounded(rssBytes=16 * 2**20, fds=10)
     assert answers and all(status == 400 for status, _ in answers), answers[:3]
     assert {a["error"] for _, a in answers} == {
@@ -54,7 +53,6 @@ def test_nested_json(run_orchestrator):
     assert rejected(orchestrator.url)["json_too_deep"] == len(answers)
     log = orchestrator.log()
     assert "RecursionError" not in log and "Traceback" not in log
-    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
 
 
 def test_connection_flood(run_orchestrator):
@@ -66,7 +64,7 @@ def test_connection_flood(run_orchestrator):
     try:
         usage = _watch.sample(pid, 2.5, every=0.5, during=lambda: drip(sockets))
         assert orchestrator.status()["pid"]  # a new connection got its room
-        samples = respawnWithin(orchestrator, 1.0)
+        _watch.assertRespawns(orchestrator)
         usage.take()
         # The flood is cut at admin.header_timeout whatever it sends.
         harness.waitFor(lambda: drip(sockets) == 0 or rejected(orchestrator.url)["header_timeout"] >= 19,
@@ -77,7 +75,6 @@ def test_connection_flood(run_orchestrator):
     counts = rejected(orchestrator.url)
     assert counts["evicted"] >= 40, counts
     assert counts["header_timeout"] >= 1, counts
-    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
 
     streams = silentStreams(orchestrator.adminPort, 20)  # every connection busy
     try:

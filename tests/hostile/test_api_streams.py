@@ -29,21 +29,6 @@ processes:
 """ + BACKEND + CRASH_STORM
 
 
-def respawnWithin(orchestrator, seconds: float, tries: int = 3) -> list[float]:
-    """
-    Kill the backend up to C{tries} times until one respawn takes less
-    than C{seconds} (one slow sample on a shared machine is noise, three
-    are a finding); returns the samples.
-    """
-    samples = []
-    for _ in range(tries):
-        samples.append(_watch.respawnSeconds(orchestrator))
-        if samples[-1] < seconds:
-            break
-        orchestrator.waitHealthy()
-    return samples
-
-
 def test_silent_stream_readers_during_a_crash_storm(run_orchestrator):
     """100 stream clients that never read are each dropped at the buffer bound; RSS, fds and send queues stay bounded; a crash is respawned within 1 s."""
     orchestrator = run_orchestrator(CONFIG)
@@ -59,7 +44,7 @@ def test_silent_stream_readers_during_a_crash_storm(run_orchestrator):
             return rejected(orchestrator.url).get("stream_overflow", 0) >= CLIENTS
 
         usage = _watch.sample(pid, 3, every=0.25, during=lambda: queues.append(sendQueueBytes(port)))
-        samples = respawnWithin(orchestrator, 1.0)
+        _watch.assertRespawns(orchestrator)
         harness.waitFor(dropped, 60, interval=0.25, what=f"all {CLIENTS} silent clients to overflow")
         usage.take()
         # Dropped clients are released: at once, or after the grace for
@@ -72,7 +57,6 @@ def test_silent_stream_readers_during_a_crash_storm(run_orchestrator):
     # the socket's 128 KiB send buffer; all 100 together well under 48 MiB.
     usage.assertBounded(rssBytes=48 * 2**20, fds=CLIENTS + 25)
     assert max(queues) <= CLIENTS * 200 * 1024, f"kernel send queues reached {max(queues)} bytes"
-    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
     assert rejected(orchestrator.url).get("stream_overflow") == CLIENTS
 
 
@@ -91,7 +75,7 @@ def test_stream_client_cap(run_orchestrator):
             refused.append((status, body))
             usage.take()
         assert orchestrator.status()["pid"]  # the rest of the API answers
-        samples = respawnWithin(orchestrator, 1.0)
+        _watch.assertRespawns(orchestrator)
         usage.take()
     finally:
         closeAll(sockets)
@@ -101,7 +85,6 @@ def test_stream_client_cap(run_orchestrator):
     assert rejected(orchestrator.url)["stream_clients"] == len(refused)
     # Five streams held, each with a socket of its own (and a respawn's pipes).
     usage.assertBounded(rssBytes=16 * 2**20, fds=5 + 10)
-    assert min(samples) < 1.0, f"respawn took {samples} s during the attack"
 
     def streamOpens():  # the slots come back once the clients are gone
         with socket.create_connection(("127.0.0.1", orchestrator.adminPort), timeout=5) as s:

@@ -13,7 +13,7 @@ import statistics
 import pytest
 
 from tests.harness import getJSON, http, waitFor
-from tests.hostile._watch import respawnSeconds, sample
+from tests.hostile._watch import assertRespawns, sample
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +58,10 @@ def test_outputFloodIsBoundedAndSupervisionKeepsUp(run_orchestrator):
     sizeBefore = os.path.getsize(orchestrator.logPath)
     usage = sample(pid, seconds=4)
     logRate = (os.path.getsize(orchestrator.logPath) - sizeBefore) / 4
-    latencies = [respawnSeconds(orchestrator, "sibling") for _ in range(3)]
+    latencies = assertRespawns(orchestrator, "sibling")
 
     usage.assertBounded(rssBytes=RSS_BOUND, fds=FD_BOUND)
     assert logRate < LOG_BYTES_PER_SECOND_BOUND, f"own log grew {logRate / 1e6:.2f} MB/s"
-    assert max(latencies) < 1.0, f"sibling respawn latencies under the flood: {latencies}"
     # The flood is still read (kept in memory for the logs route), only not echoed.
     status, body = getJSON(f"{orchestrator.url}/api/v1/processes/flooder/logs")
     assert status == 200
