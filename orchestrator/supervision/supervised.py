@@ -187,6 +187,9 @@ class SupervisedProcess:
     def restart(self, wait: bool = True) -> Deferred:
         raise NotImplementedError
 
+    def sendSignal(self, signal: int, toGroup: bool = True) -> "ProcessSnapshot":
+        raise NotImplementedError
+
     def _refuseRetired(self, verb: str) -> None:
         if self._retired:
             raise StateError(f"cannot {verb} {self.name}: {self._retired}")
