@@ -540,7 +540,7 @@ class _About(ApiResource):
 
 class _OpenAPI(ApiResource):
     """
-    C{GET}: the OpenAPI 3.1 document of this API.
+    C{GET}: the OpenAPI 3.2 document of this API.
     """
 
     def __init__(self, document: dict) -> None:
