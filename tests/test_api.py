@@ -787,19 +787,27 @@ class TestEvents:
         assert api.get(f"/api/v1/events?{query}").status == 400
 
 
+def openStream(api, path: str, headers: dict | None = None):
+    """
+    Open a Server-Sent Events route in memory: its response, and the list
+    its chunks arrive in.
+    """
+    chunks = []
+    d = api.stub.request("GET", BASE + path, headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
+    responses = []
+
+    def got(response):
+        responses.append(response)
+        return api.stub.collect(response, chunks.append)
+
+    d.addCallback(got)
+    api.stub.flush()
+    return responses[0], chunks
+
+
 class TestEventStream:
     def _open(self, api, path="/api/v1/events/stream"):
-        chunks = []
-        d = api.stub.request("GET", BASE + path, headers={"Authorization": f"Bearer {TOKEN}"})
-        responses = []
-
-        def got(response):
-            responses.append(response)
-            return api.stub.collect(response, chunks.append)
-
-        d.addCallback(got)
-        api.stub.flush()
-        return responses[0], chunks
+        return openStream(api, path)
 
     def test_stream_delivers_events(self, api):
         """The SSE stream sends each new event with its sequence, type and JSON data."""

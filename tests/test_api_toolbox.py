@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tests.test_api import BASE, TOKEN, ApiHarness, config
+from tests.test_api import ApiHarness, config, openStream
 from tests.test_api_openapi import settle
 
 DEPENDENT = config(extra="""\
@@ -169,19 +169,7 @@ class TestCoalescing:
 
 
 class TestLogStream:
-    def _open(self, api, path, headers=None):
-        chunks = []
-        responses = []
-        d = api.stub.request("GET", BASE + path,
-                             headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
-
-        def got(response):
-            responses.append(response)
-            return api.stub.collect(response, chunks.append)
-
-        d.addCallback(got)
-        api.stub.flush()
-        return responses[0], chunks
+    _open = staticmethod(openStream)
 
     def test_new_lines_as_events(self, api):
         """The log stream sends each new output line with its sequence as id and the line as JSON."""
@@ -213,8 +201,8 @@ class TestLogStream:
     def test_shares_the_client_cap_with_the_event_stream(self):
         """Event and log stream clients count together against admin.max_stream_clients."""
         api = ApiHarness(config(admin="  max_stream_clients: 2"))
-        TestLogStream._open(self, api, "/api/v1/events/stream")
-        TestLogStream._open(self, api, "/api/v1/processes/backend/logs/stream")
+        openStream(api, "/api/v1/events/stream")
+        openStream(api, "/api/v1/processes/backend/logs/stream")
         answer = api.get("/api/v1/processes/worker/logs/stream")
         assert answer.status == 503
 

@@ -1,7 +1,8 @@
 """
 Fuzzing the live admin API with schemathesis (C{--checks all}) against
 its own OpenAPI document: real C{twistd -n orchestrator} supervising the
-demo backend on 127.0.0.1.  Every answer must be documented (status,
+two demo backends on 127.0.0.1 (the configuration of
+C{tests/test_integration_toolbox.py}: groups, a dependency).  Every answer must be documented (status,
 content type, headers, schema), every schema-valid request accepted and
 every schema-invalid one refused, with no 5xx.
 
@@ -20,34 +21,20 @@ import sys
 
 import pytest
 
-from tests.harness import waitFor
+from tests.harness import freePort, waitFor
 from tests.test_integration_api import call
+from tests.test_integration_toolbox import CONFIG, TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
-TOKEN = "fuzzing-token"
-
-CONFIG = """
-admin:
-  listen: "tcp:{admin_port}:interface=127.0.0.1"
-  token: "%s"
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    stop: {timeout: 5}
-    restart: {delay: 0.05}
-    health: {interval: 5, timeout: 2, start_timeout: 20}
-    groups: [web]
-""" % TOKEN
 
 
 @pytest.mark.skipif(not os.path.exists(SCHEMATHESIS), reason="schemathesis is not installed "
                     "(pip install -e '.[test]')")
 def test_schemathesis_finds_nothing(run_orchestrator, tmp_path):
     """schemathesis --checks all against the live server reports no failure."""
-    orch = run_orchestrator(CONFIG)
+    orch = run_orchestrator(CONFIG.replace("{worker_port}", str(freePort())))
     waitFor(lambda: call(orch, "GET", "/api/v1/admin/backend/status", token=TOKEN)[1]["status"] == "running",
             60, what="the backend to be running")
     command = [
