@@ -84,7 +84,7 @@ def test_stream_client_cap(run_orchestrator):
     try:
         status, headers, body = harness.http("GET", f"{orchestrator.url}/api/v1/events/stream", timeout=10)
         assert status == 503
-        assert body.startswith(b'{"success": false, "error": "too many event stream clients')
+        assert body.startswith(b'{"success": false, "error": "too many stream clients')
         assert orchestrator.status()["pid"]  # the rest of the API answers
     finally:
         closeAll(sockets)
