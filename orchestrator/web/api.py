@@ -26,7 +26,7 @@ from orchestrator.web._params import jsonObject, queryBool, queryChoice, queryIn
 from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource
 from orchestrator.web.security import Guard
 
-__all__ = ["buildRoot", "buildTree", "runCommand", "runOnMany", "parseSignal", "COMMANDS", "SIGNALS"]
+__all__ = ["buildRoot", "buildTree", "runCommand", "runOnMany", "parseSignal", "COMMANDS", "SIGNALS", "SIGNAL_NUMBERS"]
 
 _log = Logger()
 
@@ -49,8 +49,9 @@ MAX_EVENTS = 1000
 SIGNALS = ("HUP", "INT", "QUIT", "ABRT", "USR1", "USR2", "ALRM", "TERM", "CONT",
            "WINCH", "TTIN", "TTOU", "URG", "IO", "PWR")
 
-#: Signal numbers accepted in place of the names, and their names.
-_SIGNAL_NUMBERS = {int(getattr(_signal, "SIG" + n)): n for n in SIGNALS if hasattr(_signal, "SIG" + n)}
+#: The allowed signals this host has, by number (what the OpenAPI
+#: document lists: C{PWR} is Linux's).
+SIGNAL_NUMBERS = {int(getattr(_signal, "SIG" + n)): n for n in SIGNALS if hasattr(_signal, "SIG" + n)}
 
 #: Where a signal goes: the child's whole process group, or the child alone.
 SIGNAL_TARGETS = ("group", "process")
@@ -180,13 +181,13 @@ def parseSignal(value) -> str:
     @return: the name without C{SIG}.
     @raise ApiError: 400, anything else (with the list of allowed ones).
     """
-    allowed = ", ".join(SIGNALS)
+    allowed = ", ".join(SIGNAL_NUMBERS.values())
     if isinstance(value, int) and not isinstance(value, bool):
-        if value in _SIGNAL_NUMBERS:
-            return _SIGNAL_NUMBERS[value]
+        if value in SIGNAL_NUMBERS:
+            return SIGNAL_NUMBERS[value]
     elif isinstance(value, str):
         name = value[3:] if value.startswith("SIG") else value
-        if name in SIGNALS and name in _SIGNAL_NUMBERS.values():
+        if name in SIGNAL_NUMBERS.values():
             return name
     else:
         raise ApiError(400, f"field 'signal' must be a signal name or number, not {type(value).__name__}")

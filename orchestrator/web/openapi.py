@@ -18,9 +18,11 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.notify.events import EVENT_TYPES
-from orchestrator.web.api import SIGNAL_TARGETS, SIGNALS, _SIGNAL_NUMBERS
+from orchestrator.web.api import SIGNAL_NUMBERS, SIGNAL_TARGETS
 
 __all__ = ["openAPIDocument"]
+
+_SIGNAL_NAMES = list(SIGNAL_NUMBERS.values())  # (SIGNALS order, those this host has)
 
 _STATUSES = ["stopped", "starting", "running", "unhealthy", "crashed", "stopping", "unknown"]
 _VERDICTS = ["healthy", "unhealthy", "unknown"]
@@ -243,8 +245,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "signal": {"oneOf": [
-                {"type": "string", "enum": [*SIGNALS, *("SIG" + n for n in SIGNALS)]},
-                {"type": "integer", "enum": sorted(_SIGNAL_NUMBERS)},
+                {"type": "string", "enum": [*_SIGNAL_NAMES, *("SIG" + n for n in _SIGNAL_NAMES)]},
+                {"type": "integer", "enum": sorted(SIGNAL_NUMBERS)},
             ], "description": "A name, with or without SIG, or its number on this host. KILL is refused "
                               "(use stop: it ends the whole group after stop.timeout); so are STOP and "
                               "TSTP (a frozen child fails its probes) and CHLD."},
@@ -256,7 +258,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "SignalAnswer": _object({
         **_COMMAND_FIELDS,
-        "signal": {"type": "string", "enum": list(SIGNALS), "description": "The name sent, without SIG."},
+        "signal": {"type": "string", "enum": _SIGNAL_NAMES, "description": "The name sent, without SIG."},
         "to": {"type": "string", "enum": list(SIGNAL_TARGETS)},
         **_STATUS_FIELDS,
     }, description="Sent. Nothing else changes: a signal that ends the child is handled like any exit "
@@ -466,7 +468,7 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         "process_signal", "Send a signal to the running process (its group by default).",
         {"200": _json("SignalAnswer", "Sent.")}, errors=("404", "409"), params=("name",),
         body="SignalRequest",
-        description="Allowed: " + ", ".join(SIGNALS) + " (with or without SIG, or their numbers). "
+        description="Allowed: " + ", ".join(_SIGNAL_NAMES) + " (with or without SIG, or their numbers). "
                     "400 for any other (KILL: use stop); 409 when the process is not running.")}
     paths[f"{name}/signal"]["post"]["requestBody"]["required"] = True
     paths[f"{name}/logs"] = {"get": operation(
