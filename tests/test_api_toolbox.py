@@ -153,6 +153,21 @@ class TestAll:
                                   "error": "not started: its dependency db failed"}
         assert api.orchestrator.processes["app"].status == "stopped"
 
+    def test_process_removed_meanwhile_is_listed(self):
+        """A process a reload removes while a bulk command waits for its dependency is listed as removed, not a 500."""
+        api = ApiHarness(DEPENDENT)
+        api.advance(1.0)
+        api.advance(1.0)
+        pending = api.send("POST", "/api/v1/groups/chain/restart")
+        api.rewrite(DEPENDENT.split("  app:")[0])
+        reload = api.send("POST", "/api/v1/admin/reload")
+        answer = settle(api, pending, rounds=40)
+        settle(api, reload)
+        outcome = {p["name"]: p for p in answer.json["processes"]}
+        assert outcome["db"]["success"] is True
+        assert outcome["app"] == {"name": "app", "success": False,
+                                  "error": "no process named 'app' any more (removed by a reload)"}
+
     def test_body_must_be_empty(self, api):
         """A bulk command takes no options: an unknown body field is a 400."""
         assert api.post("/api/v1/processes/start", body=b'{"wait": false}').status == 400

@@ -242,13 +242,18 @@ def runOnMany(orchestrator, names: list[str], verb: str) -> Deferred:
     failed: set[str] = set()
 
     def one(name: str) -> Deferred:
-        blockers = [] if verb == "stop" else [
-            d for d in processes[name].config.depends_on if d in failed]
+        process = orchestrator.processes.get(name)  # (a reload may have removed it meanwhile)
+        if process is None:
+            failed.add(name)
+            outcomes[name] = {"name": name, "success": False,
+                              "error": f"no process named {name!r} any more (removed by a reload)"}
+            return succeed(None)
+        blockers = [] if verb == "stop" else [d for d in process.config.depends_on if d in failed]
         if blockers:
             failed.add(name)
             outcomes[name] = {"name": name, "success": False,
                               "error": f"not {verb}ed: its dependency {blockers[0]} failed",
-                              **views.processStatus(processes[name].snapshot())}
+                              **views.processStatus(process.snapshot())}
             return succeed(None)
 
         def done(answer):
@@ -257,9 +262,8 @@ def runOnMany(orchestrator, names: list[str], verb: str) -> Deferred:
         def refused(failure):
             failure.trap(ApiError)
             failed.add(name)
-            error = failure.value
-            outcomes[name] = {"name": name, **views.processStatus(processes[name].snapshot()),
-                              **error.answer().body}
+            outcomes[name] = {"name": name, **views.processStatus(process.snapshot()),
+                              **failure.value.answer().body}
 
         return runCommand(orchestrator, name, verb, wait=True).addCallbacks(done, refused)
 

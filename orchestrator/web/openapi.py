@@ -270,7 +270,9 @@ SCHEMAS: dict[str, Any] = {
         "output": {"type": "array", "items": _STR, "maxItems": 20,
                    "description": "A failed start: the child's last output lines."},
         **_STATUS_FIELDS,
-    }, required=["success", *_STATUS_FIELDS], description="One process's outcome within a bulk command."),
+    }, required=["name", "success"], description=(
+        "One process's outcome within a bulk command, with its status after it (all the status "
+        "fields, unless a reload removed the process meanwhile).")),
     "BulkAnswer": _object({
         "success": {**_BOOL, "description": "Every process's command succeeded."},
         "message": {**_STR, "description": "e.g. 'restart: 3 of 3 succeeded'."},
