@@ -53,6 +53,14 @@ class FakeProcessTransport:
             raise ProcessExitedAlready()
         self.signals.append(signalID)
 
+    def signalLeader(self, signalID):
+        """
+        The child alone (not its group): recorded as C{("process", signal)}.
+        """
+        if not self.alive:
+            raise ProcessExitedAlready()
+        self.signals.append(("process", signalID))
+
     def closeStdin(self): pass
     def closeStdout(self): pass
     def closeStderr(self): pass

@@ -188,8 +188,8 @@ class TestStreamBuffer:
         status, headers, body = answer(transport)
         assert status == 503
         assert headers["retry-after"] == "5"
-        assert body == {"success": False, "error": "too many event stream clients "
-                                                   "(admin.max_stream_clients: 3); try again later"}
+        assert body == {"success": False, "error": "too many stream clients (event and log streams together, "
+                                                   "admin.max_stream_clients: 3); try again later"}
         assert wire.counters.rejected["stream_clients"] == 1
         assert wire.counters.streamClients == 3
         lost(streams[0][0])

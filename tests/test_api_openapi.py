@@ -1,6 +1,6 @@
 """
 The OpenAPI document describes the API exactly as served: it is a valid
-OpenAPI 3.1 document, every route is in it with exactly its methods, and
+OpenAPI 3.2 document, every route is in it with exactly its methods, and
 every real answer validates against its schemas (the L{ApiHarness} checks
 each answer any API test receives; here every documented operation is
 called at least once).
@@ -35,10 +35,10 @@ def _refs(node):
             yield from _refs(value)
 
 
-def test_served_document_is_openapi_31(document):
-    """The served document is OpenAPI 3.1.0, for this admin configuration."""
+def test_served_document_is_openapi_32(document):
+    """The served document is OpenAPI 3.2.0 (for its Server-Sent Events), for this admin configuration."""
     api = ApiHarness()
-    assert document["openapi"] == "3.1.0"
+    assert document["openapi"] == "3.2.0"
     assert document == openAPIDocument(api.admin, [])
 
 
@@ -68,7 +68,10 @@ def _servedRoutes(api) -> dict[str, set[str]]:
             found[path + "/{asset}"] = set(found[path + "/"])
         children = dict(getattr(resource, "children", {}))
         if isinstance(resource, routes._Processes):
-            children[b"{name}"] = routes._Process(api.orchestrator, "backend")
+            children[b"{name}"] = routes._Process(api.orchestrator, "backend", resource._logStream)
+            children.update({verb.encode(): command for verb, command in resource._onAll.items()})
+        if isinstance(resource, routes._Groups):
+            children[b"{group}"] = routes._Group(api.orchestrator, "web")
         for segment, child in children.items():
             walk(child, f"{path}/{segment.decode()}")
 
@@ -102,10 +105,32 @@ def test_every_operation_answers_as_documented(method, template):
     """Each documented operation, called with valid input, answers a documented status and schema."""
     api = ApiHarness()
     api.ready()
-    path = template.replace("{name}", "backend").replace("{asset}", "app.js")
-    query = "?wait=false" if method == "POST" and "reload" not in path else ""
-    answer = api.call(method, path + query)  # the harness checks conformance
+    path = template.replace("{name}", "backend").replace("{group}", "web").replace("{asset}", "app.js")
+    if path.endswith("/signal"):
+        answer = api.call(method, path, body=b'{"signal": "USR1"}')
+    elif path.split("/")[-1] in routes.COMMANDS and (path.count("/") == 4 or "/groups/" in path):
+        answer = settle(api, api.send(method, path))  # every process or a group: waits for each
+    else:
+        query = "?wait=false" if method == "POST" and "reload" not in path else ""
+        answer = api.call(method, path + query)  # the harness checks conformance
     assert 200 <= answer.status < 300, answer
+
+
+def settle(api, pending, rounds: int = 20):
+    """
+    Let the children asked to stop die and fake time pass until the
+    answer comes (bounded).
+    """
+    import signal
+
+    for _ in range(rounds):
+        for child in api.reactor.spawned:
+            if child.alive and signal.SIGTERM in child.signals:
+                child.exited(0)
+        api.advance(0.5)
+        if pending.done():
+            break
+    return pending.answer()
 
 
 def test_errors_conform():

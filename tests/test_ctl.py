@@ -314,7 +314,7 @@ def test_not_an_orchestrator_exits_3(server):
     assert "is it an orchestrator?" in err
 
 
-@pytest.mark.parametrize("argv", [[], ["start"], ["logs", "x", "--lines", "-1"], ["frob"],
+@pytest.mark.parametrize("argv", [[], ["start", "all", "x"], ["signal"], ["logs", "x", "--lines", "-1"], ["frob"],
                                   ["--url", "ftp://x", "status"], ["events", "--limit", "0"]])
 def test_usage_errors_exit_2(argv, capsys):
     """Bad arguments exit 2."""
@@ -353,3 +353,104 @@ def test_unix_socket_url(server, tmp_path):
     code, out, _ = run(srv, "status", "worker")
     assert code == 0
     assert "name:         worker\n" in out
+
+
+# -- the operator's toolbox -----------------------------------------------------------------------
+
+
+def test_restart_group(server):
+    """restart group:G restarts the group's members and prints a table of outcomes."""
+    srv = server()
+    srv.harness.ready()
+    srv.harness.ready("worker")
+    code, out, _ = run(srv, "restart", "group:batch")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["NAME", "RESULT", "STATUS", "PID"]
+    assert out.splitlines()[1].startswith("worker")
+    assert srv.seen[-1][:2] == ("POST", "/api/v1/groups/batch/restart")
+
+
+def test_stop_all_and_failures_exit_1(server):
+    """stop all stops every process; in monitor-only mode every refusal is listed and it exits 1."""
+    srv = server()
+    code, out, _ = run(srv, "stop", "all")
+    assert code == 0 and srv.seen[-1][1] == "/api/v1/processes/stop"
+    refused = server(Harness(config(enabled=False)))
+    code, out, err = run(refused, "stop", "all")
+    assert code == 1
+    assert out.count("ERROR cannot stop") == 2
+    assert "0 of 2 succeeded" in err
+
+
+def test_several_names(server):
+    """stop NAME NAME acts on each in turn; an unknown one is reported and the exit code is 1."""
+    srv = server()
+    code, out, err = run(srv, "stop", "worker", "nope", "backend")
+    assert code == 1
+    assert [seen[1] for seen in srv.seen] == ["/api/v1/processes/worker/stop", "/api/v1/processes/nope/stop",
+                                             "/api/v1/processes/backend/stop"]
+    assert "nope: ERROR no process named 'nope'" in out
+
+
+def test_default_process(server):
+    """Without a name, restart acts on admin.default_process (the seed's route)."""
+    srv = server()
+    srv.harness.ready()
+    code, out, _ = run(srv, "restart")
+    assert code == 0 and out.startswith("Backend restarted successfully")
+    assert srv.seen[-1][1] == "/api/v1/admin/backend/restart"
+
+
+def test_signal(server):
+    """signal SIG NAME posts the signal and prints the API's message; a refused signal exits 1."""
+    srv = server()
+    srv.harness.ready()
+    code, out, _ = run(srv, "signal", "usr1", "backend")
+    assert (code, out) == (0, "SIGUSR1 sent to Backend's process group\n")
+    assert srv.harness.children("backend")[-1].signals == [10]
+    code, _, err = run(srv, "signal", "KILL", "backend")
+    assert code == 1 and "use stop" in err
+
+
+def test_signal_default_process_to_the_process(server):
+    """signal SIG without a name goes to admin.default_process; --to process signals it alone."""
+    srv = server()
+    srv.harness.ready()
+    code, _, _ = run(srv, "signal", "HUP", "--to", "process")
+    assert code == 0
+    assert srv.harness.children("backend")[-1].signals == [("process", 1)]
+
+
+def test_status_json_after_the_command(server):
+    """status --json prints the API's answer."""
+    srv = server()
+    code, out, _ = run(srv, "status", "--json")
+    assert code == 0
+    assert [p["name"] for p in json.loads(out)["processes"]] == ["backend", "worker"]
+
+
+def test_logs_follow_prints_lines(server):
+    """logs NAME -f prints each streamed line's text and resumes with Last-Event-ID when asked to reconnect."""
+    line = {"timestamp": 0.0, "stream": "stdout", "pid": 7, "text": "hello", "sequence": 4}
+    first = ("retry: 2000\n\n"
+             f"id: 4\nevent: line\ndata: {json.dumps(line)}\n\n"
+             ": this stream ends after admin.stream_max_seconds; reconnect\n\n").encode()
+    srv = server(canned=[(200, "text/event-stream", first), (200, "text/event-stream", b"retry: 2000\n\n")])
+    code, out, _ = run(srv, "logs", "backend", "-f")
+    assert (code, out) == (0, "hello\n")
+    assert [seen[1] for seen in srv.seen] == ["/api/v1/processes/backend/logs/stream"] * 2
+    assert srv.seen[-1][2].get("Last-Event-ID") == "4"
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_pipe_is_quiet(server):
+    """A reader that went away (| head) ends the command quietly with exit 0, no traceback."""
+    srv = server()
+    err = io.StringIO()
+    argv = ["--url", srv.url, "--token", TOKEN, "status"]
+    assert ctl.main(argv, out=_ClosedPipe(), err=err) == 0
+    assert err.getvalue() == ""

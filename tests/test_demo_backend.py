@@ -199,6 +199,18 @@ def test_sigterm_clean_exit(start_backend):
     assert "demo backend stopping (SIGTERM)" in backend.stdout.read_text()
 
 
+def test_sigusr1_is_logged_and_changes_nothing(start_backend):
+    """SIGUSR1 prints 'demo backend received SIGUSR1' to stdout and the backend keeps serving."""
+    backend = start_backend()
+    backend.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "demo backend received SIGUSR1" not in backend.stdout.read_text():
+        assert time.monotonic() < deadline, backend.output()
+        time.sleep(0.05)
+    assert backend.proc.poll() is None
+    assert http(backend.port, "GET", "/health")[0] == 200
+
+
 def test_exit_code_on_term(start_backend):
     """DEMO_EXIT_CODE_ON_TERM sets the exit code of a SIGTERM stop."""
     backend = start_backend({"DEMO_EXIT_CODE_ON_TERM": "143"})

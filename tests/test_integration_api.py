@@ -106,17 +106,19 @@ def test_seed_curl_sequence(orch):
 
 
 def test_twenty_concurrent_restarts(orch):
-    """20 restarts at once over real sockets: every caller answered, exactly 20 new children, in order."""
+    """20 restarts at once over real sockets coalesce: every caller answered with the restart it joined, far fewer children than requests."""
     _, before = call(orch, "GET", "/api/v1/events?limit=1")
     with ThreadPoolExecutor(max_workers=20) as pool:
         futures = [pool.submit(call, orch, "POST", "/api/v1/admin/backend/restart", timeout=120)
                    for _ in range(20)]
         answers = [f.result(timeout=180) for f in futures]
     assert all(status == 200 and body["success"] for status, body in answers), answers
-    bodies = sorted((body for _, body in answers), key=lambda b: b["restart_count"])
-    assert [b["restart_count"] for b in bodies] == list(range(1, 21))
-    pids = [b["pid"] for b in bodies]
-    assert len(set(pids)) == 20
+    byRestart: dict[int, set[int]] = {}
+    for _, body in answers:
+        byRestart.setdefault(body["restart_count"], set()).add(body["pid"])
+    assert all(len(pids) == 1 for pids in byRestart.values()), byRestart  # one outcome per restart
+    assert len(byRestart) < 20, byRestart  # joined, not queued one behind another
+    pids = [next(iter(byRestart[count])) for count in sorted(byRestart)]
     _, events = call(orch, "GET", f"/api/v1/events?process=backend&type=starting&since={before['last_sequence']}")
     assert [e["pid"] for e in events["events"]] == pids
     assert orch.backendPid() == pids[-1]

@@ -75,16 +75,43 @@ class OutputCaptureTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.logs.append)
 
     def test_linesKeptWithStreamAndPid(self) -> None:
-        """Each line is kept with its stream (stdout/stderr), the child's pid and the time."""
+        """Each line is kept with its stream (stdout/stderr), the child's pid, the time and its sequence number."""
         capture, clock = _capture()
         capture.newRun(42)
         clock.advance(7)
         capture.received(1, b"listening\n")
         capture.received(2, b"warning: slow\n")
         self.assertEqual([line.toJSON() for line in capture.tail(10)], [
-            {"timestamp": 7, "stream": "stdout", "pid": 42, "text": "listening"},
-            {"timestamp": 7, "stream": "stderr", "pid": 42, "text": "warning: slow"},
+            {"timestamp": 7, "stream": "stdout", "pid": 42, "text": "listening", "sequence": 1},
+            {"timestamp": 7, "stream": "stderr", "pid": 42, "text": "warning: slow", "sequence": 2},
         ])
+
+    def test_subscribersGetNewLinesAndTheEnd(self) -> None:
+        """A subscriber gets each later kept line with its sequence, then None when the capture closes."""
+        capture, _ = _capture()
+        capture.newRun(1)
+        capture.received(1, b"before\n")
+        seen = []
+        capture.subscribe(seen.append)
+        capture.received(1, b"one\ntwo\n")
+        capture.close()
+        self.assertEqual([(l.sequence, l.text) for l in seen[:-1]], [(2, "one"), (3, "two")])
+        self.assertIsNone(seen[-1])
+
+    def test_handOverKeepsSequenceAndSubscribers(self) -> None:
+        """A reload's new capture continues the sequence and feeds the old one's subscribers, who are not told of an end."""
+        capture, clock = _capture()
+        capture.newRun(1)
+        capture.received(1, b"a\n")
+        seen = []
+        capture.subscribe(seen.append)
+        successor = OutputCapture("backend", capture._config, clock)
+        capture.handOver(successor)
+        capture.close()
+        successor.newRun(1)
+        successor.received(1, b"b\n")
+        self.assertEqual([(l.sequence, l.text) for l in seen], [(2, "b")])
+        self.assertEqual([l.text for l in successor.tail(10)], ["a", "b"])
 
     def test_streamsAreSplitSeparately(self) -> None:
         """Partial lines on stdout and stderr do not mix."""

@@ -756,15 +756,14 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(h.types()[-1], "restarted")
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
-    def test_concurrentRestartsAreSerialised(self) -> None:
-        """Two restarts at once spawn exactly two new children, one after the other, never two alive at once."""
-        h = _Harness("restart: {delay: 1}\nstop: {timeout: 3}\n")
-        h.startRunning()
+    def _driveRestarts(self, h, steps: int = 40) -> tuple[list[int], int]:
+        """
+        Let children die of their stop signal while fake time passes; the
+        pids seen and the most children alive at once.
+        """
         pids = [h.child.pid]
-        first = h.process.restart()
-        second = h.process.restart()
         maxAlive = 0
-        for _ in range(40):  # bounded: each step is 0.5 s of fake time
+        for _ in range(steps):  # bounded: each step is 0.5 s of fake time
             for child in h.alive():
                 if signal.SIGTERM in child.signals:
                     child.exited(0)
@@ -772,14 +771,62 @@ class RestartTests(SynchronousTestCase):
             if h.child.pid is not None and h.child.pid not in pids:
                 pids.append(h.child.pid)
             maxAlive = max(maxAlive, len(h.alive()))
+        return pids, maxAlive
+
+    def test_concurrentRestartsCoalesce(self) -> None:
+        """Five restarts at once make one restart: one new child, and all five answered with its outcome."""
+        h = _Harness("restart: {delay: 1}\nstop: {timeout: 3}\n")
+        h.startRunning()
+        requests = [h.process.restart() for _ in range(5)]
+        pids, maxAlive = self._driveRestarts(h)
         self.assertEqual(maxAlive, 1)
-        self.assertEqual(len(h.reactor.spawned), 3)
-        self.assertEqual(len(pids), 3)
-        self.assertEqual(self.successResultOf(first).pid, pids[1])
-        self.assertEqual(self.successResultOf(second).pid, pids[2])
-        self.assertEqual(h.process.pid, pids[2])
-        self.assertEqual([t.alive for t in h.reactor.spawned], [False, False, True])
-        self.assertEqual(h.process.restartCount, 2)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual({self.successResultOf(d).pid for d in requests}, {pids[1]})
+        self.assertEqual(h.process.restartCount, 1)
+        self.assertEqual(h.types().count("restarted"), 1)
+
+    def test_restartAfterAStopDoesNotJoinTheEarlierRestart(self) -> None:
+        """A restart asked after a stop that came after a pending restart is a new restart: the process ends up running."""
+        h = _Harness("restart: {delay: 1}\nstop: {timeout: 3}\n")
+        h.startRunning()
+        first = h.process.restart()
+        stopped = h.process.stop()
+        second = h.process.restart()
+        self._driveRestarts(h)
+        self.failureResultOf(first, StateError)
+        self.successResultOf(stopped)
+        self.assertEqual(self.successResultOf(second).status, "running")
+        self.assertEqual(h.process.status, "running")
+
+    def test_waitingRestartJoiningAnUnwaitedOneWaitsForReadiness(self) -> None:
+        """A restart that waits, joining one that does not, answers only once the new child is ready."""
+        h = _Harness("restart: {delay: 1}\nstop: {timeout: 3}\nstart: {ready_after: 5}\n")
+        h.startRunning()
+        unwaited = h.process.restart(wait=False)
+        waited = h.process.restart(wait=True)
+        h.child.exited(0)
+        h.clock.advance(1)
+        self.assertEqual(self.successResultOf(unwaited).status, "starting")
+        self.assertNoResult(waited)
+        h.clock.advance(5)
+        self.assertEqual(self.successResultOf(waited).status, "running")
+        self.assertEqual(len(h.reactor.spawned), 2)
+
+    def test_signalGoesToTheGroupOrTheProcess(self) -> None:
+        """sendSignal signals the child's group by default, the child alone with toGroup=False, and changes nothing else."""
+        h = _Harness()
+        h.startRunning()
+        snapshot = h.process.sendSignal(signal.SIGUSR1)
+        h.process.sendSignal(signal.SIGUSR2, toGroup=False)
+        self.assertEqual(h.child.signals, [signal.SIGUSR1, ("process", signal.SIGUSR2)])
+        self.assertEqual(snapshot.status, "running")
+        self.assertEqual(h.process.status, "running")
+
+    def test_signalToAStoppedProcessIsRefused(self) -> None:
+        """sendSignal on a process with no child raises StateError (the API's 409)."""
+        h = _Harness()
+        with self.assertRaises(StateError):
+            h.process.sendSignal(signal.SIGUSR1)
 
     def test_restartOfStoppedProcessStartsIt(self) -> None:
         """restart on a stopped process starts it after restart.delay."""

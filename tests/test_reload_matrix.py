@@ -78,6 +78,7 @@ MATRIX = [
     (("env_from_dotenv",), ["DB_URL"], "replaced", "env_from_dotenv"),
     (("url",), "http://127.0.0.1:3001", "updated", "url"),
     (("depends_on",), [], "updated", "depends_on"),
+    (("groups",), ["web", "api"], "updated", "groups"),
     (("autostart",), False, "updated", "autostart"),
     (("start", "ready_after"), 2, "updated", "ready_after"),
     (("stop", "signal"), "INT", "updated", "stop.signal"),

@@ -55,7 +55,9 @@ Environment knobs (read once at start-up; "start" means process start)
 
 Signals: SIGTERM (and SIGINT) stop it cleanly: it prints
 ``demo backend stopping (SIGTERM)`` to stdout, closes the listening socket and
-exits with 0 (or DEMO_EXIT_CODE_ON_TERM). Grandchildren are not killed on the
+exits with 0 (or DEMO_EXIT_CODE_ON_TERM). SIGUSR1 and SIGUSR2 change nothing
+but print ``demo backend received SIGUSR1 (pid N)`` to stdout (what the
+orchestrator's signal route is tested with). Grandchildren are not killed on the
 way out - reaping them is the supervisor's job (kill the process group).
 Grandchildren get /dev/null for stdio so they do not hold the supervisor's
 output pipes open, and inherit no file descriptors (so not the listening port).
@@ -429,6 +431,8 @@ def serve_commands(backend: Backend, until: float | None, server: DemoServer | N
         if command == "ignore-sigterm":
             ignore_sigterm()
             arg.set()
+        elif command == "signal":
+            say(f"demo backend received {arg} (pid {os.getpid()})")
         elif command == "stop":
             say(f"demo backend stopping ({arg})")
             if server is not None:
@@ -445,8 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         backend.control.put(("stop", signal.Signals(signum).name))
 
+    def on_user_signal(signum: int, _frame: Any) -> None:
+        # (Printed by the main loop: a print inside a handler can re-enter one.)
+        backend.control.put(("signal", signal.Signals(signum).name))
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_user_signal)
+    signal.signal(signal.SIGUSR2, on_user_signal)
     if config.ignore_sigterm:
         ignore_sigterm()
     if config.crash_after is not None:

@@ -5,14 +5,22 @@ It only turns arguments into API requests and answers into text (or,
 with C{--json}, passes the API's JSON through); everything it can do, curl
 can do too.  Stdlib only, so it runs wherever the orchestrator runs.
 
+Commands that name processes take C{NAME...}, C{all} (every process, in
+dependency order) or C{group:G} (the members of group G); without a name
+they act on the orchestrator's C{admin.default_process}.
+
 Exit codes, for scripts::
 
-    0  done
-    1  the API refused or the command failed (unknown process, 409 in
-       monitor-only mode, a start that failed, an invalid configuration)
+    0  done (also: logs -f / events -f ended by Ctrl-C, or output cut
+       short because the reader of a pipe went away, as with | head)
+    1  the API refused or the command failed (unknown process or group,
+       409 in monitor-only mode or a signal to a stopped process, a start
+       that failed, any process of all / group:G that failed, an invalid
+       configuration)
     2  usage error (bad arguments)
     3  cannot talk to the API: connection refused, timeout, not an
        orchestrator, or not authorised (401, 403, 421)
+    130 interrupted (Ctrl-C) while waiting for an answer
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -103,13 +112,18 @@ class Client:
                                                context=ssl.create_default_context())
         return http.client.HTTPConnection(self._netloc, timeout=self._timeout)
 
-    def _send(self, method: str, path: str, accept: str):
-        headers = {"Accept": accept, "User-Agent": "orchestratorctl"}
+    def _send(self, method: str, path: str, accept: str, body: Any = None,
+              headers: dict | None = None):
+        headers = {"Accept": accept, "User-Agent": "orchestratorctl", **(headers or {})}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
         connection = self._connect()
         try:
-            connection.request(method, self._prefix + path, headers=headers)
+            connection.request(method, self._prefix + path, body=payload, headers=headers)
             return connection, connection.getresponse()
         except (OSError, http.client.HTTPException) as e:
             connection.close()
@@ -117,13 +131,14 @@ class Client:
                 getattr(e, "strerror", None) or str(e) or type(e).__name__)
             raise CtlError(EXIT_UNREACHABLE, f"cannot talk to the orchestrator at {self.url}: {reason}")
 
-    def call(self, method: str, path: str) -> Any:
+    def call(self, method: str, path: str, body: Any = None) -> Any:
         """
-        One request; the JSON answer of a success.
+        One request (with C{body} as JSON, if given); the JSON answer of a
+        success.
 
         @raise CtlError: anything else.
         """
-        connection, response = self._send(method, path, "application/json")
+        connection, response = self._send(method, path, "application/json", body)
         try:
             raw = response.read()
         except (OSError, http.client.HTTPException) as e:
@@ -149,7 +164,8 @@ class Client:
     #: (admin.stream_max_seconds) is up: the client is to reconnect.
     RECONNECT_COMMENT = "reconnect"
 
-    def stream(self, path: str, resume: dict | None = None) -> Iterator[dict]:
+    def stream(self, path: str, resume: dict | None = None,
+               lastEventId: int | None = None) -> Iterator[dict]:
         """
         Follow a Server-Sent Events route: each event's data, as it comes.
 
@@ -158,7 +174,8 @@ class Client:
         @raise CtlError: the server dropped this client for falling behind
             (C{event: overflow}).
         """
-        connection, response = self._send("GET", path, "text/event-stream")
+        headers = {"Last-Event-ID": str(lastEventId)} if lastEventId is not None else None
+        connection, response = self._send("GET", path, "text/event-stream", headers=headers)
         if response.status != 200:
             raw = response.read()
             connection.close()
@@ -287,21 +304,104 @@ def _status(client: Client, args, out) -> Any:
     return answer
 
 
+def _defaultProcess(client: Client) -> str:
+    return client.call("GET", "/api/v1/processes")["default_process"]
+
+
 def _command(client: Client, args, out) -> Any:
+    """
+    start|stop|restart [NAME... | all | group:G].
+    """
+    targets = args.names
+    if targets in (["all"],) or (len(targets) == 1 and targets[0].startswith("group:")):
+        return _bulk(client, args, out, targets[0])
+    if any(t == "all" or t.startswith("group:") for t in targets):
+        raise CtlError(EXIT_USAGE, "'all' and 'group:G' stand alone (not mixed with names)")
     query = "?wait=false" if args.no_wait else ""
-    answer = client.call("POST", _processPath(args.name, args.command) + query)
+    if not targets:  # the seed's routes act on admin.default_process
+        return _printCommand(client.call("POST", f"/api/v1/admin/backend/{args.command}{query}"),
+                             args, out)
+    answers, failures = [], []
+    for name in targets:
+        try:
+            answers.append(_printCommand(
+                client.call("POST", _processPath(name, args.command) + query), args, out))
+        except CtlError as e:
+            if e.code != EXIT_FAILED or len(targets) == 1:
+                raise
+            failures.append(e)
+            answers.append(e.answer)
+            out.write(f"{name}: ERROR {e}\n")
+    if failures:
+        raise CtlError(EXIT_FAILED, f"{len(failures)} of {len(targets)} failed",
+                       answers if args.json else None)
+    return answers[0] if len(answers) == 1 else answers
+
+
+def _printCommand(answer: dict, args, out) -> dict:
     if not args.json:
         pid = f" (pid {answer['pid']})" if answer.get("pid") else ""
         out.write(f"{answer['message']}{pid}\n")
     return answer
 
 
+def _bulk(client: Client, args, out, target: str) -> Any:
+    if target == "all":
+        path = f"/api/v1/processes/{args.command}"
+    else:
+        path = f"/api/v1/groups/{quote(target[len('group:'):], safe='')}/{args.command}"
+    answer = client.call("POST", path)
+    if not args.json:
+        rows = [["NAME", "RESULT", "STATUS", "PID"]]
+        for p in answer["processes"]:
+            result = p.get("message") if p["success"] else "ERROR " + p.get("error", "")
+            rows.append([p["name"], result, p["status"], p["pid"] or "-"])
+        if len(rows) > 1:
+            _table(rows, out)
+        else:
+            out.write("no processes\n")
+    if not answer["success"]:
+        raise CtlError(EXIT_FAILED, answer["message"], answer if args.json else None)
+    return answer
+
+
+def _signal(client: Client, args, out) -> Any:
+    name = args.name or _defaultProcess(client)
+    sig = int(args.signal) if args.signal.isdigit() else args.signal.upper()
+    answer = client.call("POST", _processPath(name, "signal"), {"signal": sig, "to": args.to})
+    if not args.json:
+        out.write(f"{answer['message']}\n")
+    return answer
+
+
 def _logs(client: Client, args, out) -> Any:
-    answer = client.call("GET", _processPath(args.name, "logs") + f"?lines={args.lines}")
+    name = args.name or _defaultProcess(client)
+    if args.follow:
+        return _follow(client, _processPath(name, "logs", "stream"), args, out,
+                       lambda line: line["text"])
+    answer = client.call("GET", _processPath(name, "logs") + f"?lines={args.lines}")
     if not args.json:
         for line in answer["lines"]:
             out.write(line["text"] + "\n")
     return answer
+
+
+def _follow(client: Client, path: str, args, out, text) -> None:
+    """
+    Print what a stream sends until Ctrl-C (exit 0), resuming after the
+    last message when the server ends the stream asking to reconnect.
+    """
+    last = None
+    resume = {"reconnect": True}
+    try:
+        while resume.pop("reconnect", False):
+            for message in client.stream(path, resume, last):
+                out.write((json.dumps(message) if args.json else text(message)) + "\n")
+                out.flush()
+                last = message.get("sequence", last)
+    except KeyboardInterrupt:
+        pass
+    return None
 
 
 def _reload(client: Client, args, out) -> Any:
@@ -348,6 +448,7 @@ def _events(client: Client, args, out) -> Any:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestratorctl",
+        allow_abbrev=False,  # (--to of signal is not --token)
         description="Drive an orchestrator through its admin API.",
         epilog="exit codes: 0 done; 1 refused or failed (unknown process, 409, failed start, "
                "invalid configuration); 2 usage error; 3 cannot talk to the API "
@@ -368,17 +469,28 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="status of every process, or of one")
     status.add_argument("name", nargs="?")
     status.set_defaults(run=_status)
-    for verb, text in (("start", "start a process (and wait until it is ready)"),
-                       ("stop", "stop a process"),
-                       ("restart", "restart a process (and wait until it is ready)")):
-        command = sub.add_parser(verb, help=text)
-        command.add_argument("name")
+    for verb, text in (("start", "start processes (and wait until they are ready)"),
+                       ("stop", "stop processes"),
+                       ("restart", "restart processes (and wait until they are ready)")):
+        command = sub.add_parser(verb, help=text, description=(
+            f"{verb} NAME..., 'all' (every process, in dependency order), 'group:G' (the members "
+            "of group G), or, with no name, admin.default_process"))
+        command.add_argument("names", nargs="*", metavar="NAME")
         command.add_argument("--no-wait", action="store_true",
-                             help="answer at once instead of when the command is done")
+                             help="answer at once instead of when the command is done "
+                                  "(not for all / group:G, which always wait)")
         command.set_defaults(run=_command)
-    logs = sub.add_parser("logs", help="the last lines a process wrote")
-    logs.add_argument("name")
+    signal = sub.add_parser("signal", help="send a signal to a running process (its process group)")
+    signal.add_argument("signal", metavar="SIG", help="USR1, SIGHUP, 10... (KILL is refused: use stop)")
+    signal.add_argument("name", nargs="?", help="default: admin.default_process")
+    signal.add_argument("--to", choices=("group", "process"), default="group",
+                        help="the whole process group (default) or the process alone")
+    signal.set_defaults(run=_signal)
+    logs = sub.add_parser("logs", help="the last lines a process wrote; -f follows new ones")
+    logs.add_argument("name", nargs="?", help="default: admin.default_process")
     logs.add_argument("--lines", "-n", type=int, default=100, help="how many (default 100)")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="print new lines as they come, until Ctrl-C (exit 0)")
     logs.set_defaults(run=_logs)
     reload = sub.add_parser("reload", help="re-read the configuration file and apply it")
     reload.set_defaults(run=_reload)
@@ -388,6 +500,9 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--process", help="only events of this process")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing events as they happen")
     events.set_defaults(run=_events)
+    for command in sub.choices.values():  # --json after the command too (status --json)
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                             help="print the API's JSON answer")
     return parser
 
 
@@ -421,8 +536,33 @@ def main(argv: list[str] | None = None, out=None, err=None) -> int:
         err.write("orchestratorctl: --lines, --since must be >= 0 and --limit >= 1\n")
         return EXIT_USAGE
     try:
+        try:
+            return _run(args, out, err)
+        finally:
+            out.flush()
+    except BrokenPipeError:
+        # The reader of a pipe went away (| head): nothing more to say, and
+        # nothing for the interpreter to complain about when it flushes.
+        _silence(out)
+        return EXIT_OK
+
+
+def _silence(out) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass  # not a real file (tests)
+
+
+def _run(args, out, err) -> int:
+    try:
         client = Client(args.url, _token(args), args.timeout)
         answer = args.run(client, args, out)
+    except KeyboardInterrupt:
+        err.write("orchestratorctl: interrupted\n")
+        return EXIT_INTERRUPTED
     except CtlError as e:
         if args.json and e.answer is not None:
             out.write(json.dumps(e.answer, indent=2) + "\n")

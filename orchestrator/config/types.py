@@ -138,6 +138,7 @@ class ProcessConfig:
     inherit_env: bool = True
     env_from_dotenv: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
     autostart: bool = True
     ready_after: float = 1.0
     stop: StopConfig = field(default_factory=StopConfig)

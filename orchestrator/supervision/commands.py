@@ -7,6 +7,10 @@ a stop jump the queue: a start waiting for readiness (up to
 C{start_timeout}, or for ever) or a restart pausing between its stop and
 start is interrupted (its caller gets a L{StateError}, a 409) so the stop
 runs now.
+
+Restarts coalesce (L{CommandQueue.runShared}): five operators pressing
+restart at once get one restart and its one outcome, not five restarts
+in a row, the last answered minutes later.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.python.failure import Failure
 
 from orchestrator.errors import StateError
 
@@ -32,6 +37,7 @@ class CommandQueue:
         self._name = name
         self._lock = DeferredLock()
         self._readyWaiters: list[Deferred] = []
+        self._shared: dict[str, list[Deferred]] = {}
         self.interruptedBy: str | None = None
 
     @property
@@ -47,6 +53,42 @@ class CommandQueue:
         Run C{f(*args)} once every earlier command is done.
         """
         return self._lock.run(self._fresh, f, *args)
+
+    def runShared(self, key: str, f: Callable[..., Any], *args) -> tuple[Deferred, bool]:
+        """
+        Like L{run}, except that while a command run under C{key} is
+        queued or in progress, asking again joins it instead of queueing
+        another one: every caller gets that command's outcome.
+
+        @return: the Deferred of the outcome, and whether it joined a
+            command already there.
+        """
+        waiters = self._shared.get(key)
+        if waiters is not None:
+            d = Deferred()
+            waiters.append(d)
+            return d, True
+        waiters = self._shared[key] = []
+
+        def settle(result):
+            if self._shared.get(key) is waiters:
+                del self._shared[key]
+            for d in waiters:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(result)
+            return result
+
+        return self.run(f, *args).addBoth(settle), False
+
+    def forget(self, key: str) -> None:
+        """
+        A later request under C{key} starts a new command rather than
+        joining the one there (a stop or start came in between: a restart
+        asked after it must restart after it).
+        """
+        self._shared.pop(key, None)
 
     def _fresh(self, f, *args):
         self.interruptedBy = None

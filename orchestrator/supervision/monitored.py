@@ -23,10 +23,13 @@ class MonitoredProcess(SupervisedProcess):
     managed = False
     _initial = Status.UNKNOWN
 
-    def _elsewhere(self, verb: str) -> Deferred:
-        return fail(StateError(
+    def _refusal(self, verb: str) -> StateError:
+        return StateError(
             f"cannot {verb} {self.name}: the orchestrator is in monitor-only mode "
-            "(orchestrator.enabled: false); the process is managed elsewhere"))
+            "(orchestrator.enabled: false); the process is managed elsewhere")
+
+    def _elsewhere(self, verb: str) -> Deferred:
+        return fail(self._refusal(verb))
 
     def start(self, wait: bool = True) -> Deferred:
         return self._elsewhere("start")
@@ -36,6 +39,9 @@ class MonitoredProcess(SupervisedProcess):
 
     def restart(self, wait: bool = True) -> Deferred:
         return self._elsewhere("restart")
+
+    def sendSignal(self, signal: int, toGroup: bool = True):
+        raise self._refusal("signal")
 
     def startMonitoring(self) -> None:
         """

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 import os
+from typing import Callable
 
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
@@ -81,9 +82,13 @@ class OutputLine:
     stream: str  # "stdout" or "stderr"
     pid: int | None
     text: str
+    #: Counts every line the process wrote (kept or not), from 1: the
+    #: log stream's event id.
+    sequence: int = 0
 
     def toJSON(self) -> dict:
-        return {"timestamp": self.timestamp, "stream": self.stream, "pid": self.pid, "text": self.text}
+        return {"timestamp": self.timestamp, "stream": self.stream, "pid": self.pid, "text": self.text,
+                "sequence": self.sequence}
 
 
 class OutputCapture:
@@ -104,6 +109,9 @@ class OutputCapture:
         self._current = RunOutput(self, None)
         self._open: deque[RunOutput] = deque()
         self._echo = _EchoLimiter(config.echo_rate, clock, self._suppressed)
+        #: Lines received so far (the last one's L{OutputLine.sequence}).
+        self.sequence = 0
+        self._subscribers: list[Callable[[OutputLine | None], None]] = []
         self._file: LogFile | None = None
         if config.file:
             directory, filename = os.path.split(config.file)
@@ -158,11 +166,38 @@ class OutputCapture:
         keepFrom = max(0, len(lines) - (self.lines.maxlen or 0))
         for i in range(min(echoed, keepFrom)):
             self._echoLine(lines[i].decode("utf-8", errors="replace"), stream, pid)
+        first = self.sequence + 1
+        self.sequence += len(lines)
         for i in range(keepFrom, len(lines)):
             text = lines[i].decode("utf-8", errors="replace")
-            self.lines.append(OutputLine(now, stream, pid, text))
+            line = OutputLine(now, stream, pid, text, first + i)
+            self.lines.append(line)
             if i < echoed:
                 self._echoLine(text, stream, pid)
+            for subscriber in list(self._subscribers):
+                subscriber(line)
+
+    def subscribe(self, callback: Callable[[OutputLine | None], None]) -> Callable[[], None]:
+        """
+        Call C{callback} with every later line that is kept in the ring
+        (a burst longer than the ring within one read skips lines: their
+        sequence numbers are missing), and with C{None} when this capture
+        is closed and not replaced (the process is gone).
+
+        @return: a function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def handOver(self, successor: "OutputCapture") -> None:
+        """
+        A reload gave the same process a new capture: lines, sequence and
+        subscribers go on there.
+        """
+        successor.lines.extend(self.lines)
+        successor.sequence = self.sequence
+        successor._subscribers.extend(self._subscribers)
+        self._subscribers.clear()
 
     def _echoLine(self, text: str, stream: str, pid: int | None) -> None:
         self._log.info("[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid)
@@ -206,6 +241,9 @@ class OutputCapture:
             self._open.remove(run)
 
     def close(self) -> None:
+        subscribers, self._subscribers = self._subscribers, []
+        for subscriber in subscribers:
+            subscriber(None)
         self._echo.close()
         if self._file is not None:
             self._file.close()

@@ -49,6 +49,8 @@ _READY = "ready"        # running once the child survived ready_after (no probe)
 _RESET = "reset"        # the restart window starts over after reset_after healthy
 _PAUSE = "pause"        # an API restart's pause between its stop and its start
 
+_RESTART_COMMAND = "restart"  # the CommandQueue key that coalesces API restarts
+
 #: A failed start's error and a give-up event carry at most this many of
 #: the child's last output lines, each cut at this many characters.
 FAILURE_OUTPUT_LINES = 20
@@ -167,6 +169,7 @@ class ManagedProcess(SupervisedProcess):
         self._wasReady = False
         self._pendingCause: str | None = None
         self._stopWaiters: list[Deferred] = []
+        self._restartWaits = True
 
     @property
     def isAlive(self) -> bool:
@@ -191,6 +194,7 @@ class ManagedProcess(SupervisedProcess):
             self._refuseRetired("start")
         except StateError as e:
             return fail(e)
+        self._commands.forget(_RESTART_COMMAND)
         return self._commands.run(self._doStart, wait)
 
     def stop(self) -> Deferred:
@@ -199,17 +203,49 @@ class ManagedProcess(SupervisedProcess):
         C{stop.timeout}.  Fires once the child is reaped.
         """
         self._preempt("stop requested")
+        self._commands.forget(_RESTART_COMMAND)
         return self._commands.run(self._doStop)
 
     def restart(self, wait: bool = True) -> Deferred:
         """
         Stop, wait C{restart.delay}, start; clears C{gave_up}.
+
+        A restart asked while another is queued or in progress joins it
+        and fires with its outcome (once ready, if this caller C{wait}s).
         """
         try:
             self._refuseRetired("restart")
         except StateError as e:
             return fail(e)
-        return self._commands.run(self._doRestart, wait)
+        d, joined = self._commands.runShared(_RESTART_COMMAND, self._doRestart, wait)
+        if not joined:
+            self._restartWaits = wait
+        elif wait and not self._restartWaits:
+            d.addCallback(lambda _: self._waitReady(True))
+        return d
+
+    def sendSignal(self, signal: int, toGroup: bool = True) -> ProcessSnapshot:
+        """
+        Send C{signal} to the running child's process group (or, without
+        C{toGroup}, to the child alone).  Nothing else changes: if the
+        signal ends the child, its exit is handled as usual (a crash
+        unless its code is a success, then the restart policy).
+
+        @raise StateError: no child is running.
+        """
+        transport = self._transport
+        if transport is None or self.status == "stopping":
+            raise StateError(f"{self.name} is not running (status {self.status})")
+        send = transport.signalProcess if toGroup else getattr(
+            transport, "signalLeader", transport.signalProcess)
+        try:
+            send(signal)
+        except ProcessExitedAlready:
+            raise StateError(f"{self.name} is not running (it just exited)")
+        self.log.info("{process}: signal {signal} sent to its {target} (PID: {pid})",
+                      process=self.name, signal=_signal.Signals(signal).name,
+                      target="process group" if toGroup else "process", pid=self.pid)
+        return self.snapshot()
 
     def _preempt(self, why: str) -> None:
         """

@@ -151,6 +151,19 @@ class GroupSignalling:
                 raise ProcessExitedAlready()
 
 
+    def signalLeader(self, signalID):
+        """
+        Signal the child alone, not its group (C{to: "process"} of the
+        signal route).
+        """
+        if self.pid is None:
+            raise ProcessExitedAlready()
+        try:
+            os.kill(self.pid, signalNumber(signalID))
+        except ProcessLookupError:
+            raise ProcessExitedAlready()
+
+
 class WrappedProcess(GroupSignalling, _process.Process):
     """
     A child spawned with C{posix_spawn} behind the session and parent-death

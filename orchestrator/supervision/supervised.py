@@ -57,6 +57,7 @@ class ProcessSnapshot:
     exits: tuple[ExitRecord, ...]
     managed: bool
     health: Any  # a HealthSnapshot, or None without a probe
+    groups: tuple[str, ...] = ()
 
 
 class SupervisedProcess:
@@ -174,6 +175,7 @@ class SupervisedProcess:
             exits=tuple(self.exits),
             managed=self.managed,
             health=self._monitor.snapshot() if self._monitor is not None else None,
+            groups=self.config.groups,
         )
 
     # -- commands -----------------------------------------------------------------
@@ -185,6 +187,9 @@ class SupervisedProcess:
         raise NotImplementedError
 
     def restart(self, wait: bool = True) -> Deferred:
+        raise NotImplementedError
+
+    def sendSignal(self, signal: int, toGroup: bool = True) -> "ProcessSnapshot":
         raise NotImplementedError
 
     def _refuseRetired(self, verb: str) -> None:
@@ -258,7 +263,7 @@ class SupervisedProcess:
 
     def _swapOutput(self, output: OutputCapture) -> None:
         previous, self._output = self._output, output
-        output.lines.extend(previous.lines)
+        previous.handOver(output)
         # Counted outcomes of the output's limits stay monotonic too.
         output.counters = self.counters
         previous.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.web._render import ApiError
 
-__all__ = ["BOOLEANS", "jsonObject", "queryBool", "queryInt", "queryText"]
+__all__ = ["BOOLEANS", "jsonObject", "queryBool", "queryChoice", "queryInt", "queryText"]
 
 #: Accepted spellings of a boolean (as the configuration accepts them).
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
@@ -45,6 +45,18 @@ def queryInt(request, name: str, default: int | None, minimum: int = 0,
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ApiError(400, f"query parameter {name!r} must be {bounds}, not {value}")
     return value
+
+
+def queryChoice(request, name: str, choices) -> str | None:
+    """
+    The value of query parameter C{name}, one of C{choices}, or C{None}:
+    a parameter the OpenAPI document lists with an C{enum} is checked
+    against it (an unknown value is a 400, not an empty answer).
+    """
+    text = queryText(request, name)
+    if text is not None and text not in choices:
+        raise ApiError(400, f"query parameter {name!r} must be one of {', '.join(choices)}, not {text!r}")
+    return text
 
 
 def queryBool(request, name: str, default: bool) -> bool:

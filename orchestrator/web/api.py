@@ -12,18 +12,21 @@ command, path, URL or environment from a request.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+import signal as _signal
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from orchestrator.errors import ConfigError, SpawnError, StartFailed, StateError
 from orchestrator.hooks.call import callHook
+from orchestrator.notify.events import EVENT_TYPES
 from orchestrator.web import views
-from orchestrator.web._params import jsonObject, queryBool, queryInt, queryText
+from orchestrator.web._params import jsonObject, queryBool, queryChoice, queryInt, queryText
 from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource
 from orchestrator.web.security import Guard
 
-__all__ = ["buildRoot", "buildTree", "runCommand", "COMMANDS"]
+__all__ = ["buildRoot", "buildTree", "runCommand", "runOnMany", "parseSignal", "COMMANDS", "SIGNALS", "SIGNAL_NUMBERS"]
 
 _log = Logger()
 
@@ -35,6 +38,23 @@ MAX_LOG_LINES = 100_000
 
 #: The most events one C{GET /api/v1/events} answers with.
 MAX_EVENTS = 1000
+
+#: The signals C{POST /api/v1/processes/{name}/signal} sends: the ones
+#: programs use as orders (reload, reopen logs, dump state, scale
+#: workers, stop gracefully).  C{KILL} is refused (use stop: it kills the
+#: whole group after C{stop.timeout} and is recorded as a stop, not a
+#: crash), and so are C{STOP}/C{TSTP} (a frozen child fails its probes
+#: and is restarted, a surprise) and anything the supervisor relies on
+#: (C{CHLD}).
+SIGNALS = ("HUP", "INT", "QUIT", "ABRT", "USR1", "USR2", "ALRM", "TERM", "CONT",
+           "WINCH", "TTIN", "TTOU", "URG", "IO", "PWR")
+
+#: The allowed signals this host has, by number (what the OpenAPI
+#: document lists: C{PWR} is Linux's).
+SIGNAL_NUMBERS = {int(getattr(_signal, "SIG" + n)): n for n in SIGNALS if hasattr(_signal, "SIG" + n)}
+
+#: Where a signal goes: the child's whole process group, or the child alone.
+SIGNAL_TARGETS = ("group", "process")
 
 
 def lookupProcess(orchestrator, name: str, what: str = ""):
@@ -153,6 +173,214 @@ class _Command(_ProcessRoute):
         return runCommand(self._orchestrator, self._name, self._verb, wait, self._what)
 
 
+def parseSignal(value) -> str:
+    """
+    A signal as the API takes it: a name in L{SIGNALS} (C{"USR1"} or
+    C{"SIGUSR1"}) or its number.
+
+    @return: the name without C{SIG}.
+    @raise ApiError: 400, anything else (with the list of allowed ones).
+    """
+    allowed = ", ".join(SIGNAL_NUMBERS.values())
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in SIGNAL_NUMBERS:
+            return SIGNAL_NUMBERS[value]
+    elif isinstance(value, str):
+        name = value[3:] if value.startswith("SIG") else value
+        if name in SIGNAL_NUMBERS.values():
+            return name
+    else:
+        raise ApiError(400, f"field 'signal' must be a signal name or number, not {type(value).__name__}")
+    why = (" (KILL: use stop, which ends the whole group after stop.timeout)"
+           if str(value).removeprefix("SIG") in ("KILL", "9") else "")
+    raise ApiError(400, f"unknown or refused signal {value!r}{why}; allowed: {allowed} "
+                        "(with or without SIG, or their numbers)")
+
+
+class _Signal(_ProcessRoute):
+    """
+    C{POST {"signal": "USR1", "to": "group"|"process"}}: send a signal to
+    a running process (its whole group by default), and nothing else.
+    """
+
+    def POST(self, request):
+        body = jsonObject(request, {"signal": object, "to": str})
+        if "signal" not in body:
+            raise ApiError(400, "the request body needs a 'signal' field (e.g. {\"signal\": \"USR1\"})")
+        name = parseSignal(body["signal"])
+        to = body.get("to", "group")
+        if to not in SIGNAL_TARGETS:
+            raise ApiError(400, f"field 'to' must be one of {', '.join(SIGNAL_TARGETS)}, not {to!r}")
+        process = self.process()
+        try:
+            snapshot = process.sendSignal(int(getattr(_signal, "SIG" + name)), toGroup=(to == "group"))
+        except StateError as e:
+            raise ApiError(409, str(e))
+        target = "process group" if to == "group" else "process"
+        return {"success": True, "message": f"SIG{name} sent to {views.label(self._name)}'s {target}",
+                "signal": name, "to": to, **views.processStatus(snapshot)}
+
+
+def runOnMany(orchestrator, names: list[str], verb: str) -> Deferred:
+    """
+    Start, stop or restart several processes in dependency order (a
+    start or restart rank by rank, dependencies first; a stop the other
+    way round), each rank at once, each waiting until done.  A process
+    whose dependency failed here is not started.
+
+    @return: a Deferred firing with the answer: C{success} (all of them
+        succeeded), a C{message}, and C{processes}, each one's outcome in
+        the order they were acted on.
+    """
+    from orchestrator.supervision.supervisor import dependencyRanks
+
+    processes = orchestrator.processes
+    ranks = dependencyRanks({n: p.config for n, p in processes.items()})
+    chosen = [n for n in processes if n in set(names)]
+    order = sorted({ranks[n] for n in chosen}, reverse=(verb == "stop"))
+    outcomes: dict[str, dict] = {}
+    failed: set[str] = set()
+
+    def one(name: str) -> Deferred:
+        process = orchestrator.processes.get(name)  # (a reload may have removed it meanwhile)
+        if process is None:
+            failed.add(name)
+            outcomes[name] = {"name": name, "success": False,
+                              "error": f"no process named {name!r} any more (removed by a reload)"}
+            return succeed(None)
+        blockers = [] if verb == "stop" else [d for d in process.config.depends_on if d in failed]
+        if blockers:
+            failed.add(name)
+            outcomes[name] = {"name": name, "success": False,
+                              "error": f"not {verb}ed: its dependency {blockers[0]} failed",
+                              **views.processStatus(process.snapshot())}
+            return succeed(None)
+
+        def done(answer):
+            outcomes[name] = {"name": name, **answer.body}
+
+        def refused(failure):
+            failure.trap(ApiError)
+            failed.add(name)
+            outcomes[name] = {"name": name, **views.processStatus(process.snapshot()),
+                              **failure.value.answer().body}
+
+        return runCommand(orchestrator, name, verb, wait=True).addCallbacks(done, refused)
+
+    d = succeed(None)
+    for rank in order:
+        members = [n for n in chosen if ranks[n] == rank]
+        d.addCallback(lambda _, members=members: DeferredList(
+            [one(n) for n in members], fireOnOneErrback=True, consumeErrors=True))
+
+    def answer(_):
+        results = [outcomes[n] for rank in order for n in chosen if ranks[n] == rank]
+        bad = [r["name"] for r in results if not r["success"]]
+        message = (f"{verb}: {len(results) - len(bad)} of {len(results)} succeeded"
+                   + (f"; failed: {', '.join(bad)}" if bad else ""))
+        return {"success": not bad, "message": message, "processes": results}
+
+    return d.addCallback(answer)
+
+
+class _CommandOnAll(ApiResource):
+    """
+    C{POST /api/v1/processes/start|stop|restart}: every process, in
+    dependency order (see L{runOnMany}).
+    """
+
+    def __init__(self, orchestrator, verb: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._verb = verb
+
+    def POST(self, request):
+        jsonObject(request, {})
+        return runOnMany(self._orchestrator, list(self._orchestrator.processes), self._verb)
+
+
+def groupMembers(orchestrator) -> dict[str, list[str]]:
+    """
+    Each group (sorted by name) and its members, in configuration order.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, process in orchestrator.processes.items():
+        for group in process.config.groups:
+            groups.setdefault(group, []).append(name)
+    return dict(sorted(groups.items()))
+
+
+class _Groups(ApiResource):
+    """
+    C{GET /api/v1/groups}: every group and its members; its children are
+    the groups by name.
+    """
+
+    def __init__(self, orchestrator) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+
+    def getChild(self, path: bytes, request):
+        if path == b"" and not request.postpath:
+            return self
+        name = path.decode("utf-8", "replace")
+        if name not in groupMembers(self._orchestrator):
+            return ErrorResource(ApiError(404, f"no group named {name!r} (no process lists it in groups)"))
+        return _Group(self._orchestrator, name)
+
+    def GET(self, request):
+        return {"groups": [{"name": name, "processes": members}
+                           for name, members in groupMembers(self._orchestrator).items()]}
+
+
+def _members(orchestrator, group: str) -> list[str]:
+    """
+    @raise ApiError: 404, no process lists C{group} (any more: a reload
+        may have removed it).
+    """
+    members = groupMembers(orchestrator).get(group)
+    if not members:
+        raise ApiError(404, f"no group named {group!r} (no process lists it in groups)")
+    return members
+
+
+class _Group(ApiResource):
+    """
+    C{GET /api/v1/groups/{group}}: its members' status.
+    """
+
+    def __init__(self, orchestrator, group: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._group = group
+        for verb in COMMANDS:
+            self.putChild(verb.encode(), _GroupCommand(orchestrator, group, verb))
+
+    def GET(self, request):
+        processes = self._orchestrator.processes
+        return {"name": self._group, "processes": [
+            views.processStatus(processes[n].snapshot()) for n in _members(self._orchestrator, self._group)]}
+
+
+class _GroupCommand(ApiResource):
+    """
+    C{POST /api/v1/groups/{group}/start|stop|restart}: on its members, in
+    dependency order (see L{runOnMany}).
+    """
+
+    def __init__(self, orchestrator, group: str, verb: str) -> None:
+        super().__init__()
+        self._orchestrator = orchestrator
+        self._group = group
+        self._verb = verb
+
+    def POST(self, request):
+        jsonObject(request, {})
+        members = _members(self._orchestrator, self._group)
+        return runOnMany(self._orchestrator, members, self._verb).addCallback(
+            lambda answer: {**answer, "group": self._group})
+
+
 # -- reading state ---------------------------------------------------------------------
 
 
@@ -200,13 +428,17 @@ class _Process(_Status):
     C{/api/v1/processes/{name}}: its status, and its command and detail routes.
     """
 
-    def __init__(self, orchestrator, name: str) -> None:
+    def __init__(self, orchestrator, name: str, stream=None) -> None:
         super().__init__(orchestrator, name)
         for verb in COMMANDS:
             self.putChild(verb.encode(), _Command(orchestrator, name, verb))
         self.putChild(b"status", _Status(orchestrator, name))
-        self.putChild(b"logs", _Logs(orchestrator, name))
         self.putChild(b"health", _Health(orchestrator, name))
+        self.putChild(b"signal", _Signal(orchestrator, name))
+        logs = _Logs(orchestrator, name)
+        self.putChild(b"logs", logs)
+        if stream is not None:
+            logs.putChild(b"stream", stream(self.process))
 
 
 class _Processes(ApiResource):
@@ -215,18 +447,25 @@ class _Processes(ApiResource):
     the configured processes by name.
     """
 
-    def __init__(self, orchestrator, defaultProcess: str) -> None:
+    def __init__(self, orchestrator, defaultProcess: str, logStream=None) -> None:
         super().__init__()
         self._orchestrator = orchestrator
         self._default = defaultProcess
+        self._logStream = logStream
+        self._onAll = {verb: _CommandOnAll(orchestrator, verb) for verb in COMMANDS}
 
     def getChild(self, path: bytes, request):
         if path == b"" and not request.postpath:
             return self
         name = path.decode("utf-8", "replace")
+        if name in self._onAll and not request.postpath and (
+                request.method == b"POST" or name not in self._orchestrator.processes):
+            # (A process named "start" is still reached by GET here, and by
+            # POST .../start/start.)
+            return self._onAll[name]
         if name not in self._orchestrator.processes:
             return ErrorResource(ApiError(404, f"no process named {name!r}"))
-        return _Process(self._orchestrator, name)
+        return _Process(self._orchestrator, name, self._logStream)
 
     def GET(self, request):
         config = self._orchestrator.config
@@ -282,7 +521,7 @@ class _Events(ApiResource):
         since = queryInt(request, "since", 0)
         limit = queryInt(request, "limit", 100, 1, MAX_EVENTS)
         process = queryText(request, "process")
-        kind = queryText(request, "type")
+        kind = queryChoice(request, "type", EVENT_TYPES)
         bus = self._orchestrator.events
         events = [e for e in bus.recent if e.sequence > since
                   and (process is None or e.process == process)
@@ -306,7 +545,7 @@ class _About(ApiResource):
 
 class _OpenAPI(ApiResource):
     """
-    C{GET}: the OpenAPI 3.1 document of this API.
+    C{GET}: the OpenAPI 3.2 document of this API.
     """
 
     def __init__(self, document: dict) -> None:
@@ -390,7 +629,7 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
         event stream counts its limits in.
     """
     from orchestrator.web.openapi import openAPIDocument
-    from orchestrator.web.stream import EventStream
+    from orchestrator.web.stream import EventStream, LogStream
     from orchestrator.web.ui import StaticFolder, StaticPage, loadAssets
 
     plugins = pluginResources(orchestrator)
@@ -417,11 +656,18 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     backend.putChild(b"status", _Status(orchestrator, default, what))
     backend.putChild(b"health", _SeedHealth(orchestrator, default, what))
 
-    v1.putChild(b"processes", _Processes(orchestrator, default))
+    streamClients: set = set()  # the event and log streams' clients, bounded together
+
+    def logStream(lookup):
+        return LogStream(lookup, orchestrator.reactor, admin, counters, streamClients)
+
+    v1.putChild(b"processes", _Processes(orchestrator, default, logStream))
+    v1.putChild(b"groups", _Groups(orchestrator))
     v1.putChild(b"orchestrator", _About(orchestrator))
     events = _Events(orchestrator)
     v1.putChild(b"events", events)
-    events.putChild(b"stream", EventStream(orchestrator.events, orchestrator.reactor, admin, counters))
+    events.putChild(b"stream", EventStream(orchestrator.events, orchestrator.reactor, admin, counters,
+                                           streamClients))
     v1.putChild(b"openapi.json", _OpenAPI(openAPIDocument(admin, sorted(plugins))))
 
     pluginNode = ApiResource()

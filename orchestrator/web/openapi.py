@@ -1,6 +1,8 @@
 """
-The OpenAPI 3.1 document of the admin API, served at
-C{GET /api/v1/openapi.json}.
+The OpenAPI 3.2 document of the admin API, served at
+C{GET /api/v1/openapi.json}.  (3.2 for its description of Server-Sent
+Events: a C{text/event-stream} response's C{itemSchema} is one message,
+C{data}, C{event}, C{id}; the schemas are JSON Schema 2020-12 as in 3.1.)
 
 It is built for the listener it describes: with a token configured every
 operation (but C{/metrics}, unless C{admin.metrics_requires_token}) needs
@@ -16,8 +18,11 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.notify.events import EVENT_TYPES
+from orchestrator.web.api import SIGNAL_NUMBERS, SIGNAL_TARGETS
 
 __all__ = ["openAPIDocument"]
+
+_SIGNAL_NAMES = list(SIGNAL_NUMBERS.values())  # (SIGNALS order, those this host has)
 
 _STATUSES = ["stopped", "starting", "running", "unhealthy", "crashed", "stopping", "unknown"]
 _VERDICTS = ["healthy", "unhealthy", "unknown"]
@@ -100,6 +105,7 @@ _STATUS_FIELDS = {
     "last_exit": {"oneOf": [_ref("ExitRecord"), {"type": "null"}]},
     "health": {"oneOf": [_ref("HealthSummary"), {"type": "null"}],
                "description": "Null until a probed process was first started, and without a probe."},
+    "groups": {"type": "array", "items": _STR, "description": "Its groups (the groups: option)."},
 }
 
 _COMMAND_FIELDS = {
@@ -177,6 +183,8 @@ SCHEMAS: dict[str, Any] = {
         "stream": {"type": "string", "enum": ["stdout", "stderr"]},
         "pid": _nullable(_INT),
         "text": _STR,
+        "sequence": {**_INT, "description": "Counts the lines the process wrote, from 1; the log stream's "
+                                            "event id (Last-Event-ID)."},
     }),
     "Logs": _object({
         "name": _STR,
@@ -233,7 +241,75 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
     },
     "Empty": {"type": "object", "additionalProperties": False},
+    "SignalRequest": {
+        "type": "object",
+        "properties": {
+            "signal": {"oneOf": [
+                {"type": "string", "enum": [*_SIGNAL_NAMES, *("SIG" + n for n in _SIGNAL_NAMES)]},
+                {"type": "integer", "enum": sorted(SIGNAL_NUMBERS)},
+            ], "description": "A name, with or without SIG, or its number on this host. KILL is refused "
+                              "(use stop: it ends the whole group after stop.timeout); so are STOP and "
+                              "TSTP (a frozen child fails its probes) and CHLD."},
+            "to": {"type": "string", "enum": list(SIGNAL_TARGETS), "default": "group",
+                   "description": "group (default): the child's whole process group; process: the child alone."},
+        },
+        "required": ["signal"],
+        "additionalProperties": False,
+    },
+    "SignalAnswer": _object({
+        **_COMMAND_FIELDS,
+        "signal": {"type": "string", "enum": _SIGNAL_NAMES, "description": "The name sent, without SIG."},
+        "to": {"type": "string", "enum": list(SIGNAL_TARGETS)},
+        **_STATUS_FIELDS,
+    }, description="Sent. Nothing else changes: a signal that ends the child is handled like any exit "
+                   "(a crash unless its code is a success, then the restart policy)."),
+    "ProcessOutcome": _object({
+        "success": _BOOL,
+        "message": {**_STR, "description": "When it succeeded."},
+        "error": {**_STR, "description": "When it failed (refused, failed to start, a dependency failed)."},
+        "output": {"type": "array", "items": _STR, "maxItems": 20,
+                   "description": "A failed start: the child's last output lines."},
+        **_STATUS_FIELDS,
+    }, required=["name", "success"], description=(
+        "One process's outcome within a bulk command, with its status after it (all the status "
+        "fields, unless a reload removed the process meanwhile).")),
+    "BulkAnswer": _object({
+        "success": {**_BOOL, "description": "Every process's command succeeded."},
+        "message": {**_STR, "description": "e.g. 'restart: 3 of 3 succeeded'."},
+        "group": {**_STR, "description": "The group acted on (group routes only)."},
+        "processes": {"type": "array", "items": _ref("ProcessOutcome"),
+                      "description": "In the order they were acted on (dependency order)."},
+    }, required=["success", "message", "processes"]),
+    "GroupList": _object({
+        "groups": {"type": "array", "description": "By name.", "items": _object({
+            "name": _STR,
+            "processes": {"type": "array", "items": _STR, "description": "Its members, in configuration order."},
+        })},
+    }),
+    "Group": _object({
+        "name": _STR,
+        "processes": {"type": "array", "items": _ref("ProcessStatus")},
+    }),
 }
+
+
+def _sse(description: str, data: dict) -> dict:
+    """
+    A Server-Sent Events response as OpenAPI 3.2 describes one: the
+    C{itemSchema} is one message.
+    """
+    return {"description": description, "content": {"text/event-stream": {
+        "schema": _STR,
+        "itemSchema": {
+            "type": "object",
+            "properties": {
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+                "event": _STR,
+                "id": _STR,
+                "retry": _INT,
+            },
+        },
+    }}}
 
 
 def _json(schema: str, description: str) -> dict:
@@ -247,7 +323,8 @@ _ERRORS = {
     "401": ("Unauthorized", "Missing or invalid bearer token (WWW-Authenticate tells which)."),
     "403": ("Forbidden", "An Origin header that is not this server nor in admin.allowed_origins."),
     "404": ("NotFound", "No configured process by that name (for the seed's routes: admin.default_process)."),
-    "409": ("Conflict", "The state change is refused: monitor-only mode (orchestrator.enabled: false)."),
+    "409": ("Conflict", "The state change is refused: monitor-only mode (orchestrator.enabled: false); "
+                        "a signal to a process that is not running."),
     "413": ("TooLarge", "The request body is larger than admin.max_body_bytes; answered before it is read."),
     "421": ("Misdirected", "The Host header does not name this server (DNS rebinding protection); "
                            "see admin.allowed_hosts."),
@@ -295,6 +372,11 @@ _PARAMS = {
     "last_event_id": {"name": "Last-Event-ID", "in": "header", "required": False,
                       "schema": {**_INT, "minimum": 0},
                       "description": "As since= (sent by EventSource when it reconnects)."},
+    "group": {"name": "group", "in": "path", "required": True, "schema": _STR,
+              "description": "A group some configured process lists in its groups."},
+    "line_since": {"name": "since", "in": "query", "required": False,
+                   "schema": {**_INT, "minimum": 0},
+                   "description": "First replay the lines still in the ring (log.lines) with a greater sequence."},
 }
 
 
@@ -371,13 +453,46 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
     paths["/api/v1/processes"] = {"get": operation(
         "list_processes", "Every configured process with its status.",
         {"200": _json("ProcessList", "In configuration order.")})}
+    bulk = {"200": _json("BulkAnswer", "Each process's outcome; success is false if any failed.")}
+    bulkText = ("In dependency order: a start or restart acts on dependencies first (each rank at once), "
+                "a stop on dependents first; a process whose dependency failed here is not started. "
+                "Answers when every command is done (a start or restart once ready).")
+    for verb in ("start", "stop", "restart"):
+        paths[f"/api/v1/processes/{verb}"] = {"post": operation(
+            f"all_{verb}", f"{verb.capitalize()} every configured process.", bulk, errors=("409",),
+            body="Empty", description=bulkText + " (A process named like this verb is still reached "
+                                                 "by GET here and POST .../{name}/" + verb + ".)")}
     name = "/api/v1/processes/{name}"
     paths[name] = statusOp("get_process", "processes", ("name",))
     paths.update(commandOps(name, False))
     paths[f"{name}/status"] = statusOp("process_status", "processes", ("name",))
+    paths[f"{name}/signal"] = {"post": operation(
+        "process_signal", "Send a signal to the running process (its group by default).",
+        {"200": _json("SignalAnswer", "Sent.")}, errors=("404", "409"), params=("name",),
+        body="SignalRequest",
+        description="Allowed: " + ", ".join(_SIGNAL_NAMES) + " (with or without SIG, or their numbers). "
+                    "400 for any other (KILL: use stop); 409 when the process is not running.")}
+    paths[f"{name}/signal"]["post"]["requestBody"]["required"] = True
     paths[f"{name}/logs"] = {"get": operation(
         "process_logs", "The last lines the process wrote (stdout and stderr).",
         {"200": _json("Logs", "Oldest first.")}, errors=("404",), params=("name", "lines"))}
+    paths[f"{name}/logs/stream"] = {"get": operation(
+        "stream_process_logs", "The process's new output lines as Server-Sent Events.",
+        {"200": _sse("A text/event-stream: per line 'id: <sequence>', 'event: line', 'data: <OutputLine "
+                     "as JSON>'; with Last-Event-ID (or since=) first the lines still in the ring after "
+                     "it. Bounded like the event stream (see there); it also ends, asking to reconnect, "
+                     "when a reload removes or replaces the process.", _ref("OutputLine"))},
+        errors=("404",), params=("name", "line_since", "last_event_id"))}
+    paths["/api/v1/groups"] = {"get": operation(
+        "list_groups", "Every group (from the processes' groups option) and its members.",
+        {"200": _json("GroupList", "By name.")}, tag="groups")}
+    paths["/api/v1/groups/{group}"] = {"get": operation(
+        "get_group", "A group's members with their status.",
+        {"200": _json("Group", "In configuration order.")}, errors=("404",), params=("group",), tag="groups")}
+    for verb in ("start", "stop", "restart"):
+        paths[f"/api/v1/groups/{{group}}/{verb}"] = {"post": operation(
+            f"group_{verb}", f"{verb.capitalize()} every member of the group.", bulk,
+            errors=("404", "409"), params=("group",), body="Empty", description=bulkText, tag="groups")}
     paths[f"{name}/health"] = {"get": operation(
         "process_health", "The process's last probe results and counters.",
         {"200": _json("HealthDetail", "Results oldest first.")}, errors=("404",),
@@ -388,15 +503,16 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         params=("since", "limit_events", "process", "type"), tag="events")}
     paths["/api/v1/events/stream"] = {"get": operation(
         "stream_events", "Events as Server-Sent Events, as they happen.",
-        {"200": {"description": "A text/event-stream: 'id: <sequence>', 'event: <type>', "
-                                "'data: <Event as JSON>' per event, a ': keep-alive' comment every "
-                                f"{admin.stream_keepalive:g} s. A client more than "
-                                f"admin.stream_buffer_bytes ({admin.stream_buffer_bytes}) behind gets a "
-                                "final 'event: overflow' (data: an Error) and is disconnected; one that "
-                                f"reads nothing for {admin.stream_stall_timeout:g} s is disconnected; "
-                                f"the stream ends after {admin.stream_max_seconds:g} s (reconnect with "
-                                "Last-Event-ID).",
-                 "content": {"text/event-stream": {"schema": _STR}}}},
+        {"200": _sse("A text/event-stream: 'id: <sequence>', 'event: <type>', "
+                     "'data: <Event as JSON>' per event, a ': keep-alive' comment every "
+                     f"{admin.stream_keepalive:g} s. A client more than "
+                     f"admin.stream_buffer_bytes ({admin.stream_buffer_bytes}) behind gets a "
+                     "final 'event: overflow' (data: an Error) and is disconnected; one that "
+                     f"reads nothing for {admin.stream_stall_timeout:g} s is disconnected; "
+                     f"the stream ends after {admin.stream_max_seconds:g} s (reconnect with "
+                     "Last-Event-ID). At most admin.max_stream_clients "
+                     f"({admin.max_stream_clients}) event and log stream clients together.",
+                     {"oneOf": [_ref("Event"), _ref("Error")]})},
         params=("stream_since", "process", "last_event_id"), tag="events")}
     paths["/api/v1/orchestrator"] = {"get": operation(
         "about", "The orchestrator itself: version, uptime, monitor-only mode.",
@@ -421,7 +537,7 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         errors=("404",), params=("asset",), tag="ui", token=False)}
     paths["/api/v1/openapi.json"] = {"get": operation(
         "openapi", "This document.",
-        {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        {"200": {"description": "OpenAPI 3.2.", "content": {"application/json": {"schema": {"type": "object"}}}}},
         tag="admin")}
     paths["/metrics"] = {"get": operation(
         "metrics", "Prometheus metrics.",
@@ -440,14 +556,14 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         for component, text in _ERRORS.values()
     }
     document = {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {
             "title": "orchestrator admin API",
             "version": __version__,
             "description": (
                 "Drive the orchestrator's processes. Every answer is JSON (but /metrics, the event "
-                "stream and the status page's files); every error is {\"success\": false, \"error\": \"...\"}. Every GET but the "
-                "event stream also answers HEAD. Any other method answers 405 with an Allow header; "
+                "and log streams and the status page's files); every error is {\"success\": false, \"error\": \"...\"}. Every GET but the "
+                "streams also answers HEAD. Any other method answers 405 with an Allow header; "
                 "an unknown path "
                 "answers 404. Checks on every request, in order: connections (503), request line and "
                 "headers (431, 408), body size (413), Host (421, 400 if missing), Origin (403), token "
@@ -458,6 +574,7 @@ def openAPIDocument(admin, pluginSegments=()) -> dict:
         "tags": [
             {"name": "seed", "description": "The seed's contract, acting on admin.default_process."},
             {"name": "processes", "description": "Every configured process by name."},
+            {"name": "groups", "description": "Processes by the groups they list."},
             {"name": "events", "description": "What happened."},
             {"name": "admin", "description": "The orchestrator itself."},
             {"name": "ui", "description": "The status page, for a browser."},

@@ -1,5 +1,8 @@
 """
-C{GET /api/v1/events/stream}: the event bus as Server-Sent Events.
+Server-Sent Events: C{GET /api/v1/events/stream}, the event bus, and
+C{GET /api/v1/processes/{name}/logs/stream}, a process's new output
+lines.  Both are an L{SSEStream}, sharing one set of clients (so
+C{admin.max_stream_clients} bounds them together) and every limit below.
 
 Each event is written as it is emitted::
 
@@ -37,6 +40,8 @@ from __future__ import annotations
 import json
 import socket
 from collections import deque
+from dataclasses import dataclass
+from typing import Callable
 
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer
@@ -49,7 +54,7 @@ from orchestrator.web._params import queryInt, queryText
 from orchestrator.web._render import ApiError, ApiResource, renderDeferred
 from orchestrator.web.limits import AdminCounters
 
-__all__ = ["EventStream", "SEND_BUFFER_BYTES", "formatEvent"]
+__all__ = ["EventStream", "LogStream", "SSEStream", "SEND_BUFFER_BYTES", "formatEvent", "formatLine"]
 
 _log = Logger()
 
@@ -69,28 +74,52 @@ def formatEvent(event) -> bytes:
     return f"id: {event.sequence}\nevent: {event.type}\ndata: {data}\n\n".encode("utf-8")
 
 
+def formatLine(line) -> bytes:
+    """
+    One output line as an SSE message (C{event: line}).
+    """
+    data = json.dumps(line.toJSON(), separators=(", ", ": "))
+    return f"id: {line.sequence}\nevent: line\ndata: {data}\n\n".encode("utf-8")
+
+
 def _message(kind: str, body: dict) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(body, separators=(', ', ': '))}\n\n".encode("utf-8")
 
 
-class EventStream(ApiResource):
+@dataclass(frozen=True)
+class _Feed:
     """
-    @param bus: the L{orchestrator.notify.events.EventBus}.
+    What one client of a stream gets: C{replay}, the messages it missed,
+    then whatever C{subscribe(send)} sends (C{send(None)}: the source is
+    gone, end the stream); C{subscribe} returns the unsubscriber.
+    """
+
+    replay: list
+    subscribe: Callable[[Callable[[bytes | None], None]], Callable[[], None]]
+
+
+class SSEStream(ApiResource):
+    """
+    A Server-Sent Events route with the bounds the module describes.
+    Subclasses say what a request follows (L{_feed}).
+
     @param clock: for the keep-alive comments and the stream's timers.
     @param admin: the C{admin} settings (C{max_stream_clients},
         C{stream_*}).
     @param counters: where the limits count their hits.
+    @param clients: the set of connected clients, shared with the other
+        streams.
 
-    @ivar clients: the connected L{_StreamClient}s.
+    @ivar clients: the connected L{_StreamClient}s (of every stream).
     """
 
-    def __init__(self, bus, clock, admin, counters: AdminCounters | None = None) -> None:
+    def __init__(self, clock, admin, counters: AdminCounters | None = None,
+                 clients: set | None = None) -> None:
         super().__init__()
-        self._bus = bus
         self._clock = clock
         self._admin = admin
         self._counters = counters if counters is not None else AdminCounters()
-        self.clients: set[_StreamClient] = set()
+        self.clients: set[_StreamClient] = clients if clients is not None else set()
 
     def allowedMethods(self) -> list[str]:
         return ["GET"]
@@ -100,7 +129,7 @@ class EventStream(ApiResource):
             return super().render(request)
         try:
             since = self._since(request)
-            process = queryText(request, "process")
+            feed = self._feed(request, since)
             self._checkRoom()
         except ApiError as e:
             return renderDeferred(request, fail(e))
@@ -108,18 +137,25 @@ class EventStream(ApiResource):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-accel-buffering", b"no")  # nginx: do not buffer
-        client = _StreamClient(self, request, process)
+        client = _StreamClient(self, request)
         self.clients.add(client)
         self._counters.streamClients = len(self.clients)
-        replay = [e for e in self._bus.recent if e.sequence > since] if since is not None else []
-        client.start(replay)
+        client.start(feed)
         return NOT_DONE_YET
+
+    def _feed(self, request, since: int | None) -> _Feed:
+        """
+        @raise ApiError: the request is refused (a bad parameter, an
+            unknown process).
+        """
+        raise NotImplementedError
 
     def _checkRoom(self) -> None:
         limit = self._admin.max_stream_clients
         if len(self.clients) >= limit:
             self._counters.count("stream_clients")
-            raise ApiError(503, f"too many event stream clients (admin.max_stream_clients: {limit}); "
+            raise ApiError(503, f"too many stream clients (event and log streams together, "
+                                f"admin.max_stream_clients: {limit}); "
                                 "try again later", headers={"Retry-After": "5"})
 
     def _gone(self, client: "_StreamClient") -> None:
@@ -134,9 +170,62 @@ class EventStream(ApiResource):
                 try:
                     since = int(header)
                 except ValueError:
-                    raise ApiError(400, "Last-Event-ID must be an event sequence number, "
+                    since = -1
+                if since < 0:
+                    raise ApiError(400, "Last-Event-ID must be a sequence number (an integer >= 0), "
                                         f"not {header.decode('latin-1')!r}")
         return since
+
+
+class EventStream(SSEStream):
+    """
+    C{GET /api/v1/events/stream[?since=SEQ&process=NAME]}.
+
+    @param bus: the L{orchestrator.notify.events.EventBus}.
+    """
+
+    def __init__(self, bus, clock, admin, counters: AdminCounters | None = None,
+                 clients: set | None = None) -> None:
+        super().__init__(clock, admin, counters, clients)
+        self._bus = bus
+
+    def _feed(self, request, since: int | None) -> _Feed:
+        process = queryText(request, "process")
+        wanted = lambda event: process is None or event.process == process  # noqa: E731
+        replay = ([formatEvent(e) for e in self._bus.recent if e.sequence > since and wanted(e)]
+                  if since is not None else [])
+
+        def subscribe(send):
+            return self._bus.subscribe(lambda event: send(formatEvent(event)) if wanted(event) else None)
+
+        return _Feed(replay, subscribe)
+
+
+class LogStream(SSEStream):
+    """
+    C{GET /api/v1/processes/{name}/logs/stream}: the lines a process
+    writes from now on (after the ones in its ring newer than
+    C{Last-Event-ID} or C{?since=}), as C{event: line} messages whose id
+    is the line's sequence number.  The stream ends (with a comment to
+    reconnect) when a reload removes or replaces the process.
+
+    @param lookup: C{lookup()} -> the process, or raises the 404.
+    """
+
+    def __init__(self, lookup: Callable, clock, admin, counters: AdminCounters | None = None,
+                 clients: set | None = None) -> None:
+        super().__init__(clock, admin, counters, clients)
+        self._lookup = lookup
+
+    def _feed(self, request, since: int | None) -> _Feed:
+        output = self._lookup().output
+        replay = ([formatLine(line) for line in output.lines if line.sequence > since]
+                  if since is not None else [])
+
+        def subscribe(send):
+            return output.subscribe(lambda line: send(formatLine(line) if line is not None else None))
+
+        return _Feed(replay, subscribe)
 
 
 @implementer(IPushProducer)
@@ -149,10 +238,9 @@ class _StreamClient:
     @ivar queued: bytes waiting in the queue.
     """
 
-    def __init__(self, stream: EventStream, request, process: str | None) -> None:
+    def __init__(self, stream: SSEStream, request) -> None:
         self._stream = stream
         self._request = request
-        self._process = process
         self._admin = stream._admin
         self._clock = stream._clock
         self._counters = stream._counters
@@ -165,15 +253,15 @@ class _StreamClient:
         self._stall = None
         self._lifetime = None
 
-    def start(self, replay) -> None:
+    def start(self, feed: _Feed) -> None:
         request = self._request
         request.registerProducer(self, True)
         _limitSendBuffer(request)
         request.notifyFinish().addBoth(self._finished)
         self._write(b"retry: 2000\n\n")
-        for event in replay:
-            self.sendEvent(event)
-        self._unsubscribe = self._stream._bus.subscribe(self.sendEvent)
+        for message in feed.replay:
+            self._send(message)
+        self._unsubscribe = feed.subscribe(self._fromSource)
         self._ping = LoopingCall(self._keepAlive)
         self._ping.clock = self._clock
         self._ping.start(self._admin.stream_keepalive, now=False)
@@ -181,9 +269,12 @@ class _StreamClient:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def sendEvent(self, event) -> None:
-        if self._process is None or event.process == self._process:
-            self._send(formatEvent(event))
+    def _fromSource(self, message: bytes | None) -> None:
+        if message is None:
+            self._close(b": the source of this stream is gone; reconnect\n\n", abort=False,
+                        keepConnection=True)
+        else:
+            self._send(message)
 
     def _keepAlive(self) -> None:
         if not self._paused:  # a paused client has events waiting anyway

@@ -80,7 +80,7 @@ def test_stream_client_cap(run_orchestrator):
     finally:
         closeAll(sockets)
     assert all(status == 503 for status, _ in refused), refused[:2]
-    assert all(body.startswith(b'{"success": false, "error": "too many event stream clients')
+    assert all(body.startswith(b'{"success": false, "error": "too many stream clients')
                for _, body in refused)
     assert rejected(orchestrator.url)["stream_clients"] == len(refused)
     # Five streams held, each with a socket of its own (and a respawn's pipes).
