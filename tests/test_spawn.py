@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,11 +72,19 @@ class _SpawnerTests:
                 pass
         return protocol.exited
 
+    def _folder(self) -> str:
+        """
+        A temporary folder removed after the test (trial's C{mktemp} would
+        leave one in the working directory).
+        """
+        folder = os.path.realpath(tempfile.mkdtemp(prefix="orch-spawn-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        return folder
+
     async def test_ownSessionCwdAndExactEnvironment(self):
         """The child leads its own session and group, runs in the given folder, with only the given environment."""
-        tmp = self.mktemp()
-        os.makedirs(tmp)
-        transport, protocol = self.spawn(os.path.abspath(tmp))
+        tmp = self._folder()
+        transport, protocol = self.spawn(tmp)
         report = await protocol.firstLine
         self.assertEqual(report["pid"], transport.pid)
         self.assertEqual(report["sid"], transport.pid)
@@ -86,8 +96,7 @@ class _SpawnerTests:
 
     async def test_signalReachesTheWholeGroup(self):
         """signalProcess signals the child's whole process group, grandchildren included."""
-        tmp = os.path.abspath(self.mktemp())
-        os.makedirs(tmp)
+        tmp = self._folder()
         spawner = sessionSpawner(reactor, wrapper=self.wrapper)
         protocol = _Collect()
         script = ("import subprocess, sys, time, json, os\n"
