@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
