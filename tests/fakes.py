@@ -45,6 +45,7 @@ class FakeProcessTransport:
         self.pid = pid
         self.signals: list[Any] = []
         self.alive = True
+        self.setup = None
         protocol.makeConnection(self)
 
     # IProcessTransport
@@ -114,11 +115,14 @@ class FakeProcessReactor(MemoryReactorClock):
         self.spawned.append(transport)
         return transport
 
-    def spawner(self, protocol, executable, args, env, path):
+    def spawner(self, protocol, executable, args, env, path, setup=None):
         """
-        The signature L{orchestrator.supervision.process.ManagedProcess} wants.
+        The signature L{orchestrator.supervision.process.ManagedProcess} wants;
+        the L{orchestrator.supervision.spawn.ChildSetup} is kept on the transport.
         """
-        return self.spawnProcess(protocol, executable, args, env, path)
+        transport = self.spawnProcess(protocol, executable, args, env, path)
+        transport.setup = setup
+        return transport
 
     def killGroup(self, pgid: int, signal: int) -> bool:
         self.groupKills.append((pgid, signal))

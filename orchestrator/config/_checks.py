@@ -331,8 +331,10 @@ def _checkPlaceholders(proc: dict, problems, here: tuple) -> None:
     """
     if proc.get("port") is not None:
         return
-    places = [(("command", i), w) for i, w in enumerate(proc.get("command") or [])]
-    places += [(("env", k), v) for k, v in (proc.get("env") or {}).items()]
+    command = proc.get("command") if isinstance(proc.get("command"), list) else []
+    env = proc.get("env") if isinstance(proc.get("env"), dict) else {}
+    places = [(("command", i), w) for i, w in enumerate(command)]
+    places += [(("env", k), v) for k, v in env.items()]
     places += [(("url",), proc.get("url")), (("working_dir",), proc.get("working_dir"))]
     for where, value in places:
         if isinstance(value, str) and "{port}" in value:

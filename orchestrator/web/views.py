@@ -101,6 +101,7 @@ def processStatus(snapshot: ProcessSnapshot) -> dict[str, Any]:
         "next_restart_in": snapshot.next_restart_in,
         "last_exit": exitRecord(snapshot.last_exit),
         "health": healthSummary(health),
+        "waiting_for": snapshot.waiting_for,
     }
 
 
