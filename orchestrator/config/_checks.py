@@ -136,6 +136,9 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool,
                                                  "(bytes, or like 512MiB, 2G)")
         url = proc.get("url")
         if isinstance(url, str):
+            port = proc.get("port")
+            url = url.replace("{replica}", "0").replace(
+                "{port}", str(port) if isinstance(port, int) else "{port}")
             try:
                 isHTTPURL(url)
             except ValueError as e:
