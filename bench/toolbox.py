@@ -9,6 +9,7 @@ real twistd and /bin/sleep children.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -46,7 +47,13 @@ def allRunning(orch, count: int, deadline: float) -> float:
     raise SystemExit(f"not all {count} running within {deadline}s")
 
 
-def idleCPU(count: int, seconds: float, memory: bool) -> float:
+@contextlib.contextmanager
+def running(count: int, memory: bool):
+    """
+    A twistd running C{count} replicas of C{/bin/sleep} (with C{max_memory}
+    checked every 5 s if C{memory}), once all run: yields the handle and
+    the seconds it took.
+    """
     directory = tempfile.mkdtemp(prefix="orch-bench-toolbox-")
     memoryKeys = ("\n                max_memory: 1GiB\n                memory_check_interval: 5"
                   if memory else "")
@@ -60,35 +67,24 @@ def idleCPU(count: int, seconds: float, memory: bool) -> float:
                 start: {{ready_after: 0.5}}{memoryKeys}
         """, timeout=120)
         try:
-            allRunning(orch, count, 300)
-            time.sleep(2)
-            before = cpuSeconds(orch.process.pid)
-            time.sleep(seconds)
-            return 100 * (cpuSeconds(orch.process.pid) - before) / seconds
+            yield orch, allRunning(orch, count, 300)
         finally:
             orch.stop(timeout=120)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def idleCPU(count: int, seconds: float, memory: bool) -> float:
+    with running(count, memory) as (orch, _):
+        time.sleep(2)
+        before = cpuSeconds(orch.process.pid)
+        time.sleep(seconds)
+        return 100 * (cpuSeconds(orch.process.pid) - before) / seconds
 
 
 def replicas(count: int) -> tuple[float, float]:
-    directory = tempfile.mkdtemp(prefix="orch-bench-toolbox-")
-    try:
-        orch = startOrchestrator(directory, f"""
-            admin: {{listen: "tcp:{{admin_port}}:interface=127.0.0.1"}}
-            processes:
-              w:
-                command: [/bin/sleep, "3600"]
-                replicas: {count}
-                start: {{ready_after: 0.5}}
-        """, timeout=120)
-        try:
-            elapsed = allRunning(orch, count, 300)
-            return elapsed, rssMiB(orch.process.pid)
-        finally:
-            orch.stop(timeout=120)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with running(count, memory=False) as (orch, elapsed):
+        return elapsed, rssMiB(orch.process.pid)
 
 
 def main() -> None:

@@ -195,14 +195,16 @@ def makeOrchestrator(loaded, reactor: FakeProcessReactor | None = None, **kwargs
     """
     Build an L{orchestrator.app.Orchestrator} the way unit tests want it:
     on a L{FakeProcessReactor} (its own unless given; the orchestrator's
-    C{reactor} attribute), with no state file, no admin listener, and the
-    fake's process-group killer (fake pids are not real process groups).
+    C{reactor} attribute), with no state file, no admin listener, the
+    fake's process-group killer and no memory reading (fake pids are not
+    real process groups).
     Keyword arguments override or add to these.
     """
     from orchestrator.app import Orchestrator
 
     reactor = reactor if reactor is not None else FakeProcessReactor()
-    options: dict[str, Any] = dict(stateFile=False, listen=False, killGroup=reactor.killGroup)
+    options: dict[str, Any] = dict(stateFile=False, listen=False, killGroup=reactor.killGroup,
+                                   memory=lambda pgid: None)
     options.update(kwargs)
     return Orchestrator(loaded, reactor, reactor.spawner, **options)
 

@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from tests.harness import freePort, getJSON, startOrchestrator, waitFor
+from tests.harness import freePort, getJSON, portBound, startOrchestrator, waitFor
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="user/group switching needs the tests to run as root")
 
@@ -46,7 +46,7 @@ def _running(orch, name):
 def test_toolbox(tmpdir):
     """nobody with umask and rlimits, three probed replicas, a failing migration keeping a server down, a memory restart."""
     base = freePort()
-    while any(_inUse(base + i) for i in range(3)):
+    while any(portBound(base + i) for i in range(3)):
         base = freePort()
     orch = startOrchestrator(tmpdir, f"""
         admin: {{listen: "tcp:{{admin_port}}:interface=127.0.0.1"}}
@@ -147,13 +147,3 @@ def _text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as answer:
         return answer.read().decode()
 
-
-def _inUse(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
+import tempfile
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from orchestrator.config.types import OutputConfig
 from orchestrator.errors import ConfigError
 from orchestrator.notify.events import EventBus
+from orchestrator.supervision.output import OutputCapture
 from orchestrator.supervision.spawn import ChildSetup
 from orchestrator.supervision.supervisor import Supervisor
-from tests.fakes import EXECUTABLE, FakeProcessReactor, loadText
+from tests.fakes import EXECUTABLE, FakeProcessReactor, loadText, makeOrchestrator
 
 
 def problems(text: str) -> str:
@@ -288,3 +293,63 @@ class MemoryTests(SynchronousTestCase):
         world.rss[child.pid] = 200 * 2**20
         world.reactor.advance(2)
         self.assertEqual(child.signals, [signal.SIGTERM])
+
+
+class MetricsTests(SynchronousTestCase):
+    """
+    orchestrator_process_memory_bytes, read at scrape time.
+    """
+
+    def test_memoryGaugeForEveryProcess(self) -> None:
+        """Every managed process has the gauge: its group's bytes while a child runs, 0 without one."""
+        loaded = loadText("""
+            processes:
+              web: {command: ["{python}", "web"]}
+              idle: {command: ["{python}", "idle"], autostart: false}
+        """)
+        reactor = FakeProcessReactor()
+        orchestrator = makeOrchestrator(loaded, reactor, memory=lambda pgid: 4096 * pgid)
+        orchestrator.startService()
+        self.addCleanup(orchestrator.stopService)
+        web = orchestrator.supervisor.processes["web"]
+        samples = {s.labels["process"]: s.value for family in orchestrator.metrics.collect()
+                   if family.name == "orchestrator_process_memory_bytes" for s in family.samples}
+        self.assertEqual(samples, {"web": 4096.0 * web.pid, "idle": 0.0})
+
+
+class OutputFileTests(SynchronousTestCase):
+    """
+    log.stdout and log.stderr: each stream alone in its own rotated file.
+    """
+
+    def test_streamsSplit(self) -> None:
+        """stdout lines go to log.stdout, stderr lines to log.stderr, both to log.file."""
+        directory = tempfile.mkdtemp(prefix="orch-toolbox-out-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        paths = {k: os.path.join(directory, "logs", k) for k in ("file", "stdout", "stderr")}
+        capture = OutputCapture("web", OutputConfig(echo=False, **paths), Clock())
+        capture.newRun(1)
+        capture.received(1, b"out one\nout two\n")
+        capture.received(2, b"err one\n")
+        capture.close()
+
+        def read(key):
+            with open(paths[key], encoding="utf-8") as f:
+                return f.read()
+
+        self.assertEqual(read("stdout"), "out one\nout two\n")
+        self.assertEqual(read("stderr"), "err one\n")
+        self.assertEqual(read("file"), "out one\nout two\nerr one\n")
+
+    def test_streamFilesRotate(self) -> None:
+        """log.stdout rotates at log.max_bytes and keeps log.backups files."""
+        directory = tempfile.mkdtemp(prefix="orch-toolbox-out-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "out.log")
+        capture = OutputCapture("web", OutputConfig(echo=False, stdout=path, max_bytes=1024, backups=2),
+                                Clock())
+        capture.newRun(1)
+        for _ in range(40):
+            capture.received(1, b"x" * 99 + b"\n")
+        capture.close()
+        self.assertEqual(sorted(os.listdir(directory)), ["out.log", "out.log.1", "out.log.2"])
