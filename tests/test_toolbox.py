@@ -353,3 +353,25 @@ class OutputFileTests(SynchronousTestCase):
             capture.received(1, b"x" * 99 + b"\n")
         capture.close()
         self.assertEqual(sorted(os.listdir(directory)), ["out.log", "out.log.1", "out.log.2"])
+
+
+class LimitCheckTests(SynchronousTestCase):
+    """
+    Limits and identities that could only fail at spawn are refused at load.
+    """
+
+    def test_raisingAHardLimitNeedsRoot(self) -> None:
+        """Without root, a hard limit above the orchestrator's own is a located error."""
+        self.patch(os, "geteuid", lambda: 1000)
+        self.patch(resource, "getrlimit", lambda number: (1024, 4096))
+        text = 'processes:\n  web: {command: ["{python}"], rlimits: {nofile: 8192, core: 100}}\n'
+        found = problems(text)
+        self.assertIn("processes.web.rlimits.nofile: raising the hard limit above 4096 needs the "
+                      "orchestrator to run as root", found)
+        self.assertNotIn("rlimits.core", found)
+
+    def test_numericUidWithoutEntryNeedsAGroup(self) -> None:
+        """A uid with no passwd entry and no group is refused: the child would keep root's group."""
+        self.patch(os, "geteuid", lambda: 0)
+        text = 'processes:\n  web: {command: ["{python}"], user: 54321}\n'
+        self.assertIn("processes.web.user: uid 54321 has no passwd entry: set group as well", problems(text))

@@ -187,7 +187,9 @@ def resolveIdentity(user, group) -> Identity | None:
         except KeyError:
             if not text.isdigit():
                 raise KeyError(f"unknown user {text!r}") from None
-            uid = int(text)  # a numeric uid needs no passwd entry
+            if group is None:  # never root's group by default
+                raise KeyError(f"uid {text} has no passwd entry: set group as well") from None
+            uid = int(text)  # a numeric uid with a group needs no passwd entry
         else:
             name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
     if group is not None:

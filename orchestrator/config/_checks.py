@@ -129,6 +129,7 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool,
                                                       "put {replica} in its name")
         if enabled:
             _checkIdentity(proc, problems, here)
+            _checkLimits(proc, problems, here)
         _checkPlaceholders(proc, problems, here)
         size = proc.get("max_memory")
         if isinstance(size, str) and not parseBytes(size):
@@ -325,6 +326,29 @@ def _checkIdentity(proc: dict, problems, here: tuple) -> None:
             resolveIdentity(value if key == "user" else None, value if key == "group" else None)
         except KeyError as e:
             problems.add(here + (key,), e.args[0])
+
+
+def _checkLimits(proc: dict, problems, here: tuple) -> None:
+    """
+    Only root may raise a hard limit: without root, a hard limit above the
+    orchestrator's own is an error at load, not a child failing at spawn.
+    """
+    limits = proc.get("rlimits")
+    if not isinstance(limits, dict) or os.geteuid() == 0:
+        return
+    import resource
+
+    for name, value in limits.items():
+        number = getattr(resource, "RLIMIT_" + str(name).upper(), None)
+        if number is None:
+            continue  # the schema reports an unknown name
+        hard = value.get("hard") if isinstance(value, dict) else value
+        current = resource.getrlimit(number)[1]
+        wanted = resource.RLIM_INFINITY if hard == "unlimited" else hard
+        if isinstance(wanted, int) and current != resource.RLIM_INFINITY and (
+                wanted == resource.RLIM_INFINITY or wanted > current):
+            problems.add(here + ("rlimits", name),
+                         f"raising the hard limit above {current} needs the orchestrator to run as root")
 
 
 def _checkPlaceholders(proc: dict, problems, here: tuple) -> None:

@@ -316,9 +316,12 @@ class SessionProcess(GroupSignalling, _process.Process):
             _prctl(_PR_SET_PDEATHSIG, int(_signal.SIGKILL), 0, 0, 0)
             if os.getppid() != self._parentPid:  # the parent died before prctl
                 os._exit(1)
-        if self._setup is not None:
-            self._setup.apply()
         super()._setupChild(*args, **kwargs)
+        if self._setup is not None:
+            # After the pipes are in place: a limit or user that cannot be
+            # set is reported on the child's own stderr (its captured
+            # output), and the child exits 1 through the restart policy.
+            self._setup.apply()
 
 
 @functools.lru_cache(maxsize=None)
