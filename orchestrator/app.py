@@ -104,6 +104,9 @@ class Orchestrator(MultiService):
     @param systemd: an L{orchestrator.sdnotify.SystemdLink} when a service
         manager listens on C{NOTIFY_SOCKET}.
     @param hangup: what a SIGHUP means (L{orchestrator.lifecycle.Hangup}).
+    @param memory: C{memory(pgid)} -> resident bytes of a child's process
+        group (default L{orchestrator.supervision.memory.groupMemory}; tests
+        with fake children pass a fake: their pids are not real).
     """
 
     log = Logger()
@@ -126,6 +129,7 @@ class Orchestrator(MultiService):
         exitStatus: ExitStatus | None = None,
         systemd=None,
         hangup: Hangup | None = None,
+        memory: Callable[[int], int | None] | None = None,
     ) -> None:
         super().__init__()
         self.exitStatus = exitStatus if exitStatus is not None else ExitStatus()
@@ -163,6 +167,7 @@ class Orchestrator(MultiService):
             environ=environ, random=random, stateFile=self.stateFile,
             probeFactory=probeFactory, reapOrphans=reapOrphans,
             **({"killGroup": killGroup} if killGroup is not None else {}),
+            **({"memory": memory} if memory is not None else {}),
         )
         self.supervisor.setServiceParent(self)
         from orchestrator.notify.metrics import MetricsCollector

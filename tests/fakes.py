@@ -45,6 +45,7 @@ class FakeProcessTransport:
         self.pid = pid
         self.signals: list[Any] = []
         self.alive = True
+        self.setup = None
         protocol.makeConnection(self)
 
     # IProcessTransport
@@ -122,11 +123,14 @@ class FakeProcessReactor(MemoryReactorClock):
         self.spawned.append(transport)
         return transport
 
-    def spawner(self, protocol, executable, args, env, path):
+    def spawner(self, protocol, executable, args, env, path, setup=None):
         """
-        The signature L{orchestrator.supervision.process.ManagedProcess} wants.
+        The signature L{orchestrator.supervision.process.ManagedProcess} wants;
+        the L{orchestrator.supervision.spawn.ChildSetup} is kept on the transport.
         """
-        return self.spawnProcess(protocol, executable, args, env, path)
+        transport = self.spawnProcess(protocol, executable, args, env, path)
+        transport.setup = setup
+        return transport
 
     def killGroup(self, pgid: int, signal: int) -> bool:
         self.groupKills.append((pgid, signal))
@@ -199,14 +203,16 @@ def makeOrchestrator(loaded, reactor: FakeProcessReactor | None = None, **kwargs
     """
     Build an L{orchestrator.app.Orchestrator} the way unit tests want it:
     on a L{FakeProcessReactor} (its own unless given; the orchestrator's
-    C{reactor} attribute), with no state file, no admin listener, and the
-    fake's process-group killer (fake pids are not real process groups).
+    C{reactor} attribute), with no state file, no admin listener, the
+    fake's process-group killer and no memory reading (fake pids are not
+    real process groups).
     Keyword arguments override or add to these.
     """
     from orchestrator.app import Orchestrator
 
     reactor = reactor if reactor is not None else FakeProcessReactor()
-    options: dict[str, Any] = dict(stateFile=False, listen=False, killGroup=reactor.killGroup)
+    options: dict[str, Any] = dict(stateFile=False, listen=False, killGroup=reactor.killGroup,
+                                   memory=lambda pgid: None)
     options.update(kwargs)
     return Orchestrator(loaded, reactor, reactor.spawner, **options)
 

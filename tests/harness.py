@@ -34,6 +34,18 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
+def portBound(port: int) -> bool:
+    """
+    Whether something on this host holds C{127.0.0.1:port}.
+    """
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def waitFor(predicate, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
     """
     Poll C{predicate} until it returns a true value (returned) or the

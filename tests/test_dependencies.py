@@ -209,4 +209,4 @@ class CycleTests(SynchronousTestCase):
               d: {command: ["{python}"], depends_on: [b, c]}
             """
         loaded = loadText(text)
-        self.assertEqual(loaded.config.processes["d"].depends_on, ("b", "c"))
+        self.assertEqual(dict(loaded.config.processes["d"].depends_on), {"b": "running", "c": "running"})

@@ -2,7 +2,7 @@
 Fuzzing the live admin API with schemathesis (C{--checks all}) against
 its own OpenAPI document: real C{twistd -n orchestrator} supervising the
 two demo backends on 127.0.0.1 (the configuration of
-C{tests/test_integration_toolbox.py}: groups, a dependency).  Every answer must be documented (status,
+C{tests/test_integration_commands.py}: groups, a dependency).  Every answer must be documented (status,
 content type, headers, schema), every schema-valid request accepted and
 every schema-invalid one refused, with no 5xx.
 
@@ -23,7 +23,7 @@ import pytest
 
 from tests.harness import freePort, waitFor
 from tests.test_integration_api import call
-from tests.test_integration_toolbox import CONFIG, TOKEN
+from tests.test_integration_commands import CONFIG, TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

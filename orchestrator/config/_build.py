@@ -5,13 +5,17 @@ Build the typed, immutable L{Config} from a merged and validated document.
 from __future__ import annotations
 
 import copy
+import grp
 import os
+import pwd
 import shutil
+from dataclasses import dataclass
 
 from orchestrator.config.types import (
     AdminConfig,
     Config,
     HealthConfig,
+    Identity,
     LoggingConfig,
     MetricsConfig,
     NotifierConfig,
@@ -21,8 +25,9 @@ from orchestrator.config.types import (
     StopConfig,
     freeze,
 )
+from orchestrator.config._sizes import parseBytes
 
-__all__ = ["buildConfig", "NEVER_INHERITED"]
+__all__ = ["buildConfig", "NEVER_INHERITED", "resolveIdentity"]
 
 #: Variables that never reach a child, whatever C{inherit_env} says.
 NEVER_INHERITED = frozenset(
@@ -46,71 +51,12 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
     orch = data["orchestrator"]
     adminData = data["admin"]
     processes = {}
+    replicated = {name: _instanceNames(name, p) for name, p in data["processes"].items()}
     for name, p in data["processes"].items():
-        command = list(p.get("command") or ())
-        if command and os.sep in command[0]:
-            command[0] = _resolvePath(baseDir, command[0])
-        elif command:
-            searchPath = p["env"].get("PATH") or os.environ.get("PATH", os.defpath)
-            command[0] = shutil.which(command[0], path=searchPath) or command[0]
-        restart = p["restart"]
-        health = p["health"]
-        policyKeys = set(kinds.policies[restart["policy"]].config_schema.get("properties", {}))
-        probe = health["probe"]
-        probeKeys = (
-            set(kinds.probes[probe].config_schema.get("properties", {}))
-            if probe in kinds.probes else set()
-        )
-        restartOnUnhealthy = health["restart_on_unhealthy"]
-        processes[name] = ProcessConfig(
-            name=name,
-            command=tuple(command),
-            url=p["url"],
-            working_dir=_resolvePath(baseDir, p["working_dir"]) or baseDir,
-            env=freeze(p["env"]),
-            inherit_env=p["inherit_env"],
-            env_from_dotenv=tuple(p["env_from_dotenv"]),
-            depends_on=tuple(p["depends_on"]),
-            groups=tuple(p["groups"]),
-            autostart=p["autostart"],
-            ready_after=float(p["start"]["ready_after"]),
-            stop=StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"])),
-            restart=RestartConfig(
-                policy=restart["policy"],
-                auto=restart["auto"],
-                max_attempts=restart["max_attempts"],
-                delay=float(restart["delay"]),
-                reset_after=float(restart["reset_after"]),
-                success_exit_codes=tuple(restart["success_exit_codes"]),
-                options=freeze({k: v for k, v in restart.items() if k in policyKeys}),
-            ),
-            health=HealthConfig(
-                probe=probe,
-                interval=float(health["interval"]),
-                timeout=float(health["timeout"]),
-                failure_threshold=health["failure_threshold"],
-                success_threshold=health["success_threshold"],
-                start_period=float(health["start_period"]),
-                start_interval=float(health["start_interval"]),
-                start_timeout=float(health["start_timeout"]),
-                restart_on_unhealthy=(
-                    restart["auto"] if restartOnUnhealthy is None else restartOnUnhealthy
-                ),
-                history=health["history"],
-                url=p["url"],
-                process=name,
-                options=freeze({k: v for k, v in health.items() if k in probeKeys}),
-            ),
-            output=OutputConfig(
-                file=_resolvePath(baseDir, p["log"]["file"]),
-                max_bytes=p["log"]["max_bytes"],
-                backups=p["log"]["backups"],
-                lines=p["log"]["lines"],
-                max_line_bytes=p["log"]["max_line_bytes"],
-                echo=p["log"]["echo"],
-                echo_rate=p["log"]["echo_rate"],
-            ),
-        )
+        for replica, instanceName in enumerate(replicated[name]):
+            instance = _Instance(instanceName, replica if p.get("replicas") is not None else None,
+                                 p.get("port"))
+            processes[instanceName] = _buildProcess(name, p, baseDir, kinds, instance, replicated)
     notifiers = []
     secretEnv = []
     for i, n in enumerate(data["notifiers"]):
@@ -180,3 +126,173 @@ def _redacted(data: dict) -> dict:
     if doc.get("admin", {}).get("token"):
         doc["admin"]["token"] = "********"
     return doc
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """
+    One instance of a process: its name, replica number (C{None}: not
+    replicated) and port (C{None}: no C{port} key).
+    """
+
+    name: str
+    replica: int | None
+    basePort: int | None
+
+    @property
+    def port(self) -> int | None:
+        if self.basePort is None:
+            return None
+        return self.basePort + (self.replica or 0)
+
+    def substitute(self, value: str | None) -> str | None:
+        """
+        C{{replica}} and C{{port}} replaced in a command word, an C{env}
+        value, the url or the working folder.
+        """
+        if value is None:
+            return None
+        value = value.replace("{replica}", str(self.replica or 0))
+        if self.port is not None:
+            value = value.replace("{port}", str(self.port))
+        return value
+
+
+def _instanceNames(name: str, p: dict) -> list[str]:
+    """
+    The process names C{p} runs as: C{NAME}, or C{NAME-0} ...
+    C{NAME-(N-1)} when it sets C{replicas}.
+    """
+    replicas = p.get("replicas")
+    if replicas is None:
+        return [name]
+    return [f"{name}-{i}" for i in range(replicas)]
+
+
+def resolveIdentity(user, group) -> Identity | None:
+    """
+    The uid, gid, login name and home folder of C{user} and C{group}
+    (names or numbers).
+
+    @raise KeyError: an unknown user or group, with the problem as its
+        only argument.
+    """
+    if user is None and group is None:
+        return None
+    name = uid = gid = home = None
+    if user is not None:
+        text = str(user)
+        try:
+            entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+        except KeyError:
+            if not text.isdigit():
+                raise KeyError(f"unknown user {text!r}") from None
+            if group is None:  # never root's group by default
+                raise KeyError(f"uid {text} has no passwd entry: set group as well") from None
+            uid = int(text)  # a numeric uid with a group needs no passwd entry
+        else:
+            name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
+    if group is not None:
+        text = str(group)
+        if text.isdigit():
+            gid = int(text)
+        else:
+            try:
+                gid = grp.getgrnam(text).gr_gid
+            except KeyError:
+                raise KeyError(f"unknown group {text!r}") from None
+    return Identity(name=name, uid=uid, gid=gid, home=home)
+
+
+def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
+                  replicated: dict) -> ProcessConfig:
+    sub = instance.substitute
+    command = [sub(word) for word in (p.get("command") or ())]
+    if command and os.sep in command[0]:
+        command[0] = _resolvePath(baseDir, command[0])
+    elif command:
+        searchPath = p["env"].get("PATH") or os.environ.get("PATH", os.defpath)
+        command[0] = shutil.which(command[0], path=searchPath) or command[0]
+    restart = p["restart"]
+    health = p["health"]
+    policyKeys = set(kinds.policies[restart["policy"]].config_schema.get("properties", {}))
+    probe = health["probe"]
+    probeKeys = (
+        set(kinds.probes[probe].config_schema.get("properties", {}))
+        if probe in kinds.probes else set()
+    )
+    restartOnUnhealthy = health["restart_on_unhealthy"]
+    env = {k: sub(v) for k, v in p["env"].items()}
+    if instance.replica is not None:
+        env.setdefault("ORCHESTRATOR_REPLICA", str(instance.replica))
+    if instance.port is not None:
+        env.setdefault("PORT", str(instance.port))
+    deps = p["depends_on"]
+    conditions = deps if isinstance(deps, dict) else {d: {"condition": "running"} for d in deps}
+    dependsOn = {}
+    for dep, spec in conditions.items():
+        for depName in replicated.get(dep, [dep]):
+            dependsOn[depName] = spec["condition"]
+    url = sub(p["url"])
+    memory = parseBytes(p.get("max_memory"))
+    return ProcessConfig(
+        name=instance.name,
+        command=tuple(command),
+        url=url,
+        working_dir=_resolvePath(baseDir, sub(p["working_dir"])) or baseDir,
+        env=freeze(env),
+        inherit_env=p["inherit_env"],
+        env_from_dotenv=tuple(p["env_from_dotenv"]),
+        depends_on=freeze(dependsOn),
+        groups=tuple(p["groups"]),
+        autostart=p["autostart"],
+        replicas=p.get("replicas"),
+        replica=instance.replica,
+        port=instance.port,
+        user=None if p["user"] is None else str(p["user"]),
+        group=None if p["group"] is None else str(p["group"]),
+        identity=resolveIdentity(p["user"], p["group"]),
+        umask=p["umask"],
+        rlimits=freeze(p["rlimits"]),
+        max_memory=memory,
+        memory_check_interval=float(p["memory_check_interval"]),
+        ready_after=float(p["start"]["ready_after"]),
+        stop=StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"])),
+        restart=RestartConfig(
+            policy=restart["policy"],
+            auto=restart["auto"],
+            max_attempts=restart["max_attempts"],
+            delay=float(restart["delay"]),
+            reset_after=float(restart["reset_after"]),
+            success_exit_codes=tuple(restart["success_exit_codes"]),
+            options=freeze({k: v for k, v in restart.items() if k in policyKeys}),
+        ),
+        health=HealthConfig(
+            probe=probe,
+            interval=float(health["interval"]),
+            timeout=float(health["timeout"]),
+            failure_threshold=health["failure_threshold"],
+            success_threshold=health["success_threshold"],
+            start_period=float(health["start_period"]),
+            start_interval=float(health["start_interval"]),
+            start_timeout=float(health["start_timeout"]),
+            restart_on_unhealthy=(
+                restart["auto"] if restartOnUnhealthy is None else restartOnUnhealthy
+            ),
+            history=health["history"],
+            url=url,
+            process=instance.name,
+            options=freeze({k: v for k, v in health.items() if k in probeKeys}),
+        ),
+        output=OutputConfig(
+            file=_resolvePath(baseDir, sub(p["log"]["file"])),
+            stdout=_resolvePath(baseDir, sub(p["log"]["stdout"])),
+            stderr=_resolvePath(baseDir, sub(p["log"]["stderr"])),
+            max_bytes=p["log"]["max_bytes"],
+            backups=p["log"]["backups"],
+            lines=p["log"]["lines"],
+            max_line_bytes=p["log"]["max_line_bytes"],
+            echo=p["log"]["echo"],
+            echo_rate=p["log"]["echo_rate"],
+        ),
+    )

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import jsonschema
 
 from orchestrator.config._read import readText
+from orchestrator.config._sizes import parseBytes
 from orchestrator.config.schema import selectedBranches
 from orchestrator.errors import ConfigError
 
@@ -119,23 +120,45 @@ def checkSemantics(data: dict, baseDir: str, problems, checkExecutables: bool,
                          f"the {probe} probe needs the process's url"
                          + (" (or health.port)" if probe == "tcp" else ""))
         log = proc.get("log") if isinstance(proc.get("log"), dict) else {}
-        if isinstance(log.get("file"), str):
-            _checkWritable(log["file"], baseDir, problems, here + ("log", "file"))
+        for key in ("file", "stdout", "stderr"):
+            if isinstance(log.get(key), str):
+                _checkWritable(log[key], baseDir, problems, here + ("log", key))
+                if proc.get("replicas") not in (None, 1) and "{replica}" not in log[key] \
+                        and "{port}" not in log[key]:
+                    problems.add(here + ("log", key), "every replica would write this one file: "
+                                                      "put {replica} in its name")
+        if enabled:
+            _checkIdentity(proc, problems, here)
+            _checkLimits(proc, problems, here)
+        _checkPlaceholders(proc, problems, here)
+        size = proc.get("max_memory")
+        if isinstance(size, str) and not parseBytes(size):
+            problems.add(here + ("max_memory",), f"{size!r} is not a memory size above 0 "
+                                                 "(bytes, or like 512MiB, 2G)")
         url = proc.get("url")
         if isinstance(url, str):
+            port = proc.get("port")
+            url = url.replace("{replica}", "0").replace(
+                "{port}", str(port) if isinstance(port, int) else "{port}")
             try:
                 isHTTPURL(url)
             except ValueError as e:
                 problems.add(here + ("url",), str(e))
         deps = proc.get("depends_on", [])
-        if isinstance(deps, list):
+        if isinstance(deps, (list, dict)):
             for i, dep in enumerate(deps):
                 if not isinstance(dep, str):
                     continue  # the schema reports its type
+                where = here + ("depends_on", dep if isinstance(deps, dict) else i)
                 if dep == name:
-                    problems.add(here + ("depends_on", i), "a process cannot depend on itself")
+                    problems.add(where, "a process cannot depend on itself")
                 elif dep not in processes:
-                    problems.add(here + ("depends_on", i), f"unknown process {dep!r}")
+                    problems.add(where, f"unknown process {dep!r}")
+                elif isinstance(deps, dict) and isinstance(deps[dep], dict) \
+                        and deps[dep].get("condition") == "healthy" and _probeOf(processes[dep]) == "none":
+                    problems.add(where + ("condition",),
+                                 f"{dep!r} has no health probe, so it can never be healthy")
+    _checkInstanceNames(processes, problems)
     logging = data.get("logging") if isinstance(data.get("logging"), dict) else {}
     if isinstance(logging.get("file"), str):
         _checkWritable(logging["file"], baseDir, problems, ("logging", "file"))
@@ -277,11 +300,99 @@ def _checkExecutable(executable: str, baseDir: str, proc: dict, problems, where)
             problems.add(where, f"command not found on PATH: {executable!r} (PATH={searchPath})")
 
 
+def _probeOf(proc: Any) -> str | None:
+    health = proc.get("health") if isinstance(proc, dict) else None
+    return health.get("probe", "none") if isinstance(health, dict) else "none"
+
+
+def _checkIdentity(proc: dict, problems, here: tuple) -> None:
+    """
+    C{user} and C{group} need root and must name a known user and group:
+    said at load, never found out at spawn time.
+    """
+    from orchestrator.config._build import resolveIdentity
+
+    user, group = proc.get("user"), proc.get("group")
+    if user is None and group is None:
+        return
+    if os.geteuid() != 0:
+        key = "user" if user is not None else "group"
+        problems.add(here + (key,), "needs the orchestrator to run as root")
+        return
+    for key, value in (("user", user), ("group", group)):
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            resolveIdentity(value if key == "user" else None, value if key == "group" else None)
+        except KeyError as e:
+            problems.add(here + (key,), e.args[0])
+
+
+def _checkLimits(proc: dict, problems, here: tuple) -> None:
+    """
+    Only root may raise a hard limit: without root, a hard limit above the
+    orchestrator's own is an error at load, not a child failing at spawn.
+    """
+    limits = proc.get("rlimits")
+    if not isinstance(limits, dict) or os.geteuid() == 0:
+        return
+    import resource
+
+    for name, value in limits.items():
+        number = getattr(resource, "RLIMIT_" + str(name).upper(), None)
+        if number is None:
+            continue  # the schema reports an unknown name
+        hard = value.get("hard") if isinstance(value, dict) else value
+        current = resource.getrlimit(number)[1]
+        wanted = resource.RLIM_INFINITY if hard == "unlimited" else hard
+        if isinstance(wanted, int) and current != resource.RLIM_INFINITY and (
+                wanted == resource.RLIM_INFINITY or wanted > current):
+            problems.add(here + ("rlimits", name),
+                         f"raising the hard limit above {current} needs the orchestrator to run as root")
+
+
+def _checkPlaceholders(proc: dict, problems, here: tuple) -> None:
+    """
+    C{{port}} means nothing without a C{port} key: an error, not a
+    literal brace in a command line.
+    """
+    if proc.get("port") is not None:
+        return
+    command = proc.get("command") if isinstance(proc.get("command"), list) else []
+    env = proc.get("env") if isinstance(proc.get("env"), dict) else {}
+    places = [(("command", i), w) for i, w in enumerate(command)]
+    places += [(("env", k), v) for k, v in env.items()]
+    places += [(("url",), proc.get("url")), (("working_dir",), proc.get("working_dir"))]
+    for where, value in places:
+        if isinstance(value, str) and "{port}" in value:
+            problems.add(here + where, "uses {port} but the process sets no port")
+
+
+def _checkInstanceNames(processes: Mapping[str, Any], problems) -> None:
+    """
+    The names C{replicas} makes (C{NAME-0} ...) must not collide with
+    another process's name.
+    """
+    owners: dict[str, str] = {}
+    for name, proc in processes.items():
+        replicas = proc.get("replicas") if isinstance(proc, dict) else None
+        if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas > 0:
+            names = [f"{name}-{i}" for i in range(min(replicas, 1000))]
+        else:
+            names = [name]
+        for instance in names:
+            if instance in owners and owners[instance] != name:
+                problems.add(("processes", name, "replicas") if len(names) > 1 or instance != name
+                             else ("processes", name),
+                             f"instance name {instance!r} collides with process {owners[instance]!r}")
+            owners.setdefault(instance, name)
+
+
 def _findCycle(processes: Mapping[str, Any]) -> list[str] | None:
     graph = {
         name: [d for d in (p.get("depends_on") or [])
                if isinstance(d, str) and d in processes and d != name]
-        if isinstance(p, dict) and isinstance(p.get("depends_on"), list) else []
+        if isinstance(p, dict) and isinstance(p.get("depends_on"), (list, dict)) else []
         for name, p in processes.items()
     }
     state: dict[str, int] = {}

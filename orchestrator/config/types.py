@@ -29,7 +29,12 @@ __all__ = [
     "HealthConfig",
     "OutputConfig",
     "NotifierConfig",
+    "Identity",
+    "RLIMIT_NAMES",
 ]
+
+#: The resource limits a process may set (C{rlimits}), as C{RLIMIT_*} suffixes.
+RLIMIT_NAMES = ("nofile", "nproc", "core", "memlock", "as", "fsize", "cpu", "stack")
 
 
 def freeze(value: Any) -> Any:
@@ -116,6 +121,8 @@ class OutputConfig:
     """
 
     file: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
     max_bytes: int = 10 * 1024 * 1024
     backups: int = 5
     lines: int = 1000
@@ -125,9 +132,43 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """
+    Who a child runs as, resolved when the configuration is loaded (so an
+    unknown user is a configuration error, and no name service is asked
+    on the reactor thread at spawn time).
+
+    @ivar name: the user's login name (for C{initgroups}, C{USER} and
+        C{LOGNAME}), or C{None} when only a group was set.
+    @ivar uid: the user id, or C{None} (stay root).
+    @ivar gid: the primary group id, or C{None}.
+    @ivar home: the user's home folder (C{HOME}), or C{None}.
+    """
+
+    name: str | None
+    uid: int | None
+    gid: int | None
+    home: str | None = None
+
+
+@dataclass(frozen=True)
 class ProcessConfig:
     """
-    One supervised process.  Paths are absolute.
+    One supervised process (one instance of a replicated one).  Paths are
+    absolute.
+
+    @ivar depends_on: dependency name -> condition (C{started},
+        C{running}, C{healthy}, C{completed_successfully}); iterating it
+        gives the names.  A replicated dependency is listed once per
+        instance.
+    @ivar replicas: the C{replicas} the operator set (C{None}: not
+        replicated); C{replica} is this instance's number.
+    @ivar user: C{user} and C{group} as written; C{identity} is what they
+        resolved to when the configuration was loaded.
+    @ivar umask: octal string (C{"027"}), or C{None} to inherit.
+    @ivar rlimits: name (L{RLIMIT_NAMES}) -> an integer, C{"unlimited"} or
+        C{{soft, hard}}, as written.
+    @ivar max_memory: bytes, or C{None} (not checked).
     """
 
     name: str
@@ -137,9 +178,19 @@ class ProcessConfig:
     env: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     inherit_env: bool = True
     env_from_dotenv: tuple[str, ...] = ()
-    depends_on: tuple[str, ...] = ()
+    depends_on: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     groups: tuple[str, ...] = ()
     autostart: bool = True
+    replicas: int | None = None
+    replica: int | None = field(default=None, compare=False)
+    port: int | None = None
+    user: str | None = None
+    group: str | None = None
+    identity: Identity | None = field(default=None, compare=False)
+    umask: str | None = None
+    rlimits: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    max_memory: int | None = None
+    memory_check_interval: float = 5.0
     ready_after: float = 1.0
     stop: StopConfig = field(default_factory=StopConfig)
     restart: RestartConfig = field(default_factory=RestartConfig)
@@ -182,6 +233,8 @@ class LoggingConfig:
     level: str = "info"
     format: str = "text"
     file: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
     max_bytes: int = 10 * 1024 * 1024
     backups: int = 5
 

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
+from orchestrator.config._sizes import parseBytes
 from orchestrator.config.load import dottedPath, loadConfig
 from orchestrator.config.types import Config, ProcessConfig, thaw
 
@@ -52,35 +53,11 @@ ORCHESTRATOR_SECTIONS = ("orchestrator", "admin", "logging", "metrics", "plugins
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY)",
                           re.IGNORECASE)
 
-_BYTE_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40,
-}
-
-
 def isSecretName(name: str) -> bool:
     """
     Whether a literal environment variable's name says it holds a secret.
     """
     return bool(_SECRET_NAME.search(name))
-
-
-def parseBytes(value: Any) -> int | None:
-    """
-    A memory size as bytes: an integer, or a string such as C{"512MiB"},
-    C{"2G"}, C{"1.5GiB"}; C{None} for anything else.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    if not isinstance(value, str):
-        return None
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-    if match is None or match.group(2).lower() not in _BYTE_UNITS:
-        return None
-    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
 
 
 def wholeSeconds(seconds: float, minimum: int = 1) -> int:
@@ -256,8 +233,8 @@ class ProcessView:
         from the document.
         """
         value = getattr(self.proc, key, None)
-        if value is None:
-            value = self.raw.get(key)
+        if value is None or (isinstance(value, Mapping) and not value):
+            value = self.raw.get(key) or None  # an empty mapping is the default: unset
         return default if value is None else thaw(value)
 
     @property

@@ -29,6 +29,7 @@ EVENT_TYPES = (
     "stopping",          # a stop signal was sent
     "stopped",           # it is gone after a stop
     "spawn_failed",      # it could not be spawned at all
+    "dependency_failed", # a dependency failed its condition for good: not started
     "restarted",         # a restart ordered through the API completed
     "config_reloaded",   # a new configuration was applied
     "config_rejected",   # a reload found errors; the old one keeps running

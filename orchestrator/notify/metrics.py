@@ -131,7 +131,7 @@ class MetricsCollector(Collector):
         started = GaugeMetricFamily("orchestrator_process_start_time_seconds",
                                     "Unix time the current child was spawned.", labels=["process"])
         restarts = CounterMetricFamily("orchestrator_process_restarts",
-                                       "Restarts by reason (crash, unhealthy, start_timeout, spawn_failed, manual).",
+                                       "Restarts by reason (crash, unhealthy, start_timeout, spawn_failed, manual, memory).",
                                        labels=["process", "reason"])
         exits = CounterMetricFamily("orchestrator_process_exits",
                                     "Child exits seen, by whether they were clean.",
@@ -147,7 +147,14 @@ class MetricsCollector(Collector):
         rate = GaugeMetricFamily("orchestrator_health_check_success_ratio",
                                  "Share of passed checks over the last health.history checks.",
                                  labels=["process"])
+        memory = GaugeMetricFamily(
+            "orchestrator_process_memory_bytes",
+            "Resident memory of the process's whole process group, read from /proc at scrape time "
+            "(0 when no child runs).", labels=["process"])
         for name, snap in snapshots.items():
+            reader = getattr(orch.processes[name], "memoryBytes", None)
+            if reader is not None:
+                memory.add_metric([name], float(reader() or 0))
             for status in STATUSES + (("unknown",) if not snap.managed else ()):
                 state.add_metric([name, status], 1.0 if snap.status == status else 0.0)
             up.add_metric([name], 1.0 if snap.status in ("running", "unhealthy") else 0.0)
@@ -165,7 +172,7 @@ class MetricsCollector(Collector):
                 if snap.health.last is not None:
                     lastCheck.add_metric([name], 1.0 if snap.health.last.healthy else 0.0)
                 rate.add_metric([name], snap.health.window_success_rate)
-        yield from (state, up, uptime, started, restarts, exits, gaveUp, attempts, lastCheck, rate)
+        yield from (state, up, uptime, started, restarts, exits, gaveUp, attempts, lastCheck, rate, memory)
 
         checks = CounterMetricFamily("orchestrator_health_checks", "Health checks by result.",
                                      labels=["process", "result"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 __all__ = ["ProcessCounters", "RESTART_REASONS"]
 
 #: The reasons a restart is counted under, in the order metrics list them.
-RESTART_REASONS = ("crash", "unhealthy", "start_timeout", "spawn_failed", "manual")
+RESTART_REASONS = ("crash", "unhealthy", "start_timeout", "spawn_failed", "manual", "memory")
 
 
 class ProcessCounters:

@@ -112,14 +112,12 @@ class OutputCapture:
         #: Lines received so far (the last one's L{OutputLine.sequence}).
         self.sequence = 0
         self._subscribers: list[Callable[[OutputLine | None], None]] = []
-        self._file: LogFile | None = None
-        if config.file:
-            directory, filename = os.path.split(config.file)
-            os.makedirs(directory, exist_ok=True)
-            self._file = LogFile(
-                filename, directory,
-                rotateLength=config.max_bytes, maxRotatedFiles=config.backups,
-            )
+        # The combined file, and one per stream (log.stdout, log.stderr):
+        # each rotated by size alike.
+        self._file = _openLog(config.file, config)
+        streams = {1: _openLog(getattr(config, "stdout", None), config),
+                   2: _openLog(getattr(config, "stderr", None), config)}
+        self._streamFiles: dict[int, LogFile] = {fd: f for fd, f in streams.items() if f is not None}
 
     def newRun(self, pid: int | None, transport=None) -> "RunOutput":
         """
@@ -156,10 +154,13 @@ class OutputCapture:
         # the in-memory tail are decoded.
         if not lines:
             return
-        if self._file is not None:
+        if self._file is not None or self._streamFiles:
             # bytes, so that LogFile counts max_bytes in bytes
-            self._file.write(b"\n".join(lines) + b"\n")
-            self._file.flush()
+            chunk = b"\n".join(lines) + b"\n"
+            for logFile in (self._file, self._streamFiles.get(2 if fd == 2 else 1)):
+                if logFile is not None:
+                    logFile.write(chunk)
+                    logFile.flush()
         stream = "stderr" if fd == 2 else "stdout"
         now = self._clock.seconds()
         echoed = self._echo.take(len(lines)) if self._config.echo else 0
@@ -245,9 +246,23 @@ class OutputCapture:
         for subscriber in subscribers:
             subscriber(None)
         self._echo.close()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for logFile in (self._file, *self._streamFiles.values()):
+            if logFile is not None:
+                logFile.close()
+        self._file = None
+        self._streamFiles = {}
+
+
+def _openLog(path: str | None, config) -> LogFile | None:
+    """
+    A size-rotated output file at C{path} (its folder created), or C{None}.
+    """
+    if not path:
+        return None
+    directory, filename = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    return LogFile(filename, directory, rotateLength=config.max_bytes,
+                   maxRotatedFiles=config.backups)
 
 
 class _EchoLimiter:

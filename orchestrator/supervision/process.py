@@ -28,10 +28,11 @@ from orchestrator.errors import SpawnError, StartFailed, StateError
 from orchestrator.supervision.budget import Decision
 from orchestrator.supervision.commands import CommandQueue
 from orchestrator.supervision.counters import ProcessCounters
+from orchestrator.supervision.memory import groupMemory
 from orchestrator.supervision.output import OutputCapture
 from orchestrator.supervision.policy import ExitRecord
 from orchestrator.supervision.spawn import killGroup as _killGroup
-from orchestrator.supervision.spawn import signalNumber
+from orchestrator.supervision.spawn import ChildSetup, signalNumber
 from orchestrator.supervision.status import Input
 from orchestrator.supervision.supervised import STATUSES, ProcessSnapshot, SupervisedProcess
 
@@ -48,6 +49,7 @@ _ESCALATE = "escalate"  # SIGKILL when the stop signal was not enough
 _READY = "ready"        # running once the child survived ready_after (no probe)
 _RESET = "reset"        # the restart window starts over after reset_after healthy
 _PAUSE = "pause"        # an API restart's pause between its stop and its start
+_MEMORY = "memory"      # the next max_memory check of the running child
 
 _RESTART_COMMAND = "restart"  # the CommandQueue key that coalesces API restarts
 
@@ -67,7 +69,8 @@ def childEnvironment(
     less the variables that must never reach a child (the admin token,
     webhook secrets, systemd's socket-activation and notify variables);
     C{.env} values only by name through C{env_from_dotenv}; then the
-    process's own C{env}.
+    process's own C{env}.  A process run as another C{user} gets that
+    user's C{HOME}, C{USER} and C{LOGNAME} unless its C{env} sets them.
     """
     env: dict[str, str] = {}
     if config.inherit_env:
@@ -77,6 +80,10 @@ def childEnvironment(
     for name in config.env_from_dotenv:
         if name in dotenv and name not in blocked:
             env[name] = dotenv[name]
+    identity = config.identity
+    if identity is not None and identity.name is not None:
+        # What a login as that user would set; the process's env wins.
+        env.update(HOME=identity.home or "/", USER=identity.name, LOGNAME=identity.name)
     env.update(config.env)
     return env
 
@@ -132,6 +139,11 @@ class ManagedProcess(SupervisedProcess):
     @param killGroup: C{killGroup(pgid, signal)} -> whether any process
         was there: ends what is left of a child's process group once the
         child itself has exited (signal 0 only asks).
+    @param memory: C{memory(pgid)} -> the resident bytes of a child's
+        process group, or C{None} if it is gone (see
+        L{orchestrator.supervision.memory.groupMemory}); read every
+        C{memory_check_interval} when C{max_memory} is set, and for the
+        C{memory_bytes} of a metrics scrape.
 
     The other parameters are L{SupervisedProcess}'s.
     """
@@ -151,9 +163,11 @@ class ManagedProcess(SupervisedProcess):
         killGroup: Callable[[int, int], bool] = _killGroup,
         counters: ProcessCounters | None = None,
         escaped: Callable[[str], list[tuple[int, int]]] = lambda name: [],
+        memory: Callable[[int], int | None] = groupMemory,
     ) -> None:
         super().__init__(config, reactor=reactor, policy=policy, events=events, random=random,
                          monitorFactory=monitorFactory, counters=counters)
+        self._memory = memory
         self._spawner = spawner
         self._environment = environment if callable(environment) else (lambda: dict(environment))
         self._recorder = recorder
@@ -336,9 +350,11 @@ class ManagedProcess(SupervisedProcess):
             )
             protocol = _ChildProtocol(self, self._run)
             try:
+                setup = ChildSetup.of(self.config)
+                extra = {"setup": setup} if setup is not None else {}
                 transport = self._spawner(
                     protocol, executable, list(self.config.command),
-                    dict(self._environment()), self.config.working_dir,
+                    dict(self._environment()), self.config.working_dir, **extra,
                 )
             except OSError as e:
                 problem = f"{e.strerror or e}: {executable}"
@@ -372,6 +388,7 @@ class ManagedProcess(SupervisedProcess):
                 self._monitor.start()
             else:
                 self.timers.start(_READY, self.config.ready_after, self._becameReady)
+            self._scheduleMemoryCheck()
         finally:
             if protocol.earlyExit is not None:
                 self._childExited(self._run, protocol.earlyExit)
@@ -441,6 +458,42 @@ class ManagedProcess(SupervisedProcess):
         if self.status == "starting":
             self._kill("start_timeout", reason)
 
+    # -- memory ----------------------------------------------------------------------
+
+    def memoryBytes(self) -> int | None:
+        """
+        The resident memory of the child's process group now, or C{None}
+        when there is no child (or it could not be read).
+        """
+        if self.pid is None:
+            return None
+        try:
+            return self._memory(self.pid)
+        except Exception:
+            self.log.failure("{process}: reading its memory failed", process=self.name)
+            return None
+
+    def _scheduleMemoryCheck(self) -> None:
+        """
+        Armed only for a process that sets C{max_memory}: an orchestrator
+        whose processes set none never wakes up for it.
+        """
+        if self.config.max_memory is not None and self._transport is not None:
+            self.timers.start(_MEMORY, self.config.memory_check_interval, self._checkMemory)
+        else:
+            self.timers.cancel(_MEMORY)
+
+    def _checkMemory(self) -> None:
+        limit = self.config.max_memory
+        if limit is None or self._transport is None:
+            return
+        used = self.memoryBytes()
+        if (used is not None and used > limit and self._pendingCause is None
+                and self.status in ("starting", "running", "unhealthy")):
+            self._kill("memory", f"memory {_size(used)} above max_memory {_size(limit)}")
+            return
+        self._scheduleMemoryCheck()
+
     def _kill(self, cause: str, reason: str) -> None:
         """
         End the current child because it is unhealthy or never became
@@ -504,7 +557,7 @@ class ManagedProcess(SupervisedProcess):
         self._transport = None
         self._protocol = None
         self.pid = None
-        for name in (_ESCALATE, _READY, _RESET):
+        for name in (_ESCALATE, _READY, _RESET, _MEMORY):
             self.timers.cancel(name)
         self._stopMonitor()
         escaped: list[tuple[int, int]] = []
@@ -583,6 +636,8 @@ class ManagedProcess(SupervisedProcess):
             return "restarted because unhealthy"
         if record.cause == "start_timeout":
             return f"not ready within {self.config.health.start_timeout}s"
+        if record.cause == "memory":
+            return f"restarted because its memory was above max_memory {_size(self.config.max_memory or 0)}"
         return record.describe()
 
     def _scheduleRestart(self, record: ExitRecord) -> None:
@@ -621,6 +676,8 @@ class ManagedProcess(SupervisedProcess):
 
     def _policyChanged(self, old: ProcessConfig) -> None:
         config = self.config
+        if (config.max_memory, config.memory_check_interval) != (old.max_memory, old.memory_check_interval):
+            self._scheduleMemoryCheck()
         if not config.restart.auto and self.timers.cancel(_RESTART):
             self.log.info("{process}: automatic restarts turned off by a reload; "
                           "the pending restart is cancelled", process=self.name)
@@ -682,3 +739,14 @@ class ManagedProcess(SupervisedProcess):
         """
         super().retire(why)
         self._preempt(why)
+
+
+def _size(value: int) -> str:
+    """
+    C{536870912} -> C{"512.0MiB"}: sizes in log lines and reasons.
+    """
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(value)  # pragma: no cover

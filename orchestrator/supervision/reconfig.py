@@ -47,6 +47,7 @@ POLICY_FIELDS = frozenset({
     "output",         # log file, echo, buffers: a new capture for the same child
     # Names of later features that are policy by the design's contract.
     "groups", "max_memory", "memory_check_interval", "log",
+    "replicas",       # each instance is its own process: a change adds or removes instances
 })
 
 UNCHANGED = "unchanged"

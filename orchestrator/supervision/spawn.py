@@ -20,6 +20,15 @@ the port.  Two ways to do better, chosen once when the spawner is built:
    child before C{exec}.  Forking a Python process costs about 3 ms at
    60 MB, growing with its memory (C{bench/RESULTS.md}).
 
+A child that runs as another user or with other limits (C{user},
+C{group}, C{umask}, C{rlimits}: a L{ChildSetup}) always takes the fork
+path: its C{_setupChild} sets the limits, the umask, the supplementary
+groups (C{initgroups}), the gid and last the uid, in the child, before
+C{exec}.  C{setpriv} could switch the user but not the umask, and chaining
+C{prlimit} and a shell for the rest would put three more programs (and a
+shell's quoting) between the orchestrator and every such child; the fork
+costs a few milliseconds of reactor time per spawn of those processes only.
+
 Both signal the whole group in C{signalProcess}.  Everything else (pipes,
 reaping via SIGCHLD, C{processExited}) is Twisted's.
 
@@ -43,9 +52,11 @@ import errno
 import fcntl
 import functools
 import os
+import resource
 import shutil
 import signal as _signal
 import subprocess
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from twisted.internet import process as _process
@@ -54,6 +65,7 @@ from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
 from twisted.logger import Logger
 
 __all__ = [
+    "ChildSetup",
     "GroupSignalling",
     "SessionProcess",
     "WrappedProcess",
@@ -64,7 +76,7 @@ __all__ = [
     "wrapperCommand",
 ]
 
-#: C{spawner(protocol, executable, args, env, path) -> IProcessTransport}
+#: C{spawner(protocol, executable, args, env, path[, setup=ChildSetup]) -> IProcessTransport}
 Spawner = Callable[[IProcessProtocol, str, Sequence[str], Mapping[str, str], str], IProcessTransport]
 
 log = Logger()
@@ -218,16 +230,91 @@ class WrappedProcess(GroupSignalling, _process.Process):
         return False
 
 
+@dataclass(frozen=True)
+class ChildSetup:
+    """
+    What a child changes about itself before C{exec}: limits, umask and
+    identity.  Built from a process's configuration by L{ChildSetup.of}.
+
+    @ivar rlimits: C{(RLIMIT_* number, soft, hard)} triples; C{-1} is
+        C{RLIM_INFINITY}, C{None} keeps the current value.
+    @ivar umask: the mask, or C{None} to inherit.
+    @ivar uid: switch to this user (after the groups), or C{None}.
+    @ivar gid: switch to this primary group, or C{None}.
+    @ivar username: for C{initgroups} (the user's supplementary groups);
+        C{None} sets only C{gid} as supplementary group.
+    """
+
+    rlimits: tuple[tuple[int, int | None, int | None], ...] = ()
+    umask: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    username: str | None = None
+
+    @classmethod
+    def of(cls, config) -> "ChildSetup | None":
+        """
+        The setup a L{ProcessConfig} asks for, or C{None} when it asks for
+        none (the child then takes the cheaper wrapped path).
+        """
+        identity = config.identity
+        if identity is None and config.umask is None and not config.rlimits:
+            return None
+        limits = []
+        for name, value in config.rlimits.items():
+            number = getattr(resource, "RLIMIT_" + name.upper())
+            if isinstance(value, Mapping):
+                soft, hard = value["soft"], value["hard"]
+            else:
+                soft = hard = value
+            limits.append((number, _limit(soft), _limit(hard)))
+        return cls(
+            rlimits=tuple(limits),
+            umask=int(config.umask, 8) if config.umask is not None else None,
+            uid=identity.uid if identity else None,
+            gid=identity.gid if identity else None,
+            username=identity.name if identity else None,
+        )
+
+    def apply(self) -> None:
+        """
+        Run in the forked child: limits first (raising a hard limit needs
+        root), then the umask, the groups, the gid and last the uid.
+        """
+        for number, soft, hard in self.rlimits:
+            current = resource.getrlimit(number)
+            hard = current[1] if hard is None else hard
+            soft = current[0] if soft is None else soft
+            resource.setrlimit(number, (soft, hard))
+        if self.umask is not None:
+            os.umask(self.umask)
+        if self.gid is not None or self.uid is not None:
+            if self.username is not None:
+                os.initgroups(self.username, self.gid if self.gid is not None else os.getgid())
+            else:
+                os.setgroups([self.gid] if self.gid is not None else [])
+        if self.gid is not None:
+            os.setgid(self.gid)
+        if self.uid is not None:
+            os.setuid(self.uid)
+
+
+def _limit(value) -> int:
+    return resource.RLIM_INFINITY if value == "unlimited" else int(value)
+
+
 class SessionProcess(GroupSignalling, _process.Process):
     """
     A L{twisted.internet.process.Process} forked to run C{setsid()} and
-    C{prctl(PR_SET_PDEATHSIG)} in the child before C{exec}.
+    C{prctl(PR_SET_PDEATHSIG)} (and a L{ChildSetup}, if given) in the
+    child before C{exec}.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, setup: ChildSetup | None = None, **kwargs) -> None:
         # Taken before the fork: in the child, getppid() already names
         # another parent if the orchestrator died in between.
         self._parentPid = os.getpid()
+        self._setup = setup
         super().__init__(*args, **kwargs)
 
     def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
@@ -243,6 +330,11 @@ class SessionProcess(GroupSignalling, _process.Process):
             if os.getppid() != self._parentPid:  # the parent died before prctl
                 os._exit(1)
         super()._setupChild(*args, **kwargs)
+        if self._setup is not None:
+            # After the pipes are in place: a limit or user that cannot be
+            # set is reported on the child's own stderr (its captured
+            # output), and the child exits 1 through the restart policy.
+            self._setup.apply()
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,14 +371,17 @@ def sessionSpawner(reactor, wrapper: list[str] | None | bool = True) -> Spawner:
         C{False} for the fork path, or an explicit prefix.
     """
     prefix = list(wrapperCommand() or []) or None if wrapper is True else (wrapper or None)
+
+    def forked(protocol, executable, args, env, path, setup=None):
+        return SessionProcess(reactor, executable, list(args), dict(env), path, protocol, setup=setup)
+
     if prefix is None:
-        def spawn(protocol, executable, args, env, path):
-            return SessionProcess(reactor, executable, list(args), dict(env), path, protocol)
+        forked.mechanism = "fork"
+        return forked
 
-        spawn.mechanism = "fork"
-        return spawn
-
-    def spawn(protocol, executable, args, env, path):
+    def spawn(protocol, executable, args, env, path, setup=None):
+        if setup is not None:  # another user, umask or limits: see the module docstring
+            return forked(protocol, executable, args, env, path, setup)
         argv = [part.replace("{dir}", path or os.getcwd()) for part in prefix]
         argv += [executable] + list(args[1:])
         # path=None keeps Twisted on its posix_spawn path; env -C changes

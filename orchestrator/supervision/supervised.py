@@ -41,6 +41,9 @@ EXITS_KEPT = 20
 class ProcessSnapshot:
     """
     A process's state at one moment, for the API and metrics.
+
+    @ivar waiting_for: why a stopped process is not started yet
+        (C{"waiting for migrate: exited with code 1"}), or C{None}.
     """
 
     name: str
@@ -58,6 +61,7 @@ class ProcessSnapshot:
     managed: bool
     health: Any  # a HealthSnapshot, or None without a probe
     groups: tuple[str, ...] = ()
+    waiting_for: str | None = None
 
 
 class SupervisedProcess:
@@ -92,6 +96,9 @@ class SupervisedProcess:
     ) -> None:
         self.config = config
         self.name = config.name
+        #: Why the supervisor has not started it yet (a dependency's
+        #: condition), or C{None}.
+        self.waitingFor: str | None = None
         self._reactor = reactor
         self._events = events
         self._monitorFactory = monitorFactory or (lambda process: None)
@@ -176,6 +183,7 @@ class SupervisedProcess:
             managed=self.managed,
             health=self._monitor.snapshot() if self._monitor is not None else None,
             groups=self.config.groups,
+            waiting_for=self.waitingFor if self.status == "stopped" else None,
         )
 
     # -- commands -----------------------------------------------------------------

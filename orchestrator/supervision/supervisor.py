@@ -18,6 +18,7 @@ from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor, ProbeGate
 from orchestrator.supervision.counters import ProcessCounters
+from orchestrator.supervision.memory import groupMemory
 from orchestrator.supervision.monitored import MonitoredProcess
 from orchestrator.supervision.orphans import (OrphanReaper, StateFile, becomeSubreaper,
                                               escapedChildren, reapLeftovers)
@@ -29,7 +30,7 @@ from orchestrator.supervision.reconfig import (
 from orchestrator.supervision.spawn import killGroup as _killGroup
 from orchestrator.supervision.supervised import SupervisedProcess
 
-__all__ = ["Supervisor", "dependencyRanks", "defaultStateDir"]
+__all__ = ["Supervisor", "dependencyRanks", "dependencyState", "defaultStateDir"]
 
 
 def dependencyRanks(processes: Mapping[str, Any]) -> dict[str, int]:
@@ -50,6 +51,48 @@ def dependencyRanks(processes: Mapping[str, Any]) -> dict[str, int]:
     for name in processes:
         rank(name)
     return ranks
+
+
+#: Events after which a waiting process's dependencies are looked at again.
+_DEPENDENCY_EVENTS = frozenset({"starting", "running", "unhealthy", "crashed", "exited",
+                                "gave_up", "stopped", "spawn_failed"})
+
+
+def dependencyState(process, condition: str) -> tuple[bool, str | None]:
+    """
+    Whether C{process} meets a dependent's C{condition} (C{started},
+    C{running}, C{healthy}, C{completed_successfully}), and if it never
+    will by itself, why (C{"exited with code 1"}, C{"gave up"}).
+
+    @return: C{(met, failure)}; C{failure} is C{None} while it may still
+        be met.
+    """
+    status = process.status
+    last = process.exits[-1] if process.exits else None
+    completed = (status == "stopped" and last is not None and last.clean
+                 and last.cause == "exit")
+    settled = process.gaveUp or not process.wanted  # nothing will run it again by itself
+    if condition == "completed_successfully":
+        if completed:
+            return True, None
+        if status in ("stopped", "crashed") and last is not None and settled:
+            return False, _failure(last)
+        return False, None
+    if condition == "started":
+        return status in ("starting", "running", "unhealthy") or completed, None
+    if status == "running":  # running, or healthy: a probed process runs once its probe passed
+        return True, None
+    if status in ("stopped", "crashed") and process.gaveUp and last is not None:
+        return False, f"gave up ({_failure(last)})"
+    return False, None
+
+
+def _failure(record) -> str:
+    if record.signal is not None:
+        return f"killed by signal {record.signal}"
+    if record.exit_code is not None:
+        return f"exited with code {record.exit_code}"
+    return record.describe()
 
 
 def defaultStateDir(configPath: str | None, environ: Mapping[str, str] | None = None,
@@ -105,6 +148,8 @@ class Supervisor(Service):
         and reap the orphans re-parented to it (see
         L{orchestrator.supervision.orphans.OrphanReaper}); only for a real
         orchestrator process, never in tests of a fake reactor.
+    @param memory: C{memory(pgid)} -> resident bytes of a process group
+        (L{orchestrator.supervision.memory.groupMemory}; tests inject one).
     """
 
     name = "supervisor"
@@ -124,8 +169,10 @@ class Supervisor(Service):
         killGroup: Callable[[int, int], bool] = _killGroup,
         reapGrace: float = 5.0,
         reapOrphans: bool = False,
+        memory: Callable[[int], int | None] = groupMemory,
     ) -> None:
         self._config = config
+        self._memory = memory
         self._kinds = kinds
         self._reactor = reactor
         self._spawner = spawner
@@ -203,6 +250,7 @@ class Supervisor(Service):
             recorder=self._record,
             killGroup=self._killGroup,
             escaped=self._escapedFrom,
+            memory=self._memory,
             **common,
         )
         return process
@@ -316,21 +364,42 @@ class Supervisor(Service):
             if process is None:
                 self._pending.discard(name)
                 continue
-            deps = [self.processes[d] for d in process.config.depends_on if d in self.processes]
-            if all(d.status == "running" for d in deps):
+            waiting, failed = [], []
+            for dep, condition in process.config.depends_on.items():
+                if dep not in self.processes:
+                    continue
+                met, failure = dependencyState(self.processes[dep], condition)
+                if failure is not None:
+                    failed.append(f"{dep}: {failure}")
+                elif not met:
+                    waiting.append(f"{dep} ({condition})" if condition != "running" else dep)
+            if not waiting and not failed:
                 self._pending.discard(name)
+                process.waitingFor = None
                 process.start(wait=False).addErrback(self._startFailed, name)
+                continue
+            reason = ("waiting for " + "; ".join(failed)) if failed else \
+                ("waiting for " + ", ".join(waiting))
+            if reason == process.waitingFor:
+                continue
+            process.waitingFor = reason
+            if failed:
+                # Kept pending: a dependency that runs again (an operator
+                # re-runs the migration) releases it.
+                self.log.error("{process} is not started: {reason}", process=name, reason=reason)
+                self._events.emit("dependency_failed", name, reason=reason, from_=process.status,
+                                  to=process.status, pid=None)
             else:
-                waiting = [d.name for d in deps if d.status != "running"]
-                self.log.info("{process} waits for {deps} to be running",
-                              process=name, deps=", ".join(waiting))
+                self.log.info("{process} {reason}", process=name, reason=reason)
 
     def _startFailed(self, failure, name: str) -> None:
         self.log.error("could not start {process}: {why}", process=name,
                        why=failure.getErrorMessage())
 
     def _onEvent(self, event) -> None:
-        if event.type == "running" and self._pending:
+        # Any change of a process's status may meet (or fail for good)
+        # a waiting process's condition.
+        if self._pending and event.process is not None and event.type in _DEPENDENCY_EVENTS:
             self._startReady()
 
     def stopService(self):

@@ -106,6 +106,8 @@ _STATUS_FIELDS = {
     "health": {"oneOf": [_ref("HealthSummary"), {"type": "null"}],
                "description": "Null until a probed process was first started, and without a probe."},
     "groups": {"type": "array", "items": _STR, "description": "Its groups (the groups: option)."},
+    "waiting_for": {**_nullable(_STR), "description": "Why a stopped process is not started yet: its "
+                    "dependencies' conditions ('waiting for migrate: exited with code 1'), or null."},
 }
 
 _COMMAND_FIELDS = {

@@ -102,6 +102,7 @@ def processStatus(snapshot: ProcessSnapshot) -> dict[str, Any]:
         "last_exit": exitRecord(snapshot.last_exit),
         "health": healthSummary(health),
         "groups": list(snapshot.groups),
+        "waiting_for": snapshot.waiting_for,
     }
 
 

@@ -14,11 +14,10 @@ dying parent is re-parented to it, killed with its group, and reaped.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
-from tests.harness import children, pidAlive, waitFor
+from tests.harness import children, pidAlive, portBound, waitFor
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +31,6 @@ processes:
     health: {interval: 1}
     restart: {policy: always, interval: 0, max_attempts: 20}
 """
-
-
-def _portBound(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def _zombieChildren(pid: int) -> list[int]:
@@ -57,7 +47,7 @@ def test_leftoversOfAKilledOrchestratorAreEndedFromAnotherDirectory(run_orchestr
     first.kill()  # SIGKILL
     waitFor(lambda: not pidAlive(shell), 10, what="the shell to die with the orchestrator")
     assert pidAlive(server), "the grandchild outlives the orchestrator (parent-death signal covers the child only)"
-    assert _portBound(first.backendPort)
+    assert portBound(first.backendPort)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
