@@ -8,9 +8,11 @@ L{orchestrator.web.openapi} describes exactly these.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from orchestrator.supervision.process import ProcessSnapshot
+from orchestrator.web._render import jsonText
 
 __all__ = [
     "ALIVE",
@@ -22,6 +24,7 @@ __all__ = [
     "number",
     "processStatus",
     "seedHealth",
+    "StatusCache",
 ]
 
 #: Statuses in which the seed's C{is_running} is true: a child is there and
@@ -104,6 +107,50 @@ def processStatus(snapshot: ProcessSnapshot) -> dict[str, Any]:
         "groups": list(snapshot.groups),
         "waiting_for": snapshot.waiting_for,
     }
+
+
+#: Stands for C{uptime_secs} in a cached encoding (split there).
+_UPTIME_MARK = "\x00uptime_secs\x00"
+_UPTIME_JSON = json.dumps(_UPTIME_MARK).encode("ascii")
+
+
+class StatusCache:
+    """
+    L{processStatus} of each process as JSON, encoded once per change.
+
+    A process's status changes with its state and its probe results (its
+    C{stateKey()} and C{healthKey()}); between them only C{uptime_secs} moves with the clock,
+    so the encoding is kept in two pieces around it.  A process waiting for a restart (C{next_restart_in}
+    counts down) is encoded afresh each time: it is a moment, not a state.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple] = {}
+
+    def encoded(self, process) -> bytes:
+        """
+        C{json.dumps(processStatus(process.snapshot()))} in the API's style
+        (L{orchestrator.web._render.jsonBody} without its newline).
+        """
+        key = (process.stateKey(), process.healthKey())
+        entry = self._entries.get(process.name)
+        if entry is None or entry[0] is not process or entry[1] != key:
+            snapshot = process.snapshot()
+            status = processStatus(snapshot)
+            if snapshot.next_restart_in is not None:
+                self._entries.pop(process.name, None)
+                return jsonText(status)
+            status["uptime_secs"] = _UPTIME_MARK
+            before, after = jsonText(status).split(_UPTIME_JSON)
+            entry = self._entries[process.name] = (process, key, before, after)
+        return b"%s%d%s" % (entry[2], int(process.uptime()), entry[3])
+
+    def forget(self, names) -> None:
+        """
+        Drop the entries of processes no longer configured.
+        """
+        for name in [n for n in self._entries if n not in names]:
+            del self._entries[name]
 
 
 def healthDetail(process, limit: int | None) -> dict[str, Any]:
