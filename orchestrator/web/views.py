@@ -109,41 +109,58 @@ def processStatus(snapshot: ProcessSnapshot) -> dict[str, Any]:
     }
 
 
-#: Stands for C{uptime_secs} in a cached encoding (split there).
-_UPTIME_MARK = "\x00uptime_secs\x00"
-_UPTIME_JSON = json.dumps(_UPTIME_MARK).encode("ascii")
+#: Stand for the fields a cached encoding leaves open (it is split there).
+_MARKS = {"uptime_secs": "\x00uptime\x00", "last_health_check": "\x00check\x00",
+          "health": "\x00health\x00"}
+_MARKS_JSON = [json.dumps(mark).encode("ascii") for mark in _MARKS.values()]
 
 
 class StatusCache:
     """
     L{processStatus} of each process as JSON, encoded once per change.
 
-    A process's status changes with its state and its probe results (its
-    C{stateKey()} and C{healthKey()}); between them only C{uptime_secs} moves with the clock,
-    so the encoding is kept in two pieces around it.  A process waiting for a restart (C{next_restart_in}
-    counts down) is encoded afresh each time: it is a moment, not a state.
+    What a process's status shows changes with its state (C{stateKey()}),
+    its probe results (C{healthKey()}) and, for C{uptime_secs}, the clock.
+    So each process keeps its encoding in pieces around those three
+    fields: the pieces are re-encoded when its state changed, the two
+    health fields when a probe answered (a thousand processes probed every
+    second must not cost a full encoding each), and the uptime is written
+    in at each answer.  A process waiting for a restart
+    (C{next_restart_in} counts down) is encoded afresh each time: it is a
+    moment, not a state.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple] = {}
+        self._entries: dict[str, list] = {}
 
     def encoded(self, process) -> bytes:
         """
         C{json.dumps(processStatus(process.snapshot()))} in the API's style
         (L{orchestrator.web._render.jsonBody} without its newline).
         """
-        key = (process.stateKey(), process.healthKey())
+        state, health = process.stateKey(), process.healthKey()
         entry = self._entries.get(process.name)
-        if entry is None or entry[0] is not process or entry[1] != key:
+        if entry is None or entry[0] is not process or entry[1] != state:
             snapshot = process.snapshot()
             status = processStatus(snapshot)
             if snapshot.next_restart_in is not None:
                 self._entries.pop(process.name, None)
                 return jsonText(status)
-            status["uptime_secs"] = _UPTIME_MARK
-            before, after = jsonText(status).split(_UPTIME_JSON)
-            entry = self._entries[process.name] = (process, key, before, after)
-        return b"%s%d%s" % (entry[2], int(process.uptime()), entry[3])
+            check, summary = status["last_health_check"], status["health"]
+            status.update(_MARKS)
+            pieces = [jsonText(status)]
+            for mark in _MARKS_JSON:
+                pieces[-1:] = pieces[-1].split(mark)
+            entry = self._entries[process.name] = [process, state, health, pieces,
+                                                   jsonText(check), jsonText(summary)]
+        elif entry[2] != health:
+            snapshot = process.health.snapshot() if process.health is not None else None
+            entry[2] = health
+            entry[4] = jsonText(snapshot.last_health_check if snapshot is not None else "unknown")
+            entry[5] = jsonText(healthSummary(snapshot))
+        before, betweenUptimeAndCheck, betweenCheckAndHealth, after = entry[3]
+        return b"%s%d%s%s%s%s%s" % (before, int(process.uptime()), betweenUptimeAndCheck, entry[4],
+                                    betweenCheckAndHealth, entry[5], after)
 
     def forget(self, names) -> None:
         """
