@@ -508,21 +508,30 @@ class StateFileWriteTests(SynchronousTestCase):
     The orphan state file is written off the respawn path, coalesced.
     """
 
-    def test_childrenStartedTogetherAreWrittenOnce(self) -> None:
-        """Processes started together at start-up are written to the state file once, after the last spawn, all of them."""
-        import json as _json
-
+    def recordingStateFile(self, *pids: int):
+        """
+        A L{StateFile} in a temporary folder (removed after the test) over a
+        fake C{/proc} holding C{pids}, and the list each of its writes
+        appends the recorded children to.
+        """
         directory = tempfile.mkdtemp(prefix="orch-state-")
         self.addCleanup(shutil.rmtree, directory, True)
         proc = os.path.join(directory, "proc")
-        for pid in (1001, 1002, 1003):
+        for pid in pids:
             os.makedirs(os.path.join(proc, str(pid)))
             with open(os.path.join(proc, str(pid), "stat"), "w") as f:
                 f.write(f"{pid} (x) S 1 {pid} " + " ".join(["0"] * 16) + f" {pid * 10} 0 0\n")
         state = StateFile(os.path.join(directory, "children.json"), proc=proc)
-        writes = []
+        writes: list = []
         original = state.flush
         state.flush = lambda: (writes.append(dict(state._children)), original())[1]
+        return state, writes
+
+    def test_childrenStartedTogetherAreWrittenOnce(self) -> None:
+        """Processes started together at start-up are written to the state file once, after the last spawn, all of them."""
+        import json as _json
+
+        state, writes = self.recordingStateFile(1001, 1002, 1003)
         supervisor, reactor, _, _ = _supervisor(
             "processes:\n" + "".join(f"  {n}:\n    command: ['{{python}}', '-c', '{n}']\n" for n in "abc"),
             stateFile=state)
@@ -540,16 +549,7 @@ class StateFileWriteTests(SynchronousTestCase):
         """A new child is recorded at once (after it exists); forgetting the crashed one costs no write of its own."""
         import json as _json
 
-        directory = tempfile.mkdtemp(prefix="orch-state-")
-        proc = os.path.join(directory, "proc")
-        for pid in (1001, 1002):
-            os.makedirs(os.path.join(proc, str(pid)))
-            with open(os.path.join(proc, str(pid), "stat"), "w") as f:
-                f.write(f"{pid} (x) S 1 {pid} " + " ".join(["0"] * 16) + f" {pid * 10} 0 0\n")
-        state = StateFile(os.path.join(directory, "children.json"), proc=proc)
-        writes = []
-        original = state.flush
-        state.flush = lambda: (writes.append(dict(state._children)), original())[1]
+        state, writes = self.recordingStateFile(1001, 1002)
         supervisor, reactor, _, _ = _supervisor(
             "processes:\n  a:\n    command: ['{python}', '-c', 'a']\n", stateFile=state)
         supervisor.startService()
