@@ -1,12 +1,19 @@
 """
-Prometheus metrics, computed from live state at scrape time.
+Prometheus metrics, read from live state, rendered incrementally.
 
 A L{MetricsCollector} on a per-instance L{CollectorRegistry} reads the
 processes when C{/metrics} is scraped, so nothing has to be kept in step
-with the state machine.  Only what cannot be recomputed (the health check
-duration histogram) is accumulated, from the probe results.  The seed's
-four C{backend_*} gauges describe the default process unchanged; turn them
-off with C{metrics.seed_names: false}.
+with the state machine; but it does not format every sample at every
+scrape.  Each process keeps its sample lines as text, re-rendered only
+when what they show changed (the process's C{stateKey()}, its probe
+count); a scrape checks the keys, re-renders the stale ones and
+concatenates (L{MetricsResource} spreads a large one over reactor turns).
+The from-scratch C{collect()} renders the same text through
+prometheus_client and is what a test compares with.  Only what cannot be
+recomputed (the health check counts and duration histogram) is
+accumulated, from the probe results.  The seed's four C{backend_*} gauges
+describe the default process unchanged; turn them off with
+C{metrics.seed_names: false}.
 """
 
 from __future__ import annotations
