@@ -71,7 +71,7 @@ def _bucketQuantile(before: dict, after: dict, q: float) -> float | None:
 
 
 def capacityLevel(n: int, backendPort: int, backendPid: int, window: float, warmup: float,
-                  interval: float) -> dict:
+                  interval: float, pythonpath: str | None = None) -> dict:
     directory = os.path.join(OUT, "probes", f"capacity-{n}")
     shutil.rmtree(directory, ignore_errors=True)
     adminPort = freePort()
@@ -92,7 +92,8 @@ def capacityLevel(n: int, backendPort: int, backendPid: int, window: float, warm
     # Finer latency buckets than the default, for a meaningful p99.
     lines.insert(lines.index("processes:"), "metrics:\n  health_buckets: [" + ", ".join(
         str(b) for b in _FINE_BUCKETS) + "]")
-    process = startOrchestrator(directory, "\n".join(lines) + "\n", adminPort, timeout=120)
+    process = startOrchestrator(directory, "\n".join(lines) + "\n", adminPort, timeout=120,
+                                env={"PYTHONPATH": pythonpath} if pythonpath else None)
     try:
         time.sleep(warmup)
         scrapeStart = time.monotonic()
@@ -257,6 +258,9 @@ def main(argv=None) -> int:
     parser.add_argument("--unhealthy-interval", type=float, default=1.0)
     parser.add_argument("--unhealthy-timeout", type=float, default=0.5)
     parser.add_argument("--threshold", type=int, default=3)
+    parser.add_argument("--pythonpath", default=None,
+                        help="run twistd on another checkout of the code (before/after)")
+    parser.add_argument("--name", default="probes", help="bench/out/NAME.json")
     args = parser.parse_args(argv)
     started = time.monotonic()
     info = machineInfo()
@@ -269,7 +273,7 @@ def main(argv=None) -> int:
             log(f"probes: capacity with {n} processes ({args.window:.0f} s window)")
             try:
                 levels.append(capacityLevel(n, backendPort, backend.pid, args.window, args.warmup,
-                                            args.interval))
+                                            args.interval, args.pythonpath))
                 r = levels[-1]
                 log(f"  CPU {r['orch_cpu_percent']:.1f}%, {r['checks_per_s']:.1f}/{r['expected_per_s']:.0f} checks/s")
             except Exception as e:
@@ -283,7 +287,7 @@ def main(argv=None) -> int:
     finally:
         stopAll()
     text = report(levels, unhealthyResult)
-    writeResult("probes", {"machine": info, "args": vars(args), "capacity": levels,
+    writeResult(args.name, {"machine": info, "args": vars(args), "capacity": levels,
                            "unhealthy": unhealthyResult, "elapsed_s": time.monotonic() - started,
                            "table": text})
     print(text)

@@ -31,18 +31,20 @@ FULL = {
     "respawn": ["--samples", "30"],
     "probes": ["--levels", "50,200,500,1000", "--window", "20", "--samples", "5"],
     "api": ["--duration", "5", "--many", "100"],
+    "scale": ["--idle", "30"],
 }
 QUICK = {
     "respawn": ["--samples", "5", "--spawns", "50", "--idle", "1"],
     "probes": ["--levels", "50,200", "--window", "5", "--warmup", "3", "--samples", "2"],
     "api": ["--duration", "2", "--many", "20", "--settle", "1"],
+    "scale": ["--idle", "5", "--sizes", "1,100", "--levels", "1,100", "--respawns", "5"],
 }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sample counts (a smoke run)")
-    parser.add_argument("--only", default="respawn,probes,api")
+    parser.add_argument("--only", default="respawn,probes,api,scale")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.monotonic()

@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from openapi_schema_validator import OAS31Validator
 from treq.testing import StubTreq
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed
 
 from orchestrator.config.load import loadConfig
 from orchestrator.web import AdminSite, buildRoot
@@ -654,6 +655,43 @@ class TestProcesses:
         assert (body["message"], body["status"]) == ("Worker started successfully", "running")
         assert api.orchestrator.processes["backend"].pid == backendPid
 
+    def test_cached_answers_equal_fresh_renderings(self, api):
+        """Status answers served from the per-process cache are byte for byte a fresh json.dumps of the state, through probes, time, a crash, a pending restart and a stop."""
+        from orchestrator.web import views
+        from orchestrator.web._render import jsonBody
+
+        o = api.orchestrator
+
+        def check():
+            for name, process in o.processes.items():
+                fresh = jsonBody(views.processStatus(process.snapshot())).decode()
+                assert api.get(f"/api/v1/processes/{name}").text == fresh
+            listing = jsonBody({"orchestrator_enabled": True, "default_process": "backend",
+                                "processes": [views.processStatus(p.snapshot())
+                                              for p in o.processes.values()]}).decode()
+            assert api.get("/api/v1/processes").text == listing
+            assert api.get("/api/v1/admin/backend/status").text == \
+                jsonBody(views.processStatus(o.processes["backend"].snapshot())).decode()
+
+        check()
+        api.ready()
+        api.ready("worker")
+        check()
+        api.advance(30)  # a probe result, and 30 s more uptime
+        check()
+        api.advance(0.4)
+        check()
+        api.children("backend")[-1].exited(1)  # crashed: a restart pending (next_restart_in)
+        check()
+        api.advance(0.2)
+        check()
+        api.advance(0.5)
+        check()
+        pending = api.send("POST", "/api/v1/processes/worker/stop")
+        api.children("worker")[-1].exited(0)
+        pending.answer()
+        check()
+
     def test_logs(self, api):
         """GET logs answers the last lines the process wrote, ?lines=N of them."""
         child = api.children("backend")[-1]
@@ -801,6 +839,10 @@ def openStream(api, path: str, headers: dict | None = None):
         return api.stub.collect(response, chunks.append)
 
     d.addCallback(got)
+    # A test that drops the connection ends the body with ResponseFailed:
+    # expected, and it must not surface as an unhandled error at a later
+    # garbage collection (in another test).
+    d.addErrback(lambda failure: failure.trap(ResponseFailed))
     api.stub.flush()
     return responses[0], chunks
 

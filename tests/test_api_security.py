@@ -154,6 +154,49 @@ class TestToken:
         assert TOKEN not in log.getvalue()
 
 
+    @staticmethod
+    def _requestThroughStartedSite(api, admin):
+        """
+        Start a site, send it one GET, stop it: what it answered, the log
+        events meanwhile, and the delayed calls its start added.
+        """
+        from twisted.logger import globalLogPublisher
+
+        site = AdminSite(api.root, admin, reactor=api.reactor)
+        calls = len(api.reactor.getDelayedCalls())
+        site.doStart()
+        added = len(api.reactor.getDelayedCalls()) - calls
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        try:
+            protocol = site.buildProtocol(None)
+            transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 8000),
+                                        peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+            protocol.makeConnection(transport)
+            protocol.dataReceived(b"GET /api/v1/processes HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+                                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+        finally:
+            globalLogPublisher.removeObserver(seen.append)
+            site.doStop()
+        return transport.value(), seen, added
+
+    def test_no_access_log_and_no_timer_by_default(self, api):
+        """By default a started site logs no request line and arms no timer (an idle orchestrator stays asleep)."""
+        answer, seen, added = self._requestThroughStartedSite(api, api.admin)
+        assert added == 0
+        assert b" 200 OK" in answer
+        assert not [e for e in seen if "HTTP/1.1" in str(e.get("log_io", e.get("message", "")))]
+
+    def test_access_log_when_asked(self, api):
+        """With admin.access_log: true, each request is one combined-log line in the orchestrator's log, dated."""
+        import dataclasses
+
+        _, seen, _ = self._requestThroughStartedSite(api, dataclasses.replace(api.admin, access_log=True))
+        lines = [e["log_io"] for e in seen if "log_io" in e]
+        assert len(lines) == 1 and '"GET /api/v1/processes HTTP/1.1" 200' in lines[0], lines
+        assert "[01/Jan/1970:00:00:00 +0000]" in lines[0]
+
+
 # -- Host --------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,6 @@ prometheus_client's parsers, and checked by C{promtool} where installed.
 from __future__ import annotations
 
 import json
-
 import os
 import platform
 import subprocess
@@ -23,7 +22,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
 from orchestrator import __version__
-from orchestrator.notify.metrics import MetricsResource
+from orchestrator.notify.metrics import SLICE, MetricsResource
 from orchestrator.builtin.notifiers import WebhookNotifier
 from tests.fakes import FakeProcessReactor, ScriptedProbe, loadText, makeOrchestrator, resultOf
 
@@ -66,7 +65,7 @@ class Harness:
                                              probeFactory=probeFactory,
                                              random=lambda: 0.5)
         root = Resource()
-        root.putChild(b"metrics", MetricsResource(self.orchestrator.metrics.registry))
+        root.putChild(b"metrics", MetricsResource(self.orchestrator.metrics))
         self.http = StubTreq(root)
 
     @property
@@ -87,6 +86,13 @@ class Harness:
         headers = {"Accept": accept} if accept else {}
         d = self.http.get("http://127.0.0.1:8000/metrics", headers=headers)
         self.http.flush()
+        self.turns = 0
+        fired: list = []
+        d.addBoth(lambda result: fired.append(True) or result)
+        while not fired and self.turns < 1000:  # a large scrape is sliced over reactor turns
+            self.turns += 1
+            self.reactor.advance(0)
+            self.http.flush()
         response = resultOf(d)
         return response, resultOf(treq.text_content(response, encoding="utf-8"))
 
@@ -514,6 +520,94 @@ class MetricsResourceTests(SynchronousTestCase):
         body = h.http.content(response)
         h.http.flush()
         self.assertEqual(json.loads(resultOf(body)), {"success": False, "error": "Method not allowed: use GET"})
+
+
+def manyProcesses(count: int, monitorOnly: bool = False) -> str:
+    """
+    A configuration of C{count} probed processes (names that need
+    escaping among them).
+    """
+    lines = ["processes:"]
+    for i in range(count):
+        lines += [f"  'p{i}{'-x' if i % 7 else ''}':",
+                  '    command: ["{python}", "-c", "pass"]',
+                  f'    url: "http://127.0.0.1:{3000 + i}"',
+                  "    restart: {policy: backoff, max_attempts: 10, backoff: {jitter: 0}}",
+                  "    health: {probe: http, interval: 5, failure_threshold: 1, restart_on_unhealthy: false}"]
+    lines += ["notifiers: []", "admin: {default_process: p0}"]
+    if monitorOnly:
+        lines.append("orchestrator: {enabled: false}")
+    return "\n".join(lines) + "\n"
+
+
+class IncrementalExpositionTests(SynchronousTestCase):
+    """
+    The scrape concatenates lines cached per process; they must be exactly
+    what prometheus_client renders from scratch from the same state.
+    """
+
+    def assertSameAsFromScratch(self, h: Harness) -> None:
+        from prometheus_client.exposition import generate_latest
+        from prometheus_client.openmetrics.exposition import generate_latest as generateOpenMetrics
+
+        _, text = h.get()
+        self.assertEqual(text, generate_latest(h.orchestrator.metrics.registry).decode("utf-8"))
+        _, openMetrics = h.get("application/openmetrics-text")
+        self.assertEqual(openMetrics,
+                         generateOpenMetrics(h.orchestrator.metrics.registry).decode("utf-8"))
+
+    def test_incrementalScrapeEqualsFromScratchThroughTheLifecycle(self) -> None:
+        """Through starts, probe results, failures, crashes, restarts and stops, both formats equal a from-scratch render."""
+        h = Harness(CONFIG.replace("notifiers: []", 'notifiers: []\nprocesses:', 0).replace(
+            "notifiers: []", '  other:\n    command: ["{python}", "-c", "pass"]\nnotifiers: []'), auto=None)
+        self.assertSameAsFromScratch(h)
+        h.start()
+        self.assertSameAsFromScratch(h)
+        h.advance(0.5)
+        h.probe.answer(True)
+        self.assertSameAsFromScratch(h)
+        h.advance(5)
+        h.probe.answer(False)
+        self.assertSameAsFromScratch(h)
+        h.reactor.last.exited(1)
+        self.assertSameAsFromScratch(h)
+        h.advance(0)
+        h.advance(7.25)
+        self.assertSameAsFromScratch(h)
+        h.orchestrator.process("other").stop()
+        h.reactor.last.exited(0)
+        self.assertSameAsFromScratch(h)
+        h.orchestrator.process("other").restart()
+        h.advance(3)
+        self.assertSameAsFromScratch(h)
+
+    def test_monitorOnlyProcesses(self) -> None:
+        """Monitor-only processes (with their unknown state) render like from scratch."""
+        h = Harness(manyProcesses(3, monitorOnly=True), auto=True)
+        h.start()
+        h.advance(0.5)
+        self.assertSameAsFromScratch(h)
+
+    def test_largeScrapeIsSlicedOverReactorTurnsAndStillExact(self) -> None:
+        """With more processes than one slice, a scrape spans several reactor turns (refresh, then assembly) and equals a from-scratch render."""
+        count = 3 * SLICE + 5
+        h = Harness(manyProcesses(count)).start()
+        h.advance(0.5)
+        h.advance(5)
+        slices = []
+        callLater = h.reactor.callLater
+        h.reactor.callLater = lambda delay, f, *a, **kw: (
+            slices.append(delay) if delay == 0 else None, callLater(delay, f, *a, **kw))[1]
+        _, body = h.get()
+        self.assertGreaterEqual(len(slices), 3)  # each slice in its own reactor turn
+        samples = Samples(body)
+        self.assertEqual(sum(1 for (name, _) in samples.values if name == "orchestrator_process_up"),
+                         count)
+        del slices[:]
+        stale = h.orchestrator.metrics.stale()
+        self.assertSameAsFromScratch(h)  # nothing re-rendered, the assembly still sliced
+        self.assertEqual(stale, [])
+        self.assertGreaterEqual(len(slices), 2)
 
 
 def promtool() -> str:

@@ -387,19 +387,27 @@ def test_orphanReaperReapsOnlyUnknownZombiesOutsideOurGroup(fakeProc):
     assert reaper.reaped == 1
 
 
-def test_orphanReaperRunsPeriodicallyUntilStopped(fakeProc):
-    """The reaper passes every interval on the injected clock and leaves no call behind once stopped."""
+def test_orphanReaperPassesOnChildSignalsOnlyAndLeavesNoTimer(fakeProc):
+    """The reaper passes at start, once per SIGCHLD sweep (coalesced, at the next turn) and at stop; idle, no timer is armed."""
     clock = Clock()
     passes = []
+    handlers: dict = {}
     reaper = OrphanReaper(clock, known=dict, children=lambda: passes.append(1) or [],
-                          proc=fakeProc.path)
+                          proc=fakeProc.path, handlers=handlers)
     reaper.start()
-    assert passes == []
-    clock.advance(reaper.interval)
-    clock.advance(reaper.interval)
-    assert len(passes) == 2
+    assert len(passes) == 1
+    assert clock.getDelayedCalls() == []
+    clock.advance(3600)
+    assert len(passes) == 1  # no periodic wake-up
+    for handler in list(handlers.values()):  # what twisted.internet.process.reapAllProcesses does
+        handler.reapProcess()
+        handler.reapProcess()
+    assert len(passes) == 1  # not inside Twisted's sweep
+    clock.advance(0)
+    assert len(passes) == 2  # one pass for two signals
     reaper.stop()
     assert len(passes) == 3  # a last pass at stop
+    assert handlers == {}
     assert clock.getDelayedCalls() == []
 
 

@@ -7,6 +7,7 @@ reload by diff.  Fake process reactor and clock; no sleeps.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -507,20 +508,48 @@ class StateFileWriteTests(SynchronousTestCase):
     The orphan state file is written off the respawn path, coalesced.
     """
 
-    def test_crashAndRestartCoalesceIntoOneWrite(self) -> None:
-        """A new child is recorded at once (after it exists); forgetting the crashed one costs no write of its own."""
-        import json as _json
-
+    def recordingStateFile(self, *pids: int):
+        """
+        A L{StateFile} in a temporary folder (removed after the test) over a
+        fake C{/proc} holding C{pids}, and the list each of its writes
+        appends the recorded children to.
+        """
         directory = tempfile.mkdtemp(prefix="orch-state-")
+        self.addCleanup(shutil.rmtree, directory, True)
         proc = os.path.join(directory, "proc")
-        for pid in (1001, 1002):
+        for pid in pids:
             os.makedirs(os.path.join(proc, str(pid)))
             with open(os.path.join(proc, str(pid), "stat"), "w") as f:
                 f.write(f"{pid} (x) S 1 {pid} " + " ".join(["0"] * 16) + f" {pid * 10} 0 0\n")
         state = StateFile(os.path.join(directory, "children.json"), proc=proc)
-        writes = []
+        writes: list = []
         original = state.flush
         state.flush = lambda: (writes.append(dict(state._children)), original())[1]
+        return state, writes
+
+    def test_childrenStartedTogetherAreWrittenOnce(self) -> None:
+        """Processes started together at start-up are written to the state file once, after the last spawn, all of them."""
+        import json as _json
+
+        state, writes = self.recordingStateFile(1001, 1002, 1003)
+        supervisor, reactor, _, _ = _supervisor(
+            "processes:\n" + "".join(f"  {n}:\n    command: ['{{python}}', '-c', '{n}']\n" for n in "abc"),
+            stateFile=state)
+        supervisor.startService()
+        self.assertEqual(len(reactor.spawned), 3)
+        self.assertEqual([sorted(w) for w in writes], [[], ["a", "b", "c"]])  # the claim, then one write
+        with open(state.path) as f:
+            self.assertEqual(sorted(_json.load(f)["children"]), ["a", "b", "c"])
+        d = supervisor.stopService()
+        for child in reactor.spawned:
+            child.exited(0)
+        self.successResultOf(d)
+
+    def test_crashAndRestartCoalesceIntoOneWrite(self) -> None:
+        """A new child is recorded at once (after it exists); forgetting the crashed one costs no write of its own."""
+        import json as _json
+
+        state, writes = self.recordingStateFile(1001, 1002)
         supervisor, reactor, _, _ = _supervisor(
             "processes:\n  a:\n    command: ['{python}', '-c', 'a']\n", stateFile=state)
         supervisor.startService()

@@ -217,6 +217,7 @@ class AdminConfig:
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
     body_timeout: float = 10.0
+    access_log: bool = False
     max_stream_clients: int = 32
     stream_buffer_bytes: int = 65536
     stream_keepalive: float = 15.0

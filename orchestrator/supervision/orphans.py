@@ -35,7 +35,6 @@ from typing import Callable, Iterable
 
 from twisted.internet import process as _twistedProcess
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 __all__ = [
@@ -381,14 +380,25 @@ class OrphanReaper:
     registered, and reaps only zombies outside our own process group (a
     child that some library started without a session of its own, such as
     a C{subprocess.run} in a thread, stays in our group and is left to its
-    owner).  A pass runs every L{interval} seconds on the reactor thread,
-    where Twisted registers its children, so no spawn can race it.
+    owner).
+
+    A pass is driven by C{SIGCHLD}, not by a timer (an idle orchestrator
+    must not wake up): an orphan's death signals its new parent, us, and
+    Twisted answers every C{SIGCHLD} by calling C{reapProcess()} on each
+    entry of its C{reapProcessHandlers}.  The reaper puts one entry there
+    under a key that is no pid, and that entry only schedules a pass at
+    the next reactor turn (coalesced), so the supervised children Twisted
+    reaps in the same sweep are handled first and their respawn does not
+    wait for a scan of C{/proc}.  Passes run on the reactor thread, where
+    Twisted registers its children, so no spawn can race them.
 
     @ivar reaped: how many orphans were reaped (logged one by one).
     """
 
     log = Logger()
-    interval = 1.0
+
+    #: The key of the reaper's entry in Twisted's C{reapProcessHandlers}.
+    _KEY = "orchestrator.supervision.orphans.OrphanReaper"
 
     def __init__(
         self,
@@ -398,23 +408,43 @@ class OrphanReaper:
         waitpid: Callable[[int, int], tuple[int, int]] = os.waitpid,
         owner: Callable[[int], str | None] = lambda pgid: None,
         proc: str = "/proc",
+        handlers: dict | None = None,
     ) -> None:
+        self._clock = clock
         self._known = known
         self._children = children
         self._waitpid = waitpid
         self._owner = owner
         self._proc = proc
-        self._loop = LoopingCall(self.reap)
-        self._loop.clock = clock
+        self._handlers = handlers if handlers is not None else _twistedProcess.reapProcessHandlers
+        self._pending = None
         self.reaped = 0
 
     def start(self) -> None:
-        if not self._loop.running:
-            self._loop.start(self.interval, now=False)
+        """
+        Reap what is already there, then pass at every C{SIGCHLD}.
+        """
+        if self._handlers.get(self._KEY) is not self:
+            self._handlers[self._KEY] = self
+            self.reap()
 
     def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        if self._handlers.get(self._KEY) is self:
+            del self._handlers[self._KEY]
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        self.reap()
+
+    def reapProcess(self) -> None:
+        """
+        Twisted's C{SIGCHLD} sweep: schedule one pass (see the class).
+        """
+        if self._pending is None or not self._pending.active():
+            self._pending = self._clock.callLater(0, self._pass)
+
+    def _pass(self) -> None:
+        self._pending = None
         self.reap()
 
     def reap(self) -> list[int]:

@@ -166,6 +166,29 @@ class SupervisedProcess:
             return 0.0
         return max(0.0, self._reactor.seconds() - self.startedAt)
 
+    def stateKey(self) -> tuple:
+        """
+        Everything L{snapshot} shows but the clock (C{uptime},
+        C{next_restart_in}) and the probe results (L{healthKey}), cheaply:
+        equal keys, equal snapshots but for those.  The metrics and the API keep renderings of a process and
+        compare this to know when one is old, instead of every change
+        having to announce itself.
+        """
+        counters = self.counters
+        return (self.status, self.pid, self.startedAt, counters.restarts,
+                counters.exitCounts[True], counters.exitCounts[False], self.attempts, self.gaveUp,
+                self.config, self.exits[-1] if self.exits else None, self._monitor)
+
+    def healthKey(self) -> tuple | None:
+        """
+        What L{stateKey} leaves out of the C{health} snapshot: it changes
+        with each probe result (and a new run's reset counters).
+        """
+        monitor = self._monitor
+        if monitor is None:
+            return None
+        return (monitor.total, monitor.consecutiveFailures, monitor.consecutiveSuccesses)
+
     def snapshot(self) -> ProcessSnapshot:
         return ProcessSnapshot(
             name=self.name,

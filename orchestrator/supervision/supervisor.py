@@ -185,6 +185,7 @@ class Supervisor(Service):
         self._reapGrace = reapGrace
         self.orphanReaper = OrphanReaper(reactor, owner=self._groupOwner) if reapOrphans else None
         self.probeObservers: list[Callable] = []
+        self._batch: list[str] | None = None
         #: Caps the probes in flight at once (orchestrator.max_concurrent_probes).
         self.probeGate = ProbeGate(config.max_concurrent_probes)
         self._flushCall = None
@@ -278,7 +279,9 @@ class Supervisor(Service):
     def _record(self, name: str, pid: int | None) -> None:
         if self._stateFile is None or not self._stateFile.update(name, pid):
             return
-        if pid is not None:
+        if pid is not None and self._batch is not None:
+            self._batch.append(name)  # written once the batch is spawned (see _startReady)
+        elif pid is not None:
             self._flushStateFile()
         elif self._flushCall is None or not self._flushCall.active():
             self._flushCall = self._reactor.callLater(self.stateFileDelay, self._flushStateFile)
@@ -359,38 +362,53 @@ class Supervisor(Service):
         if not self.running:
             return
         ranks = dependencyRanks({n: p.config for n, p in self.processes.items()})
-        for name in sorted(self._pending, key=lambda n: (ranks[n], n)):
-            process = self.processes.get(name)
-            if process is None:
-                self._pending.discard(name)
-                continue
-            waiting, failed = [], []
-            for dep, condition in process.config.depends_on.items():
-                if dep not in self.processes:
+        # The children spawned here in one go are written to the state file
+        # once, after the last spawn: one write per child rewrote the whole
+        # file each time (quadratic, and seconds for a hundred processes on
+        # a busy disk).  An orchestrator SIGKILLed meanwhile still takes
+        # them along: each child's parent-death signal is set by setpriv
+        # milliseconds after its spawn.
+        outermost = self._batch is None  # (a child ready at once starts its dependents here)
+        if outermost:
+            self._batch = []
+        try:
+            for name in sorted(self._pending, key=lambda n: (ranks[n], n)):
+                process = self.processes.get(name)
+                if process is None:
+                    self._pending.discard(name)
                     continue
-                met, failure = dependencyState(self.processes[dep], condition)
-                if failure is not None:
-                    failed.append(f"{dep}: {failure}")
-                elif not met:
-                    waiting.append(f"{dep} ({condition})" if condition != "running" else dep)
-            if not waiting and not failed:
-                self._pending.discard(name)
-                process.waitingFor = None
-                process.start(wait=False).addErrback(self._startFailed, name)
-                continue
-            reason = ("waiting for " + "; ".join(failed)) if failed else \
-                ("waiting for " + ", ".join(waiting))
-            if reason == process.waitingFor:
-                continue
-            process.waitingFor = reason
-            if failed:
-                # Kept pending: a dependency that runs again (an operator
-                # re-runs the migration) releases it.
-                self.log.error("{process} is not started: {reason}", process=name, reason=reason)
-                self._events.emit("dependency_failed", name, reason=reason, from_=process.status,
-                                  to=process.status, pid=None)
-            else:
-                self.log.info("{process} {reason}", process=name, reason=reason)
+                waiting, failed = [], []
+                for dep, condition in process.config.depends_on.items():
+                    if dep not in self.processes:
+                        continue
+                    met, failure = dependencyState(self.processes[dep], condition)
+                    if failure is not None:
+                        failed.append(f"{dep}: {failure}")
+                    elif not met:
+                        waiting.append(f"{dep} ({condition})" if condition != "running" else dep)
+                if not waiting and not failed:
+                    self._pending.discard(name)
+                    process.waitingFor = None
+                    process.start(wait=False).addErrback(self._startFailed, name)
+                    continue
+                reason = ("waiting for " + "; ".join(failed)) if failed else \
+                    ("waiting for " + ", ".join(waiting))
+                if reason == process.waitingFor:
+                    continue
+                process.waitingFor = reason
+                if failed:
+                    # Kept pending: a dependency that runs again (an operator
+                    # re-runs the migration) releases it.
+                    self.log.error("{process} is not started: {reason}", process=name, reason=reason)
+                    self._events.emit("dependency_failed", name, reason=reason, from_=process.status,
+                                      to=process.status, pid=None)
+                else:
+                    self.log.info("{process} {reason}", process=name, reason=reason)
+        finally:
+            if outermost:
+                spawned, self._batch = self._batch, None
+                if spawned:
+                    self._flushStateFile()
 
     def _startFailed(self, failure, name: str) -> None:
         self.log.error("could not start {process}: {why}", process=name,

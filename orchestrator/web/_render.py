@@ -30,6 +30,7 @@ __all__ = [
     "ErrorResource",
     "errorBody",
     "jsonBody",
+    "jsonText",
     "writeJSON",
 ]
 
@@ -73,7 +74,14 @@ def jsonBody(value: Any) -> bytes:
     Serialise an answer: compact but readable, one line, newline-terminated
     (so C{curl} leaves the prompt on its own line).
     """
-    return json.dumps(value, separators=(", ", ": "), allow_nan=False).encode("utf-8") + b"\n"
+    return jsonText(value) + b"\n"
+
+
+def jsonText(value: Any) -> bytes:
+    """
+    L{jsonBody} without its newline: a piece of a larger answer.
+    """
+    return json.dumps(value, separators=(", ", ": "), allow_nan=False).encode("utf-8")
 
 
 def errorDocument(message: str, **extra: Any) -> dict:
@@ -92,7 +100,8 @@ def writeJSON(request, answer: Answer) -> None:
     """
     Write C{answer} and finish the request; for C{HEAD}, the headers only.
     """
-    body = jsonBody(answer.body)
+    # bytes are an answer encoded already (L{orchestrator.web.views.StatusCache}).
+    body = answer.body if isinstance(answer.body, bytes) else jsonBody(answer.body)
     request.setResponseCode(answer.status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")

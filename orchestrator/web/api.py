@@ -23,7 +23,7 @@ from orchestrator.hooks.call import callHook
 from orchestrator.notify.events import EVENT_TYPES
 from orchestrator.web import views
 from orchestrator.web._params import jsonObject, queryBool, queryChoice, queryInt, queryText
-from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource
+from orchestrator.web._render import Answer, ApiError, ApiResource, ErrorResource, jsonText
 from orchestrator.web.security import Guard
 
 __all__ = ["buildRoot", "buildTree", "runCommand", "runOnMany", "parseSignal", "COMMANDS", "SIGNALS", "SIGNAL_NUMBERS"]
@@ -386,11 +386,16 @@ class _GroupCommand(ApiResource):
 
 class _Status(_ProcessRoute):
     """
-    C{GET}: a process's status (the seed's C{status} answer and more).
+    C{GET}: a process's status (the seed's C{status} answer and more),
+    encoded once per change (L{views.StatusCache}).
     """
 
+    def __init__(self, orchestrator, name: str, what: str = "", cache=None) -> None:
+        super().__init__(orchestrator, name, what)
+        self._cache = cache if cache is not None else views.StatusCache()
+
     def GET(self, request):
-        return views.processStatus(self.process().snapshot())
+        return self._cache.encoded(self.process()) + b"\n"
 
 
 class _SeedHealth(_ProcessRoute):
@@ -428,11 +433,11 @@ class _Process(_Status):
     C{/api/v1/processes/{name}}: its status, and its command and detail routes.
     """
 
-    def __init__(self, orchestrator, name: str, stream=None) -> None:
-        super().__init__(orchestrator, name)
+    def __init__(self, orchestrator, name: str, stream=None, cache=None) -> None:
+        super().__init__(orchestrator, name, cache=cache)
         for verb in COMMANDS:
             self.putChild(verb.encode(), _Command(orchestrator, name, verb))
-        self.putChild(b"status", _Status(orchestrator, name))
+        self.putChild(b"status", _Status(orchestrator, name, cache=cache))
         self.putChild(b"health", _Health(orchestrator, name))
         self.putChild(b"signal", _Signal(orchestrator, name))
         logs = _Logs(orchestrator, name)
@@ -447,12 +452,13 @@ class _Processes(ApiResource):
     the configured processes by name.
     """
 
-    def __init__(self, orchestrator, defaultProcess: str, logStream=None) -> None:
+    def __init__(self, orchestrator, defaultProcess: str, logStream=None, cache=None) -> None:
         super().__init__()
         self._orchestrator = orchestrator
         self._default = defaultProcess
         self._logStream = logStream
         self._onAll = {verb: _CommandOnAll(orchestrator, verb) for verb in COMMANDS}
+        self._cache = cache if cache is not None else views.StatusCache()
 
     def getChild(self, path: bytes, request):
         if path == b"" and not request.postpath:
@@ -465,16 +471,18 @@ class _Processes(ApiResource):
             return self._onAll[name]
         if name not in self._orchestrator.processes:
             return ErrorResource(ApiError(404, f"no process named {name!r}"))
-        return _Process(self._orchestrator, name, self._logStream)
+        return _Process(self._orchestrator, name, self._logStream, self._cache)
 
     def GET(self, request):
-        config = self._orchestrator.config
-        return {
-            "orchestrator_enabled": config.enabled,
-            "default_process": self._default,
-            "processes": [views.processStatus(p.snapshot())
-                          for p in self._orchestrator.processes.values()],
-        }
+        # {"orchestrator_enabled": ..., "default_process": ..., "processes": [...]}
+        # from each process's cached encoding, exactly as json.dumps would.
+        processes = self._orchestrator.processes
+        if len(processes) > 16:
+            self._cache.forget(processes)
+        head = jsonText({"orchestrator_enabled": self._orchestrator.config.enabled,
+                         "default_process": self._default, "processes": []})
+        items = b", ".join([self._cache.encoded(p) for p in processes.values()])
+        return b"%s%s]}\n" % (head[:-2], items)
 
 
 class _Reload(ApiResource):
@@ -562,11 +570,11 @@ class _Metrics(ApiResource):
     API's JSON 405 for other methods.
     """
 
-    def __init__(self, registry) -> None:
+    def __init__(self, collector) -> None:
         super().__init__()
         from orchestrator.notify.metrics import MetricsResource
 
-        self._resource = MetricsResource(registry)
+        self._resource = MetricsResource(collector)
 
     def allowedMethods(self) -> list[str]:
         return ["GET", "HEAD"]
@@ -643,7 +651,7 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     root.putChild(b"", StaticPage(assets))
     root.putChild(b"ui", StaticFolder(assets))
     root.putChild(b"api", api)
-    root.putChild(b"metrics", _Metrics(orchestrator.metrics.registry))
+    root.putChild(b"metrics", _Metrics(orchestrator.metrics))
     api.putChild(b"v1", v1)
 
     adminNode = ApiResource()
@@ -653,7 +661,8 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     adminNode.putChild(b"backend", backend)
     for verb in COMMANDS:
         backend.putChild(verb.encode(), _Command(orchestrator, default, verb, what))
-    backend.putChild(b"status", _Status(orchestrator, default, what))
+    cache = views.StatusCache()
+    backend.putChild(b"status", _Status(orchestrator, default, what, cache))
     backend.putChild(b"health", _SeedHealth(orchestrator, default, what))
 
     streamClients: set = set()  # the event and log streams' clients, bounded together
@@ -661,7 +670,7 @@ def buildTree(orchestrator, admin, counters=None) -> ApiResource:
     def logStream(lookup):
         return LogStream(lookup, orchestrator.reactor, admin, counters, streamClients)
 
-    v1.putChild(b"processes", _Processes(orchestrator, default, logStream))
+    v1.putChild(b"processes", _Processes(orchestrator, default, logStream, cache))
     v1.putChild(b"groups", _Groups(orchestrator))
     v1.putChild(b"orchestrator", _About(orchestrator))
     events = _Events(orchestrator)

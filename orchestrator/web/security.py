@@ -33,8 +33,10 @@ import io
 import ipaddress
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.python import log as _legacyLog
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.http import datetimeToLogString
 from twisted.web.server import Request, Site
 
 from orchestrator.config._checks import tcpListenAddress
@@ -390,6 +392,26 @@ class AdminSite(Site):
         self.maxBodyBytes = admin.max_body_bytes
         self.counters = getattr(root, "counters", None) or AdminCounters()
         self.connectionCap = ConnectionCap(admin.max_connections, self.counters)
+        self._logSecond = None
+
+    def startFactory(self) -> None:
+        # Not Site's: it logs every request to the orchestrator's log and
+        # refreshes the log's date with a timer every second, for ever (an
+        # idle orchestrator would wake up each second).  Requests are
+        # logged only with admin.access_log, the date computed when a line
+        # is written.
+        self._logFile = None
+        if self.admin.access_log:
+            self._logFile = self._openLogFile(self.logPath) if self.logPath else _legacyLog.logfile
+
+    def log(self, request) -> None:
+        if self._logFile is None:
+            return
+        second = int(self.reactor.seconds())
+        if second != self._logSecond:
+            self._logSecond = second
+            self._logDateTime = datetimeToLogString(second)
+        super().log(request)
 
     def buildProtocol(self, addr):
         cap = self.connectionCap

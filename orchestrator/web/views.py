@@ -8,9 +8,11 @@ L{orchestrator.web.openapi} describes exactly these.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from orchestrator.supervision.process import ProcessSnapshot
+from orchestrator.web._render import jsonText
 
 __all__ = [
     "ALIVE",
@@ -22,6 +24,7 @@ __all__ = [
     "number",
     "processStatus",
     "seedHealth",
+    "StatusCache",
 ]
 
 #: Statuses in which the seed's C{is_running} is true: a child is there and
@@ -104,6 +107,67 @@ def processStatus(snapshot: ProcessSnapshot) -> dict[str, Any]:
         "groups": list(snapshot.groups),
         "waiting_for": snapshot.waiting_for,
     }
+
+
+#: Stand for the fields a cached encoding leaves open (it is split there).
+_MARKS = {"uptime_secs": "\x00uptime\x00", "last_health_check": "\x00check\x00",
+          "health": "\x00health\x00"}
+_MARKS_JSON = [json.dumps(mark).encode("ascii") for mark in _MARKS.values()]
+
+
+class StatusCache:
+    """
+    L{processStatus} of each process as JSON, encoded once per change.
+
+    What a process's status shows changes with its state (C{stateKey()}),
+    its probe results (C{healthKey()}) and, for C{uptime_secs}, the clock.
+    So each process keeps its encoding in pieces around those three
+    fields: the pieces are re-encoded when its state changed, the two
+    health fields when a probe answered (a thousand processes probed every
+    second must not cost a full encoding each), and the uptime is written
+    in at each answer.  A process waiting for a restart
+    (C{next_restart_in} counts down) is encoded afresh each time: it is a
+    moment, not a state.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list] = {}
+
+    def encoded(self, process) -> bytes:
+        """
+        C{json.dumps(processStatus(process.snapshot()))} in the API's style
+        (L{orchestrator.web._render.jsonBody} without its newline).
+        """
+        state, health = process.stateKey(), process.healthKey()
+        entry = self._entries.get(process.name)
+        if entry is None or entry[0] is not process or entry[1] != state:
+            snapshot = process.snapshot()
+            status = processStatus(snapshot)
+            if snapshot.next_restart_in is not None:
+                self._entries.pop(process.name, None)
+                return jsonText(status)
+            check, summary = status["last_health_check"], status["health"]
+            status.update(_MARKS)
+            pieces = [jsonText(status)]
+            for mark in _MARKS_JSON:
+                pieces[-1:] = pieces[-1].split(mark)
+            entry = self._entries[process.name] = [process, state, health, pieces,
+                                                   jsonText(check), jsonText(summary)]
+        elif entry[2] != health:
+            snapshot = process.health.snapshot() if process.health is not None else None
+            entry[2] = health
+            entry[4] = jsonText(snapshot.last_health_check if snapshot is not None else "unknown")
+            entry[5] = jsonText(healthSummary(snapshot))
+        before, betweenUptimeAndCheck, betweenCheckAndHealth, after = entry[3]
+        return b"%s%d%s%s%s%s%s" % (before, int(process.uptime()), betweenUptimeAndCheck, entry[4],
+                                    betweenCheckAndHealth, entry[5], after)
+
+    def forget(self, names) -> None:
+        """
+        Drop the entries of processes no longer configured.
+        """
+        for name in [n for n in self._entries if n not in names]:
+            del self._entries[name]
 
 
 def healthDetail(process, limit: int | None) -> dict[str, Any]:
