@@ -319,9 +319,11 @@ def test_sdNotifySequence(tmp_path, processes, notifySocket):
     pings = [at for at, fields in notifySocket.received if fields.get("WATCHDOG") == "1"]
     assert len(pings) >= 4, notifySocket.received
     gaps = sorted(b - a for a, b in zip(pings, pings[1:]))
-    # Half of WATCHDOG_USEC (0.5 s) apart: never faster, and typically on
-    # time (the median is robust to a stall of this loaded machine).
-    assert gaps[0] > 0.35, gaps
+    # Half of WATCHDOG_USEC (0.5 s) apart: on average over the run (a ping
+    # delayed by a stall of a loaded machine shortens only the next gap,
+    # the schedule keeps its phase), and typically on time (the median).
+    mean = (pings[-1] - pings[0]) / (len(pings) - 1)
+    assert 0.45 < mean < 0.8, gaps
     assert 0.4 < gaps[len(gaps) // 2] < 0.8, gaps
     order = [next(iter(k for k in ("READY", "RELOADING", "STOPPING") if k in f))
              for _, f in notifySocket.received if {"READY", "RELOADING", "STOPPING"} & set(f)]
