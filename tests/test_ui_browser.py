@@ -19,7 +19,7 @@ import signal
 import pytest
 
 from tests import browser
-from tests.harness import waitFor
+from tests.harness import http, waitFor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,6 +78,19 @@ def card(driver, field: str, name: str = "backend") -> str:
 def text(driver, selector: str) -> str:
     return driver.execute_script(
         "const n = document.querySelector(arguments[0]); return n ? n.textContent : null;", selector)
+
+
+def streamClients(orch) -> int:
+    """
+    The orchestrator's C{orchestrator_admin_stream_clients} gauge (event
+    and log stream clients now), read from its C{/metrics}.
+    """
+    status, _, body = http("GET", orch.url + "/metrics")
+    assert status == 200, status
+    for line in body.decode().splitlines():
+        if line.startswith("orchestrator_admin_stream_clients "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no orchestrator_admin_stream_clients in /metrics")
 
 
 def screenshot(driver, path) -> None:
@@ -148,10 +161,28 @@ def test_live_status_crash_restart_logs(run_orchestrator, chrome, tmp_path):
         == ["restarted"], 10, "only the restarted event")
     driver.find_element(By.CSS_SELECTOR, "#filter-type option[value='']").click()
 
-    # Logs follow new lines.
-    driver.find_element(By.CSS_SELECTOR, ".card[data-name='backend'] .logs-button").click()
+    # Logs: the recent lines, then new ones through the log stream (the
+    # server counts it: one more stream client while the view is open,
+    # released when it closes or is reopened), not by polling.
+    assert streamClients(orch) == 1  # the page's event stream
+    logsButton = driver.find_element(By.CSS_SELECTOR, ".card[data-name='backend'] .logs-button")
+    logsButton.click()
     browser.waitUntil(lambda: f"(pid {restarted})" in text(driver, "#logs-text"), 20, "the backend's log lines")
+    browser.waitUntil(lambda: streamClients(orch) == 2, 20, "the log stream to connect")
+    browser.waitUntil(lambda: text(driver, "#logs-state").startswith("Following new lines live"), 10,
+                      "the page to say it follows live")
+    os.kill(restarted, signal.SIGUSR1)
+    browser.waitUntil(lambda: f"received SIGUSR1 (pid {restarted})" in text(driver, "#logs-text"), 20,
+                      "the new line, from the stream")
+    assert text(driver, "#logs-state").startswith("Following new lines live")
+    logsButton.click()  # reopened: the old stream is closed, not leaked
+    browser.waitUntil(lambda: f"received SIGUSR1 (pid {restarted})" in text(driver, "#logs-text"), 20,
+                      "the line again, after reopening")
+    browser.waitUntil(lambda: text(driver, "#logs-state").startswith("Following new lines live"), 10,
+                      "the reopened view to follow live")
+    waitFor(lambda: streamClients(orch) == 2, 10, what="one log stream after reopening")
     driver.find_element(By.ID, "logs-close").click()
+    browser.waitUntil(lambda: streamClients(orch) == 1, 20, "the log stream to be released on close")
 
     # Phone width: nothing overflows sideways; dark mode: a dark background.
     driver.set_window_size(360, 800)
@@ -287,3 +318,25 @@ def test_dropped_stream_resumes_with_last_event_id(run_orchestrator, chrome):
     browser.waitUntil(lambda: "killed by signal 9" in text(driver, "#events tbody"), 10,
                       "the crash, replayed into the events list")
     assert severe(browser.browserLog(driver)) == []
+
+
+def test_log_view_polls_when_the_stream_cap_is_reached(run_orchestrator, chrome):
+    """With admin.max_stream_clients taken by the event stream the log view gets a 503, says so, and polls logs?lines= instead."""
+    from selenium.webdriver.common.by import By
+
+    orch = run_orchestrator(_config().replace("  token: null", "  token: null\n  max_stream_clients: 1"))
+    pid = orch.waitHealthy(30)
+    driver = chrome()
+    driver.get(orch.url + "/")
+    browser.waitUntil(lambda: text(driver, "#stream") == "live", 20, "the event stream, the only one allowed")
+    driver.find_element(By.CSS_SELECTOR, ".card[data-name='backend'] .logs-button").click()
+    browser.waitUntil(lambda: text(driver, "#logs-state").startswith("Polling:"), 20, "the polling note")
+    assert "too many stream clients" in text(driver, "#logs-state")
+    assert "warn" in driver.find_element(By.ID, "logs-state").get_attribute("class")
+    os.kill(pid, signal.SIGUSR1)
+    browser.waitUntil(lambda: f"received SIGUSR1 (pid {pid})" in text(driver, "#logs-text"), 20,
+                      "the new line, by polling")
+    assert streamClients(orch) == 1
+    # The refused stream request is the one expected error.
+    assert severe(browser.browserLog(driver), allowed=("logs/stream - Failed to load resource: the server "
+                                                       "responded with a status of 503",)) == []

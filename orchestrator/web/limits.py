@@ -97,7 +97,7 @@ class AdminCounters(Collector):
                                         "Open connections to the admin API.")
         connections.add_metric([], self.connections)
         streams = GaugeMetricFamily("orchestrator_admin_stream_clients",
-                                    "Clients of GET /api/v1/events/stream.")
+                                    "Clients of GET /api/v1/events/stream and /processes/{name}/logs/stream.")
         streams.add_metric([], self.streamClients)
         return [rejected, connections, streams]
 

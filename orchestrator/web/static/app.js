@@ -3,7 +3,9 @@
 // Reads the admin API from the same origin.  Live updates come from
 // GET /api/v1/events/stream, read with fetch() and parsed here (EventSource
 // cannot send the Authorization header); a dropped stream reconnects with
-// Last-Event-ID.  A token, when the API asks for one (401), is kept in
+// Last-Event-ID.  The log view loads a process's recent lines once, then
+// follows GET /api/v1/processes/{name}/logs/stream the same way (polling
+// logs?lines= only when the stream is refused or overflows).  A token, when the API asks for one (401), is kept in
 // sessionStorage and sent as "Authorization: Bearer", never in a URL.
 'use strict';
 (function () {
@@ -13,8 +15,9 @@
   const SHOWN_EVENTS = 100;        // rows in the table
   const MAX_SSE_BUFFER = 1 << 20;  // bytes of one unfinished SSE message
   const LIST_EVERY = 5000;         // ms between status refreshes (probe times, latencies)
-  const LOGS_EVERY = 2000;         // ms between log polls
-  const LOG_LINES = 200;
+  const LOGS_EVERY = 2000;         // ms between log polls (when the log stream is unavailable)
+  const LOG_LINES = 200;           // lines read when the log view opens (and per poll)
+  const MAX_LOG_LINES = 2000;      // lines kept in the log view
   const SPARK_POINTS = 30;
   const SPARK_EVERY = 10000;       // ms: at most one latency read per process this often, on screen only
   const STATUSES = ['stopped', 'starting', 'running', 'unhealthy', 'crashed', 'stopping', 'unknown'];
@@ -27,7 +30,7 @@
     procs: new Map(),     // name -> {data, at (performance.now() when read), card, health}
     pending: new Map(),   // name -> verb in flight
     events: [], lastId: 0,
-    logName: null, logTimer: null, logKey: '',
+    logView: null,        // the open log view: {name, lines, last, abort, timer, drawing}
     monitorOnly: false,
   };
 
@@ -348,44 +351,126 @@
 
   // -- logs -------------------------------------------------------------------------------
 
+  // One log view at a time: opening another process's, or closing it,
+  // aborts its stream (the server counts stream clients against
+  // admin.max_stream_clients, so none may be left behind).
   function openLogs(name) {
-    state.logName = name;
-    state.logKey = '';
+    stopLogs();
+    const view = { name, lines: [], last: 0, abort: new AbortController(), timer: null, drawing: null };
+    state.logView = view;
     $('logs-title').textContent = 'Logs: ' + name;
     $('logs-text').textContent = '';
+    logState('Reading the last ' + LOG_LINES + ' lines…', false);
     $('logs').hidden = false;
-    clearTimeout(state.logTimer);
-    pollLogs();
+    followLogs(view);
     $('logs').scrollIntoView({ block: 'nearest' });
     $('logs-text').focus();
   }
 
-  async function pollLogs() {
-    const name = state.logName;
-    if (!name) return;
-    try {
-      const logs = await api('GET', '/processes/' + encodeURIComponent(name) + '/logs?lines=' + LOG_LINES);
-      if (name !== state.logName) return;
-      const lines = logs.lines, lastLine = lines[lines.length - 1];
-      const key = lines.length + ':' + (lastLine ? lastLine.timestamp + lastLine.text : '');
-      if (key !== state.logKey) {
-        state.logKey = key;
-        const pre = $('logs-text');
-        pre.textContent = lines.map((l) => clock(l.timestamp) + (l.stream === 'stderr' ? ' ! ' : '   ') +
-          l.text).join('\n');
-        if ($('logs-follow').checked) pre.scrollTop = pre.scrollHeight;
+  function stopLogs() {
+    const view = state.logView;
+    state.logView = null;
+    if (!view) return;
+    view.abort.abort();
+    clearTimeout(view.timer);
+    clearTimeout(view.drawing);
+  }
+
+  const logPath = (view, rest) => '/processes/' + encodeURIComponent(view.name) + '/logs' + rest;
+
+  function logState(text, warn) {
+    const node = $('logs-state');
+    node.textContent = text;
+    node.classList.toggle('warn', Boolean(warn));
+  }
+
+  // Lines are drawn at most every 100 ms, however fast they come.
+  function addLines(view, lines, replace) {
+    if (replace) view.lines = [];
+    view.lines.push(...lines);
+    if (view.lines.length > MAX_LOG_LINES) view.lines.splice(0, view.lines.length - MAX_LOG_LINES);
+    if (lines.length) view.last = lines[lines.length - 1].sequence;
+    if (!view.drawing) view.drawing = setTimeout(() => { view.drawing = null; drawLines(view); }, 100);
+  }
+
+  function drawLines(view) {
+    if (state.logView !== view) return;
+    const pre = $('logs-text');
+    pre.textContent = view.lines.map((l) => clock(l.timestamp) + (l.stream === 'stderr' ? ' ! ' : '   ') +
+      l.text).join('\n');
+    if ($('logs-follow').checked) pre.scrollTop = pre.scrollHeight;
+  }
+
+  // The recent lines once, then the stream from the last of them; a drop
+  // reconnects with Last-Event-ID (the ring replays what was missed).
+  async function followLogs(view) {
+    let delay = 2000, loaded = false, drops = 0;
+    while (state.logView === view) {
+      let reason, fallback = null;
+      try {
+        if (!loaded) {
+          const logs = await api('GET', logPath(view, '?lines=' + LOG_LINES));
+          if (state.logView !== view) return;
+          addLines(view, logs.lines, true);
+          loaded = true;
+        }
+        const response = await authFetch(logPath(view, '/stream'), { signal: view.abort.signal },
+          { Accept: 'text/event-stream', 'Last-Event-ID': String(view.last) });
+        if (!response.ok) {
+          const body = await readJSON(response);
+          const error = (body && body.error) || 'HTTP ' + response.status;
+          if (response.status === 503 || response.status === 404) fallback = error;  // the cap, or no such route
+          throw new Error(error);
+        }
+        logState('Following new lines live' + (drops ? ' (reconnected after line #' + view.last + ')' : '') + '.');
+        await readSSE(response, (message) => {
+          if (message.type === 'overflow') {
+            let body = null;
+            try { body = JSON.parse(message.data); } catch (e) { /* the text says enough */ }
+            fallback = (body && body.error) || 'the log stream overflowed';
+            throw new Error(fallback);
+          }
+          if (message.type !== 'line') return;
+          let line = null;
+          try { line = JSON.parse(message.data); } catch (e) { return; }
+          if (line && typeof line.sequence === 'number') addLines(view, [line], false);
+        }, (ms) => { delay = ms; });
+        reason = 'the stream ended';
+      } catch (e) {
+        reason = e.message;
       }
-      $('logs-state').textContent = 'Last ' + LOG_LINES + ' lines, read every ' + LOGS_EVERY / 1000 + ' s.';
-    } catch (e) {
-      $('logs-state').textContent = 'Cannot read the logs: ' + e.message;
+      if (state.logView !== view) return;  // closed: the abort ended the read
+      if (fallback) { pollLogs(view, fallback); return; }
+      drops += 1;
+      logState('Log stream dropped (' + reason + '); reconnecting in ' + delay / 1000 +
+        ' s with Last-Event-ID ' + view.last + '…', true);
+      await sleep(delay);
     }
-    if (name === state.logName) state.logTimer = setTimeout(pollLogs, LOGS_EVERY);
+  }
+
+  // Without the stream: the last LOG_LINES lines, every LOGS_EVERY.
+  async function pollLogs(view, why) {
+    if (state.logView !== view) return;
+    let text = 'Polling: the last ' + LOG_LINES + ' lines every ' + LOGS_EVERY / 1000 +
+      ' s (no live log stream: ' + why + ').';
+    try {
+      const logs = await api('GET', logPath(view, '?lines=' + LOG_LINES));
+      if (state.logView !== view) return;
+      const last = logs.lines[logs.lines.length - 1];
+      if (!last || last.sequence !== view.last || view.lines.length !== logs.lines.length) {
+        addLines(view, logs.lines, true);
+      }
+    } catch (e) {
+      text = 'Cannot read the logs: ' + e.message;
+    }
+    if (state.logView !== view) return;
+    logState(text, true);
+    view.timer = setTimeout(() => pollLogs(view, why), LOGS_EVERY);
   }
 
   $('logs-close').addEventListener('click', () => {
-    const name = state.logName;
-    state.logName = null;
-    clearTimeout(state.logTimer);
+    const name = state.logView && state.logView.name;
+    stopLogs();
     $('logs').hidden = true;
     const proc = state.procs.get(name);
     if (proc) proc.card.querySelector('.logs-button').focus();
@@ -497,6 +582,30 @@
     return data.length ? { type, id, data: data.join('\n') } : null;
   }
 
+  // Read an SSE response to its end: onMessage(message) for each message
+  // (throwing ends the read and cancels the body), onRetry(ms) for a
+  // "retry:" field.  One unfinished message may hold MAX_SSE_BUFFER bytes.
+  async function readSSE(response, onMessage, onRetry) {
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n');
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const message = parseMessage(buffer.slice(0, end), onRetry);
+          buffer = buffer.slice(end + 2);
+          if (message) onMessage(message);
+        }
+        if (buffer.length > MAX_SSE_BUFFER) throw new Error('a message larger than 1 MiB');
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
   async function stream() {
     let delay = 2000, drops = 0;
     for (;;) {
@@ -510,30 +619,18 @@
         }
         setStream('live', drops ? 'live (reconnected, resumed after event #' + state.lastId + ')' : 'live');
         if (drops) refreshAll().catch(() => {});
-        const reader = response.body.getReader(), decoder = new TextDecoder();
-        let buffer = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n');
-          let end;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const message = parseMessage(buffer.slice(0, end), (ms) => { delay = ms; });
-            buffer = buffer.slice(end + 2);
-            if (message && message.data) {
-              let event = null;
-              try { event = JSON.parse(message.data); } catch (e) { /* not an event: ignore */ }
-              if (message.type === 'overflow') {  // the server dropped us: resume from lastId
-                throw new Error((event && event.error) || 'the stream overflowed');
-              }
-              if (event && typeof event.sequence === 'number') {
-                onEvent(event);
-                if (shared) channel.postMessage({ event });
-              }
-            }
+        await readSSE(response, (message) => {
+          if (!message.data) return;
+          let event = null;
+          try { event = JSON.parse(message.data); } catch (e) { /* not an event: ignore */ }
+          if (message.type === 'overflow') {  // the server dropped us: resume from lastId
+            throw new Error((event && event.error) || 'the stream overflowed');
           }
-          if (buffer.length > MAX_SSE_BUFFER) throw new Error('an event larger than 1 MiB');
-        }
+          if (event && typeof event.sequence === 'number') {
+            onEvent(event);
+            if (shared) channel.postMessage({ event });
+          }
+        }, (ms) => { delay = ms; });
         reason = 'the stream ended';
       } catch (e) {
         reason = e.message;
