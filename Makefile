@@ -36,13 +36,15 @@ check-config: install
 	$(BIN)/orchestrator check-config $(CONFIG)
 
 # Tools some tests need are fetched, never installed: .ci/fetch-deb-tool
-# unpacks their Debian package under .cache/ (one line says what it fetched,
-# or why not: those tests then skip with that reason).
+# unpacks their Debian package under .cache/, .ci/fetch-chromium Chromium and
+# its missing libraries (one line says what was fetched, or why not: those
+# tests then skip with that reason).
 TOOLS := $(CURDIR)/.cache/bin
 
 test: install-test
 	@command -v promtool >/dev/null 2>&1 || ./.ci/fetch-deb-tool prometheus promtool
 	@command -v systemd-analyze >/dev/null 2>&1 || ./.ci/fetch-deb-tool systemd systemd-analyze
+	@./.ci/fetch-chromium || echo "browser tests will skip: Chromium could not be fetched"
 	PATH="$(TOOLS):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test
