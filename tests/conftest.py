@@ -14,27 +14,35 @@ import pytest
 from tests import harness
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _oneTemporaryFolder():
+_previousTemporary: tuple = ()
+
+
+def pytest_configure(config):
     """
     Every temporary file and folder of the run (C{tempfile.mkdtemp} in
     tests and fakes, pytest's C{tmp_path}, and whatever the processes the
     tests start create through C{TMPDIR}) goes under one folder, removed
     when the run ends: a run leaves nothing in the system's temp folder.
+    Set here, before collection, because some test modules load a
+    configuration at import time.
     """
+    global _previousTemporary
     root = tempfile.mkdtemp(prefix="orch-tests-")
-    previous = tempfile.tempdir, os.environ.get("TMPDIR")
+    _previousTemporary = (root, tempfile.tempdir, os.environ.get("TMPDIR"))
     tempfile.tempdir = root
     os.environ["TMPDIR"] = root
-    try:
-        yield root
-    finally:
-        tempfile.tempdir = previous[0]
-        if previous[1] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = previous[1]
-        shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_unconfigure(config):
+    if not _previousTemporary:
+        return
+    root, tempdir, environ = _previousTemporary
+    tempfile.tempdir = tempdir
+    if environ is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = environ
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
