@@ -20,9 +20,9 @@ from twisted.internet.defer import Deferred, DeferredLock, fail, maybeDeferred, 
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
-from twisted.python.failure import Failure
 
 from orchestrator import __version__
+from orchestrator._deferreds import fireAll
 from orchestrator.config.load import LoadedConfig
 from orchestrator.errors import AlreadyRunning, ConfigError
 from orchestrator.hooks.call import callHookDeferred, pluginNames
@@ -389,15 +389,7 @@ class Orchestrator(MultiService):
                 self._queuedReload = None
             return self._parse().addCallbacks(self._applyLoaded, self._parseFailed)
 
-        def share(result):
-            for waiter in waiters:
-                if isinstance(result, Failure):
-                    waiter.errback(result)
-                else:
-                    waiter.callback(result)
-            return result
-
-        return self._reloading.run(start).addBoth(share)
+        return self._reloading.run(start).addBoth(lambda result: fireAll(waiters, result))
 
     def _parse(self) -> Deferred:
         """

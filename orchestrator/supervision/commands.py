@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.python.failure import Failure
 
+from orchestrator._deferreds import fireAll
 from orchestrator.errors import StateError
 
 __all__ = ["CommandQueue"]
@@ -73,12 +73,7 @@ class CommandQueue:
         def settle(result):
             if self._shared.get(key) is waiters:
                 del self._shared[key]
-            for d in waiters:
-                if isinstance(result, Failure):
-                    d.errback(result)
-                else:
-                    d.callback(result)
-            return result
+            return fireAll(waiters, result)
 
         return self.run(f, *args).addBoth(settle), False
 
