@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 
-from orchestrator import __version__
+from orchestrator import __version__, tls
 from orchestrator._deferreds import fireAll
 from orchestrator.config.load import LoadedConfig
 from orchestrator.errors import AlreadyRunning, ConfigError
@@ -264,6 +264,9 @@ class Orchestrator(MultiService):
                       version=self.version, n=len(self.processes),
                       mode="managing" if self.config.enabled else "monitor-only",
                       how=getattr(self._spawner, "mechanism", "a custom spawner"))
+        if tls.leftOut():
+            self.log.info("TLS left out: the configuration uses no ssl: listener and no https:// URL "
+                          "(set orchestrator.tls: always to load it)")
         for warning in self.loaded.warnings:
             self.log.warn("configuration: {warning}", warning=warning)
         if self._systemd is not None:

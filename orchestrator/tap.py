@@ -39,15 +39,22 @@ class Options(usage.Options):
                               "(e.g. tcp:8000:interface=127.0.0.1, unix:/run/orch.sock:mode=600)."],
     ]
 
-    def _load(self):
+    #: Leave TLS out of this process when the configuration at start does
+    #: not use it (L{orchestrator.tls}): right for twistd, which imports
+    #: the reactor after these options; a test parsing them in its own
+    #: process sets it to C{False}.
+    leaveOutTLS = True
+
+    def _load(self, leaveOutTLS: bool = False):
         overrides = {}
         if self["listen"]:
             overrides[("admin", "listen")] = self["listen"]
-        return loadConfig(self["config"], envFile=self["env-file"], cliOverrides=overrides)
+        return loadConfig(self["config"], envFile=self["env-file"], cliOverrides=overrides,
+                          leaveOutTLS=leaveOutTLS)
 
     def postOptions(self) -> None:
         try:
-            self.loaded = self._load()
+            self.loaded = self._load(leaveOutTLS=self.leaveOutTLS)
         except ConfigError as e:
             # Not a UsageError: twistd would print its whole --help first and
             # exit 1.  An invalid configuration is exit code 2, every problem

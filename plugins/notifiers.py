@@ -25,7 +25,6 @@ from twisted.python.failure import Failure
 from twisted.web.http import stringToDatetime
 from twisted.web.http_headers import Headers
 
-from orchestrator.builtin._webhookhttp import BoundedConnections, BytesProducer, boundedAgent, discardBody
 from orchestrator.plugin import NotifierDisabled, hookimpl
 
 __all__ = ["LogNotifier", "PrometheusNotifier", "WebhookNotifier", "parseRetryAfter",
@@ -249,6 +248,11 @@ class WebhookNotifier:
         self._closed = False
         self._closing: Deferred | None = None
         self._closeCall = None
+        # Here, not at import: the HTTP client stack (twisted.web.client)
+        # is loaded only when a webhook is configured, and after the TLS
+        # decision (orchestrator.tls).
+        from orchestrator.builtin._webhookhttp import BoundedConnections, boundedAgent
+
         self.connections = BoundedConnections(int(options.get("max_response_bytes", 65536)))
         self._agent = agent or boundedAgent(reactor, self.connections, self._timeout,
                                             endpointFor=endpointFor)
@@ -307,6 +311,8 @@ class WebhookNotifier:
                    "webhook-id": event.id, "webhook-timestamp": str(timestamp)}
         if self._secret is not None:
             headers["webhook-signature"] = signWebhook(self._secret, event.id, timestamp, body)
+        from orchestrator.builtin._webhookhttp import BytesProducer, discardBody
+
         overflows = self.connections.overflows
         answer: dict = {}
         d = self._agent.request(

@@ -17,7 +17,6 @@ import signal
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, ProcessProtocol
 
 from orchestrator.health.httpclient import (DEFAULT_LIMITS, KeepAliveClient, LimitExceeded, Limits,
@@ -225,12 +224,16 @@ class TCPProbe:
     }
 
     def __init__(self, config, reactor) -> None:
+        from twisted.internet.endpoints import HostnameEndpoint  # after the TLS decision (orchestrator.tls)
+
         parts = urlsplit(config.url or "")
         self.host = config.options.get("host") or parts.hostname or "127.0.0.1"
         self.port = config.options.get("port") or parts.port or (443 if parts.scheme == "https" else 80)
         self._endpoint = HostnameEndpoint(reactor, self.host, self.port, timeout=config.timeout)
 
     def check(self) -> Deferred:
+        from twisted.internet.endpoints import connectProtocol
+
         def connected(protocol):
             protocol.transport.loseConnection()
             return ProbeResult(True, f"connected to {self.host}:{self.port}")

@@ -428,6 +428,7 @@ def test_twistd_options_reject_bad_config_before_running(tmp_path, capsys):
     """twistd orchestrator's options turn a bad config into exit code 2 with every problem on stderr."""
     path = writeConfig(MINIMAL + "    helth: {}\n", str(tmp_path))
     options = Options()
+    options.leaveOutTLS = False  # this test process keeps its TLS
     with pytest.raises(SystemExit) as caught:
         options.parseOptions(["--config", path, "--env-file", os.devnull])
     assert caught.value.code == 2
@@ -441,6 +442,7 @@ def test_twistd_listen_option_overrides(tmp_path):
     """--listen beats the YAML and the environment."""
     path = writeConfig(MINIMAL, str(tmp_path))
     options = Options()
+    options.leaveOutTLS = False  # this test process keeps its TLS
     options.parseOptions(["--config", path, "--env-file", os.devnull, "--listen", "tcp:9999:interface=127.0.0.1"])
     assert options.loaded.config.admin.listen == "tcp:9999:interface=127.0.0.1"
 

@@ -80,6 +80,7 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
         state_dir=stateDir,
         shutdown_timeout=float(orch["shutdown_timeout"]),
         max_concurrent_probes=orch["max_concurrent_probes"],
+        tls=orch["tls"],
         admin=AdminConfig(
             listen=adminData["listen"],
             token=adminData["token"],

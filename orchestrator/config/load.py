@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from orchestrator import tls
 from orchestrator.config._build import buildConfig
 from orchestrator.config._checks import checkSemantics, validateSchema
 from orchestrator.config._dotenv import DotenvFile, findDotenv, readDotenv
@@ -78,6 +79,7 @@ def loadConfig(
     cliOverrides: Mapping[tuple, Any] | None = None,
     entryPoints: bool = True,
     checkExecutables: bool = True,
+    leaveOutTLS: bool = False,
 ) -> LoadedConfig:
     """
     Load, merge and validate a configuration.
@@ -93,6 +95,10 @@ def loadConfig(
         command line, e.g. C{{("admin", "listen"): "tcp:9000"}}.
     @param entryPoints: load the C{orchestrator} entry point group.
     @param checkExecutables: check that commands exist and are executable.
+    @param leaveOutTLS: leave TLS out of this process if the merged
+        configuration does not use it (L{orchestrator.tls}); only
+        C{twistd orchestrator}'s start asks for it, before the reactor is
+        imported.
     @raise ConfigError: with every problem found, each located.
     """
     environ = os.environ if environ is None else environ
@@ -110,6 +116,7 @@ def loadConfig(
     _chooseDefaultProbes(data, sources)
     _fillDefaults(schema, data, sources)
     _convertDurations(schema, data, problems)
+    _settleTLS(data, leaveOutTLS, problems)
     validateSchema(schema, data, problems)
     checkSemantics(data, baseDir, problems, checkExecutables,
                    explicitDefaultProcess=sources.get(("admin", "default_process"), "default") != "default")
@@ -302,6 +309,19 @@ def _convertDurations(schema, data, problems: Problems) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _settleTLS(data: dict, leaveOut: bool, problems: Problems) -> None:
+    """
+    Leave TLS out if asked and unused; then refuse whatever needs TLS this
+    process cannot offer (a reload bringing in the first https URL).  Here,
+    before the checks that import Twisted's endpoints.
+    """
+    orchestrator = data.get("orchestrator") if isinstance(data.get("orchestrator"), dict) else {}
+    if leaveOut and orchestrator.get("tls", "auto") == "auto" and not tls.uses(data):
+        tls.leaveOut()
+    for path, why in tls.problems(data):
+        problems.add(path, why)
 
 
 def _setPath(data: dict, path: tuple, value: Any) -> None:

@@ -286,6 +286,7 @@ class Config:
     state_dir: str | None = None
     shutdown_timeout: float = 60.0
     max_concurrent_probes: int = 256
+    tls: str = "auto"
     admin: AdminConfig = field(default_factory=AdminConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

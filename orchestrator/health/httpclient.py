@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -203,6 +202,8 @@ class _HTTP11Connection(Protocol):
         # A plain TCP connection whose buffer is empty takes the request
         # with one send() now, rather than a poll for writability and two
         # epoll_ctl calls per probe; TLS and test transports use write().
+        from twisted.internet import tcp  # here: imported after the TLS decision (orchestrator.tls)
+
         transport = self.transport
         self._socket = transport.socket if type(transport) is tcp.Client else None
 
