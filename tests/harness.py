@@ -231,5 +231,10 @@ def startOrchestrator(tmpdir: str, config: str, env: dict | None = None,
             except OSError:
                 return False
 
-        waitFor(listening, timeout, what="the admin API to listen")
+        try:
+            waitFor(listening, timeout, what="the admin API to listen")
+        except BaseException:
+            # Not handed to any fixture yet: nobody else would end it.
+            handle.kill()
+            raise
     return handle
