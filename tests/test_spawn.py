@@ -122,6 +122,14 @@ class WrappedSpawnerTests(_SpawnerTests, TestCase):
         if wrapperCommand() is None:
             raise self.skipTest("env -C, setsid or setpriv --pdeathsig not available here")
 
+    async def test_ownSessionInOurOwnFolder(self):
+        """A child whose folder is the orchestrator's (spawned without env -C, the session made by posix_spawn) still leads its own session there."""
+        transport, protocol = self.spawn(os.getcwd())
+        report = await protocol.firstLine
+        self.assertEqual((report["sid"], report["pgid"]), (transport.pid, transport.pid))
+        self.assertEqual(report["cwd"], os.getcwd())
+        self.assertEqual(report["argv"][0], "-c")
+
     def test_mechanism(self):
         """With the tools present, the wrapped posix_spawn mechanism is chosen."""
         self.assertEqual(sessionSpawner(reactor).mechanism, "posix_spawn+wrappers")
@@ -138,7 +146,7 @@ class ForkSpawnerTests(_SpawnerTests, TestCase):
 
 
 _PARENT = textwrap.dedent("""
-    import sys
+    import os, sys
     from twisted.internet import reactor
     from twisted.internet.protocol import ProcessProtocol
     from orchestrator.supervision.spawn import sessionSpawner
@@ -148,19 +156,20 @@ _PARENT = textwrap.dedent("""
             sys.stdout.buffer.write(data); sys.stdout.flush()
 
     def go():
-        spawn = sessionSpawner(reactor, wrapper=sys.argv[1] == "wrapper")
+        spawn = sessionSpawner(reactor, wrapper=sys.argv[1] != "fork")
         t = spawn(P(), sys.executable, [sys.executable, "-c",
-                  "import os, time; print(os.getpid(), flush=True); time.sleep(60)"], {}, "/")
+                  "import os, time; print(os.getpid(), flush=True); time.sleep(60)"], {},
+                  os.getcwd() if sys.argv[1] == "wrapper-here" else "/")
     reactor.callWhenRunning(go)
     reactor.run()
 """)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mechanism", ["wrapper", "fork"])
+@pytest.mark.parametrize("mechanism", ["wrapper", "wrapper-here", "fork"])
 def test_child_dies_with_its_parent(mechanism):
-    """When the spawning process is SIGKILLed, its child gets the parent-death signal and dies."""
-    if mechanism == "wrapper" and wrapperCommand() is None:
+    """When the spawning process is SIGKILLed, its child gets the parent-death signal and dies (also one spawned in the parent's own folder, without env -C)."""
+    if mechanism != "fork" and wrapperCommand() is None:
         pytest.skip("env -C, setsid or setpriv --pdeathsig not available here")
     parent = subprocess.Popen([sys.executable, "-c", _PARENT, mechanism], stdout=subprocess.PIPE,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -25,8 +25,6 @@ only the direct child) until that start ends them.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import signal
@@ -36,6 +34,8 @@ from typing import Callable, Iterable
 from twisted.internet import process as _twistedProcess
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+
+from orchestrator.supervision.spawn import loadedLibc
 
 __all__ = [
     "ChildRecord",
@@ -308,11 +308,8 @@ def becomeSubreaper() -> bool:
 
     @return: whether the kernel accepted it.
     """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    prctl = getattr(loadedLibc(), "prctl", None)
+    return prctl is not None and prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def ownChildren(proc: str = "/proc") -> list[int]:

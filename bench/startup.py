@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""
+Start-up (issue 11): C{twistd} launch -> every one of N children exec'd,
+for this checkout's orchestrator, the same at a reference tree (default:
+the C{main} branch, exported with C{git archive} into C{bench/out/} and
+run with C{PYTHONPATH} on it) and Twisted's procmon (a C{.tac} with one
+C{ProcessMonitor}), each supervising C{/bin/sleep} children.
+
+The tools take turns (the order rotates each round), one at a time, for
+C{--rounds} rounds; the table gives the median and the best of each, with
+the timeline read from C{/proc} (polled every millisecond): when the
+first child had exec'd C{sleep}, when all had, and for the orchestrator
+when its admin API first answered.  The machine's load average is
+printed: on a shared machine, compare only figures of one run.
+
+Usage: .venv/bin/python bench/startup.py [--children 100] [--rounds 7] [--ref main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (OUT, ROOT, childrenOf, freePort, httpGet, killTree, log, machineInfo,  # noqa: E402
+                     projectBin, spawn, stopAll, table, writeResult)
+from scale import SLEEP, orchestratorYAML, programs  # noqa: E402
+
+
+def referenceTree(ref: str) -> str:
+    """
+    The code at C{ref}, exported afresh into bench/out (a branch moves).
+    """
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    directory = os.path.join(OUT, f"ref-{commit}")
+    if not os.path.isdir(os.path.join(directory, "orchestrator")):
+        os.makedirs(directory, exist_ok=True)
+        archive = subprocess.run(["git", "-C", ROOT, "archive", commit], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    return directory
+
+
+def execd(pids) -> int:
+    count = 0
+    for pid in pids:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == SLEEP:
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def launch(kind: str, directory: str, n: int, pythonpath: str | None):
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    port = None
+    if kind == "orchestrator":
+        port = freePort()
+        path = os.path.join(directory, "orchestrator.yaml")
+        with open(path, "w") as f:
+            f.write(orchestratorYAML(directory, port, programs(n)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+        env["XDG_STATE_HOME"] = os.path.join(directory, "state")
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        argv = [projectBin("twistd"), "-n", "--pidfile=", "orchestrator", "--config", path,
+                "--env-file", os.devnull]
+    else:
+        path = os.path.join(directory, "procmon.tac")
+        with open(path, "w") as f:
+            f.write("from twisted.application import service\n"
+                    "from twisted.runner.procmon import ProcessMonitor\n"
+                    "application = service.Application('procmon')\n"
+                    "monitor = ProcessMonitor()\n"
+                    f"for name, argv in {[(name, argv) for name, argv, _ in programs(n)]!r}:\n"
+                    "    monitor.addProcess(name, argv)\n"
+                    "monitor.setServiceParent(application)\n")
+        argv, env = [projectBin("twistd"), "-n", "--pidfile=", "-y", path], None
+    t0 = time.monotonic()
+    process = spawn(argv, logPath=os.path.join(directory, "out.log"), cwd=directory, env=env)
+    return process, port, t0
+
+
+def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | None) -> dict:
+    process, port, t0 = launch(kind, directory, n, pythonpath)
+    first = allExecd = api = None
+    deadline = t0 + 60
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{label} exited: see {directory}/out.log")
+            now = time.monotonic()
+            if allExecd is None:
+                count = execd(childrenOf(process.pid))
+                if count and first is None:
+                    first = now - t0
+                if count >= n:
+                    allExecd = now - t0
+            if port is not None and api is None and allExecd is not None:
+                # Asked only once every child runs: a request served
+                # meanwhile would take reactor time from the spawns.
+                if httpGet(port, "/api/v1/processes/p0000", timeout=0.5)[0] == 200:
+                    api = time.monotonic() - t0
+            if allExecd is not None and (port is None or api is not None):
+                break
+            time.sleep(0.001)
+    finally:
+        killTree(process, graceful=10)
+    return {"tool": label, "first_s": first, "all_s": allExecd, "api_s": api}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--children", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--ref", default="main", help="the reference tree's git revision")
+    args = parser.parse_args(argv)
+    reference = referenceTree(args.ref)
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    subjects = [("orchestrator", f"orchestrator (this checkout, {head})", None),
+                ("orchestrator", f"orchestrator ({args.ref} = {os.path.basename(reference)[4:]})",
+                 reference),
+                ("procmon", "Twisted procmon", None)]
+    data = {"machine": machineInfo(), "args": vars(args), "runs": []}
+    try:
+        for r in range(args.rounds):
+            for i in range(len(subjects)):
+                kind, label, pythonpath = subjects[(i + r) % len(subjects)]
+                directory = os.path.join(OUT, "startup", f"{kind}-{'ref' if pythonpath else 'now'}")
+                run = measure(kind, label, directory, args.children, pythonpath)
+                data["runs"].append(run)
+                log(f"  round {r + 1}: {label}: first {run['first_s']:.3f} s, all {run['all_s']:.3f} s"
+                    + (f", API {run['api_s']:.3f} s" if run["api_s"] else ""))
+                time.sleep(0.5)
+    finally:
+        stopAll()
+    with open("/proc/loadavg") as f:
+        data["loadavg_after"] = f.read().split()[:3]
+    rows = []
+    procmon = statistics.median(r["all_s"] for r in data["runs"] if r["tool"] == subjects[2][1])
+    for _, label, _ in subjects:
+        runs = [r for r in data["runs"] if r["tool"] == label]
+
+        def med(key):
+            values = [r[key] for r in runs if r[key] is not None]
+            return f"{statistics.median(values):.3f} s" if values else "-"
+
+        allMedian = statistics.median(r["all_s"] for r in runs)
+        rows.append([label, med("first_s"), med("all_s"), f"{min(r['all_s'] for r in runs):.3f} s",
+                     med("api_s"), f"{allMedian / procmon:.2f}x"])
+    text = table([f"{args.children} children, {args.rounds} rounds", "first exec'd (median)",
+                  "all exec'd (median)", "all exec'd (best)", "API answers, asked from then on (median)", "vs procmon"], rows)
+    text += (f"\n\nload average before {' '.join(data['machine']['loadavg'])}, "
+             f"after {' '.join(data['loadavg_after'])} ({data['machine']['nproc']} cores)")
+    data["table"] = text
+    writeResult("startup", data)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
