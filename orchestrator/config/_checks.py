@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 
+from orchestrator.config._kindvalidator import KindValidator
 from orchestrator.config._read import readText
 from orchestrator.config._sizes import parseBytes
 from orchestrator.config.schema import selectedBranches
@@ -48,7 +49,7 @@ def validateSchema(schema: dict, data: dict, problems) -> None:
     Validate once against the master schema; every error goes to
     C{problems}.
     """
-    validator = jsonschema.Draft202012Validator(schema, format_checker=_formatChecker)
+    validator = KindValidator(schema, format_checker=_formatChecker)
     for error in validator.iter_errors(data):
         _report(schema, data, error, problems)
 
