@@ -4,7 +4,6 @@ Build the typed, immutable L{Config} from a merged and validated document.
 
 from __future__ import annotations
 
-import copy
 import grp
 import os
 import pwd
@@ -124,10 +123,11 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
 
 
 def _redacted(data: dict) -> dict:
-    doc = copy.deepcopy(data)
-    if doc.get("admin", {}).get("token"):
-        doc["admin"]["token"] = "********"
-    return doc
+    # Copies only what changes: freeze() copies the whole document anyway.
+    admin = data.get("admin", {})
+    if admin.get("token"):
+        return {**data, "admin": {**admin, "token": "********"}}
+    return data
 
 
 @dataclass(frozen=True)

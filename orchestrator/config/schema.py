@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import json
 from importlib import resources
-from typing import Any, Iterator, Mapping
+from collections.abc import Mapping  # (typing's isinstance is 10x slower)
+from typing import Any, Iterator
 
 from orchestrator.config._durations import DURATION_PATTERN, isDuration
 
@@ -189,7 +190,22 @@ def _fillProperties(root: dict, props: dict, value: dict, path: tuple, filled: l
     for key, sub in props.items():
         sub = _resolve(root, sub)
         if key not in value and "default" in sub:
-            value[key] = copy.deepcopy(sub["default"])
+            value[key] = _copy(sub["default"])
             filled.append(path + (key,))
         if key in value:
             fillDefaults(root, sub, value[key], path + (key,), filled)
+
+
+def _copy(value: Any) -> Any:
+    """
+    A deep copy of a default: JSON values directly (C{copy.deepcopy} was a
+    third of filling the defaults of 100 processes), anything else by
+    C{deepcopy}.
+    """
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return copy.deepcopy(value)

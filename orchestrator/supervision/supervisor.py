@@ -185,7 +185,7 @@ class Supervisor(Service):
         self._reapGrace = reapGrace
         self.orphanReaper = OrphanReaper(reactor, owner=self._groupOwner) if reapOrphans else None
         self.probeObservers: list[Callable] = []
-        self._batch: list[str] | None = None
+        self._batch: list[tuple[str, int | None]] | None = None
         #: Caps the probes in flight at once (orchestrator.max_concurrent_probes).
         self.probeGate = ProbeGate(config.max_concurrent_probes)
         self._flushCall = None
@@ -277,11 +277,16 @@ class Supervisor(Service):
     stateFileDelay = 0.05
 
     def _record(self, name: str, pid: int | None) -> None:
+        if self._stateFile is not None and self._batch is not None:
+            # Recorded (and written) once the batch is spawned, see
+            # _startReady: reading a child's start time from /proc waits
+            # while that child is still exec'ing its wrapper, and a
+            # child cannot be reaped before the batch ends.
+            self._batch.append((name, pid))
+            return
         if self._stateFile is None or not self._stateFile.update(name, pid):
             return
-        if pid is not None and self._batch is not None:
-            self._batch.append(name)  # written once the batch is spawned (see _startReady)
-        elif pid is not None:
+        if pid is not None:
             self._flushStateFile()
         elif self._flushCall is None or not self._flushCall.active():
             self._flushCall = self._reactor.callLater(self.stateFileDelay, self._flushStateFile)
@@ -406,8 +411,9 @@ class Supervisor(Service):
                     self.log.info("{process} {reason}", process=name, reason=reason)
         finally:
             if outermost:
-                spawned, self._batch = self._batch, None
-                if spawned:
+                batch, self._batch = self._batch, None
+                changed = [self._stateFile.update(name, pid) for name, pid in batch]
+                if any(changed):
                     self._flushStateFile()
 
     def _startFailed(self, failure, name: str) -> None:
