@@ -32,7 +32,7 @@ _allOf = _Base.VALIDATORS["allOf"]
 _unevaluatedProperties = _Base.VALIDATORS["unevaluatedProperties"]
 
 #: id of an C{allOf} list -> (the list, its branches or None); the list
-#: is kept so its id cannot be reused by another one.
+#: is kept so its id cannot be reused by another one while cached.
 _shapes: dict[int, tuple[list, list[tuple[str, str, dict]] | None]] = {}
 
 
@@ -61,8 +61,9 @@ def _kindBranches(allOf: Any) -> list[tuple[str, str, dict]] | None:
         branches.append((selector, const["const"], then))
     if not isinstance(allOf, list) or not allOf:
         branches = None
-    if len(_shapes) < 256:  # one master schema has three such lists
-        _shapes[id(allOf)] = (allOf, branches)
+    if len(_shapes) >= 64:  # one master schema has three such lists; a reload makes new ones
+        _shapes.clear()
+    _shapes[id(allOf)] = (allOf, branches)
     return branches
 
 
