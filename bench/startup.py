@@ -10,9 +10,11 @@ The tools take turns (the order rotates each round), one at a time, for
 C{--rounds} rounds; the table gives the median and the best of each, with
 the timeline read from C{/proc} (polled every millisecond): when the
 first child had exec'd C{sleep}, when all had, and for the orchestrator
-when its admin API first answered.  Both trees are byte-compiled first,
-as an installed package is.  The machine's load average is
-printed: on a shared machine, compare only figures of one run.
+when its admin API first answered; and the supervisor's own CPU time and
+run-queue wait until all had exec'd (C{/proc/PID/task/*/schedstat}): on
+a shared machine, the wall time minus that wait is the steadier figure.
+Both trees are byte-compiled first, as an installed package is.  The
+machine's load average is printed: compare only figures of one run.
 
 Usage: .venv/bin/python bench/startup.py [--children 100] [--rounds 7] [--ref main]
 """
@@ -20,6 +22,7 @@ Usage: .venv/bin/python bench/startup.py [--children 100] [--rounds 7] [--ref ma
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import statistics
@@ -72,6 +75,25 @@ def execd(pids) -> int:
     return count
 
 
+def schedstat(pid: int) -> tuple[float, float]:
+    """
+    Seconds a process's threads ran on a CPU and waited on a run queue
+    (C{/proc/PID/task/*/schedstat}): on a busy machine the wait is what
+    other processes took, so the wall time minus it is what this start
+    would have taken alone (the spawned children run on their own
+    accounts).
+    """
+    ran = waited = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                fields = f.read().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ran / 1e9, waited / 1e9
+
+
 def launch(kind: str, directory: str, n: int, pythonpath: str | None):
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
@@ -105,7 +127,7 @@ def launch(kind: str, directory: str, n: int, pythonpath: str | None):
 
 def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | None) -> dict:
     process, port, t0 = launch(kind, directory, n, pythonpath)
-    first = allExecd = api = None
+    first = allExecd = api = cpu = waited = None
     deadline = t0 + 60
     try:
         while time.monotonic() < deadline:
@@ -118,6 +140,7 @@ def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | Non
                     first = now - t0
                 if count >= n:
                     allExecd = now - t0
+                    cpu, waited = schedstat(process.pid)
             if port is not None and api is None and allExecd is not None:
                 # Asked only once every child runs: a request served
                 # meanwhile would take reactor time from the spawns.
@@ -128,7 +151,8 @@ def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | Non
             time.sleep(0.001)
     finally:
         killTree(process, graceful=10)
-    return {"tool": label, "first_s": first, "all_s": allExecd, "api_s": api}
+    return {"tool": label, "first_s": first, "all_s": allExecd, "api_s": api, "cpu_s": cpu,
+            "runqueue_s": waited, "alone_s": allExecd - waited if allExecd is not None else None}
 
 
 def main(argv=None) -> int:
@@ -154,7 +178,8 @@ def main(argv=None) -> int:
                 directory = os.path.join(OUT, "startup", f"{kind}-{'ref' if pythonpath else 'now'}")
                 run = measure(kind, label, directory, args.children, pythonpath)
                 data["runs"].append(run)
-                log(f"  round {r + 1}: {label}: first {run['first_s']:.3f} s, all {run['all_s']:.3f} s"
+                log(f"  round {r + 1}: {label}: first {run['first_s']:.3f} s, all {run['all_s']:.3f} s "
+                    f"(CPU {run['cpu_s']:.3f} s, run-queue wait {run['runqueue_s']:.3f} s)"
                     + (f", API {run['api_s']:.3f} s" if run["api_s"] else ""))
                 time.sleep(0.5)
     finally:
@@ -163,6 +188,7 @@ def main(argv=None) -> int:
         data["loadavg_after"] = f.read().split()[:3]
     rows = []
     procmon = statistics.median(r["all_s"] for r in data["runs"] if r["tool"] == subjects[2][1])
+    procmonAlone = statistics.median(r["alone_s"] for r in data["runs"] if r["tool"] == subjects[2][1])
     for _, label, _ in subjects:
         runs = [r for r in data["runs"] if r["tool"] == label]
 
@@ -171,10 +197,14 @@ def main(argv=None) -> int:
             return f"{statistics.median(values):.3f} s" if values else "-"
 
         allMedian = statistics.median(r["all_s"] for r in runs)
+        aloneMedian = statistics.median(r["alone_s"] for r in runs)
         rows.append([label, med("first_s"), med("all_s"), f"{min(r['all_s'] for r in runs):.3f} s",
-                     med("api_s"), f"{allMedian / procmon:.2f}x"])
+                     med("api_s"), med("cpu_s"), med("alone_s"), f"{allMedian / procmon:.2f}x",
+                     f"{aloneMedian / procmonAlone:.2f}x"])
     text = table([f"{args.children} children, {args.rounds} rounds", "first exec'd (median)",
-                  "all exec'd (median)", "all exec'd (best)", "API answers, asked from then on (median)", "vs procmon"], rows)
+                  "all exec'd (median)", "all exec'd (best)", "API answers, asked from then on (median)",
+                  "its CPU until all exec'd (median)", "all exec'd minus its run-queue wait (median)",
+                  "all exec'd vs procmon", "minus run-queue wait vs procmon"], rows)
     text += (f"\n\nload average before {' '.join(data['machine']['loadavg'])}, "
              f"after {' '.join(data['loadavg_after'])} ({data['machine']['nproc']} cores)")
     data["table"] = text
