@@ -57,17 +57,24 @@ BEFORE_COMMIT = "8dc4c34"
 SLEEP = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
 
 
+def exportedTree(commit: str, name: str) -> str:
+    """
+    The code at C{commit}, exported once into C{bench/out/NAME}.
+    """
+    directory = os.path.join(OUT, name)
+    if not os.path.isdir(os.path.join(directory, "orchestrator")):
+        os.makedirs(directory, exist_ok=True)
+        archive = subprocess.run(["git", "-C", ROOT, "archive", commit], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    return directory
+
+
 def beforeTree() -> str:
     """
     The code at L{BEFORE_COMMIT}, exported once into bench/out.
     """
-    directory = os.path.join(OUT, f"before-{BEFORE_COMMIT}")
-    if not os.path.isdir(os.path.join(directory, "orchestrator")):
-        os.makedirs(directory, exist_ok=True)
-        archive = subprocess.run(["git", "-C", ROOT, "archive", BEFORE_COMMIT], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
-    return directory
+    return exportedTree(BEFORE_COMMIT, f"before-{BEFORE_COMMIT}")
 
 
 # -- CPU with nanosecond resolution -------------------------------------------------------
@@ -86,7 +93,7 @@ def cpuNanos(pid: int) -> int | None:
 def execdChildren(pid: int) -> int:
     """
     How many children of C{pid} run sleep now (the orchestrator's children
-    pass through env/setsid/setpriv execs first).
+    pass through their wrappers' execs first).
     """
     count = 0
     for child in childrenOf(pid):

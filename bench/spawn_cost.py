@@ -7,7 +7,8 @@ in a process that has imported what the orchestrator imports:
 
 - C{sessionSpawner(reactor)}: what the orchestrator uses when the tools
   exist (L{orchestrator.supervision.spawn.WrappedProcess}): Twisted's posix_spawn path
-  with the command behind C{env -C DIR setsid setpriv --pdeathsig KILL --};
+  with the session made by posix_spawn and the command behind C{setpriv
+  --pdeathsig KILL --} (and C{env -C DIR} when DIR is not the current folder);
 - C{sessionSpawner(reactor, wrapper=False)}: the fallback
   (L{orchestrator.supervision.spawn.SessionProcess}): Twisted's fork path with
   C{setsid()} + C{prctl(PR_SET_PDEATHSIG)} in the child before exec;
@@ -63,7 +64,7 @@ from _common import rssMB, summary, table  # noqa: E402
 TRUE = "/bin/true"
 ENV = {"PATH": os.defpath}
 
-WRAPPED = "sessionSpawner: posix_spawn + env/setsid/setpriv wrappers"
+WRAPPED = "sessionSpawner: posix_spawn + wrappers"
 FORK = "sessionSpawner(wrapper=False): fork + setsid + pdeathsig"
 PLAIN = "reactor.spawnProcess: posix_spawn, no session/pdeathsig"
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,24 +31,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (OUT, ROOT, childrenOf, freePort, httpGet, killTree, log, machineInfo,  # noqa: E402
-                     projectBin, spawn, stopAll, table, writeResult)
-from scale import SLEEP, orchestratorYAML, programs  # noqa: E402
+from _common import (OUT, ROOT, httpGet, log, machineInfo, projectBin, stopAll,  # noqa: E402
+                     table, writeResult)
+from scale import Tool, execdChildren, exportedTree, programs  # noqa: E402
 
 
 def referenceTree(ref: str) -> str:
     """
-    The code at C{ref}, exported afresh into bench/out (a branch moves).
+    The code at C{ref}, exported into bench/out under its commit (a
+    branch moves).
     """
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True,
                             text=True, check=True).stdout.strip()
-    directory = os.path.join(OUT, f"ref-{commit}")
-    if not os.path.isdir(os.path.join(directory, "orchestrator")):
-        os.makedirs(directory, exist_ok=True)
-        archive = subprocess.run(["git", "-C", ROOT, "archive", commit], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
-    return directory
+    return exportedTree(commit, f"ref-{commit}")
 
 
 def compiled(tree: str) -> None:
@@ -62,17 +56,6 @@ def compiled(tree: str) -> None:
     subprocess.run([projectBin("python"), "-m", "compileall", "-q", "orchestrator", "plugins",
                     "twisted/plugins"], cwd=tree, check=True, stdout=subprocess.DEVNULL,
                    env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
-
-
-def execd(pids) -> int:
-    count = 0
-    for pid in pids:
-        try:
-            if os.readlink(f"/proc/{pid}/exe") == SLEEP:
-                count += 1
-        except OSError:
-            pass
-    return count
 
 
 def schedstat(pid: int) -> tuple[float, float]:
@@ -94,39 +77,11 @@ def schedstat(pid: int) -> tuple[float, float]:
     return ran / 1e9, waited / 1e9
 
 
-def launch(kind: str, directory: str, n: int, pythonpath: str | None):
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory)
-    port = None
-    if kind == "orchestrator":
-        port = freePort()
-        path = os.path.join(directory, "orchestrator.yaml")
-        with open(path, "w") as f:
-            f.write(orchestratorYAML(directory, port, programs(n)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-        env["XDG_STATE_HOME"] = os.path.join(directory, "state")
-        if pythonpath:
-            env["PYTHONPATH"] = pythonpath
-        argv = [projectBin("twistd"), "-n", "--pidfile=", "orchestrator", "--config", path,
-                "--env-file", os.devnull]
-    else:
-        path = os.path.join(directory, "procmon.tac")
-        with open(path, "w") as f:
-            f.write("from twisted.application import service\n"
-                    "from twisted.runner.procmon import ProcessMonitor\n"
-                    "application = service.Application('procmon')\n"
-                    "monitor = ProcessMonitor()\n"
-                    f"for name, argv in {[(name, argv) for name, argv, _ in programs(n)]!r}:\n"
-                    "    monitor.addProcess(name, argv)\n"
-                    "monitor.setServiceParent(application)\n")
-        argv, env = [projectBin("twistd"), "-n", "--pidfile=", "-y", path], None
-    t0 = time.monotonic()
-    process = spawn(argv, logPath=os.path.join(directory, "out.log"), cwd=directory, env=env)
-    return process, port, t0
-
-
 def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | None) -> dict:
-    process, port, t0 = launch(kind, directory, n, pythonpath)
+    tool = Tool(label, kind, pythonpath)
+    t0 = time.monotonic()
+    tool.launch(directory, programs(n))
+    process, port = tool.process, tool.adminPort
     first = allExecd = api = cpu = waited = None
     deadline = t0 + 60
     try:
@@ -135,7 +90,7 @@ def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | Non
                 raise RuntimeError(f"{label} exited: see {directory}/out.log")
             now = time.monotonic()
             if allExecd is None:
-                count = execd(childrenOf(process.pid))
+                count = execdChildren(process.pid)
                 if count and first is None:
                     first = now - t0
                 if count >= n:
@@ -150,7 +105,7 @@ def measure(kind: str, label: str, directory: str, n: int, pythonpath: str | Non
                 break
             time.sleep(0.001)
     finally:
-        killTree(process, graceful=10)
+        tool.stop()
     return {"tool": label, "first_s": first, "all_s": allExecd, "api_s": api, "cpu_s": cpu,
             "runqueue_s": waited, "alone_s": allExecd - waited if allExecd is not None else None}
 

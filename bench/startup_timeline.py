@@ -22,6 +22,8 @@ T0 = time.monotonic()
 
 
 def _child(n: int, directory: str) -> None:
+    from _common import childrenOf  # (this script's folder is sys.path[0])
+
     marks: list[tuple[float, str]] = []
 
     def mark(what: str) -> None:
@@ -85,7 +87,7 @@ def _child(n: int, directory: str) -> None:
 
     def check():
         count = 0
-        for child in _children(os.getpid()):
+        for child in childrenOf(os.getpid()):
             try:
                 count += os.readlink(f"/proc/{child}/exe") == sleep
             except OSError:
@@ -103,19 +105,6 @@ def _child(n: int, directory: str) -> None:
                 os.path.join(directory, "orchestrator.yaml"), "--env-file", os.devnull]
     os.chdir(directory)
     twistd.run()
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == ppid:
-                        out.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
 
 
 def main() -> int:
