@@ -49,6 +49,13 @@ notifiers:
   - 7
 """),
     "a policy option of another policy": _PROCESS.format(block="    restart: {policy: never, backoff: {}}"),
+    "leaf values of every wrong kind": _PROCESS.format(block="""\
+    health: {probe: http, interval: true, timeout: -1, failure_threshold: 2.5, path: 7}
+    restart: {max_attempts: "3", delay: null, success_exit_codes: [0, "x"], backoff: {factor: 0}}
+    stop: {signal: NOPE, timeout: "5 parsecs"}
+    log: {max_bytes: 1.0, lines: 0, echo: "yes"}
+logging: {level: true, format: 1}
+"""),
 }
 
 
@@ -80,3 +87,27 @@ def test_other_shapes_use_jsonschema():
     reference = sorted(e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(
         {"a": 1, "b": 2, "c": 3}))
     assert errors == reference and errors
+
+
+_LEAVES = [
+    {"type": "integer"}, {"type": "number", "minimum": 0}, {"type": ["number", "string"], "exclusiveMinimum": 0},
+    {"type": "integer", "maximum": 3, "exclusiveMaximum": 3.5}, {"type": "boolean"}, {"type": ["string", "null"]},
+    {"enum": ["a", "b", None]}, {"enum": [0, 1]}, {"type": "string", "minLength": 1, "maxLength": 3},
+    {"type": "string", "pattern": "^[0-9]+(ms|s)$"}, {"type": "object"}, {"type": "array"},
+    {"minimum": 1, "description": "bounds alone"}, {"format": "duration", "type": "number"},
+]
+_VALUES = [0, 1, 3, -1, 1.0, 1.5, 3.25, float("nan"), float("inf"), True, False, None, "", "a", "abcd", "10ms",
+           "x10s", [], [1], {}, {"a": 1}]
+
+
+@pytest.mark.parametrize("leaf", _LEAVES, ids=lambda leaf: str(sorted(leaf.items())))
+def test_leaf_checks_decide_as_jsonschema(leaf):
+    """A plain leaf's direct check passes exactly the values jsonschema passes (or defers to it)."""
+    from orchestrator.config._kindvalidator import _leafChecks, _passes
+
+    checks = _leafChecks(leaf, frozenset())
+    assert checks is not None
+    for value in _VALUES:
+        verdict = _passes(checks, value)
+        if verdict is not None:
+            assert verdict == jsonschema.Draft202012Validator(leaf).is_valid(value), (leaf, value)
