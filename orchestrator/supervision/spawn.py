@@ -7,14 +7,21 @@ process group, so a signal to the child never reaches the grandchildren it
 starts (a shell wrapper, a worker pool), and they outlive a stop holding
 the port.  Two ways to do better, chosen once when the spawner is built:
 
- - L{WrappedProcess} (preferred): Twisted's C{posix_spawn} fast path, with
-   the command behind three tiny exec wrappers from coreutils/util-linux:
-   C{env -C DIR setsid setpriv --pdeathsig KILL -- COMMAND}.  Each wrapper
-   C{exec}s the next, so the pid the orchestrator sees is the command's;
-   C{setsid} gives it a session and process group, C{setpriv} the
-   parent-death signal (SIGKILL when the orchestrator dies, even by
-   SIGKILL).  C{posix_spawn} does not copy the orchestrator's page tables,
-   so a spawn costs about 0.6 ms of reactor time whatever its size.
+ - L{WrappedProcess} (preferred): C{posix_spawn}, which makes the child's
+   session and process group itself (C{POSIX_SPAWN_SETSID}), with the
+   command behind C{setpriv --pdeathsig KILL --} from util-linux (the
+   parent-death signal: SIGKILL when the orchestrator dies, even by
+   SIGKILL), and behind C{env -C DIR} from coreutils only when the child's
+   folder is not the orchestrator's.  Each wrapper C{exec}s the next, so
+   the pid the orchestrator sees is the command's.  Where C{posix_spawn}
+   cannot make the session (or Twisted's own spawn path is taken), the
+   long form C{env -C DIR setsid setpriv --pdeathsig KILL -- COMMAND} is
+   spawned.  C{posix_spawn} does not copy the orchestrator's page tables,
+   so a spawn costs well under a millisecond of reactor time whatever its
+   size; but it returns only once the child has exec'd, and the parent
+   then usually waits for the CPU the child's further C{exec}s run on,
+   which is why every wrapper left out counts (C{bench/RESULTS.md},
+   "Start-up").
  - L{SessionProcess} (fallback where those tools are missing): Twisted's
    fork path with C{setsid()} and C{prctl(PR_SET_PDEATHSIG)} run in the
    child before C{exec}.  Forking a Python process costs about 3 ms at
