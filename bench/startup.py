@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         data["loadavg_after"] = f.read().split()[:3]
     rows = []
     procmon = statistics.median(r["all_s"] for r in data["runs"] if r["tool"] == subjects[2][1])
-    procmonAlone = statistics.median(r["alone_s"] for r in data["runs"] if r["tool"] == subjects[2][1])
+    procmonRuns = [r for r in data["runs"] if r["tool"] == subjects[2][1]]
+    procmonAlone = statistics.median(r["alone_s"] for r in procmonRuns)
     for _, label, _ in subjects:
         runs = [r for r in data["runs"] if r["tool"] == label]
 
@@ -153,13 +154,17 @@ def main(argv=None) -> int:
 
         allMedian = statistics.median(r["all_s"] for r in runs)
         aloneMedian = statistics.median(r["alone_s"] for r in runs)
+        # Each round's figure against procmon's in the same round: the
+        # load of a shared machine drifts slower than a round lasts.
+        paired = statistics.median(r["all_s"] / p["all_s"] for r, p in zip(runs, procmonRuns))
         rows.append([label, med("first_s"), med("all_s"), f"{min(r['all_s'] for r in runs):.3f} s",
                      med("api_s"), med("cpu_s"), med("alone_s"), f"{allMedian / procmon:.2f}x",
-                     f"{aloneMedian / procmonAlone:.2f}x"])
+                     f"{aloneMedian / procmonAlone:.2f}x", f"{paired:.2f}x"])
     text = table([f"{args.children} children, {args.rounds} rounds", "first exec'd (median)",
                   "all exec'd (median)", "all exec'd (best)", "API answers, asked from then on (median)",
                   "its CPU until all exec'd (median)", "all exec'd minus its run-queue wait (median)",
-                  "all exec'd vs procmon", "minus run-queue wait vs procmon"], rows)
+                  "all exec'd vs procmon", "minus run-queue wait vs procmon",
+                  "vs procmon in the same round (median)"], rows)
     text += (f"\n\nload average before {' '.join(data['machine']['loadavg'])}, "
              f"after {' '.join(data['loadavg_after'])} ({data['machine']['nproc']} cores)")
     data["table"] = text
