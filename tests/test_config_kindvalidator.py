@@ -90,14 +90,16 @@ def test_other_shapes_use_jsonschema():
 
 
 _LEAVES = [
-    {"type": "integer"}, {"type": "number", "minimum": 0}, {"type": ["number", "string"], "exclusiveMinimum": 0},
-    {"type": "integer", "maximum": 3, "exclusiveMaximum": 3.5}, {"type": "boolean"}, {"type": ["string", "null"]},
-    {"enum": ["a", "b", None]}, {"enum": [0, 1]}, {"type": "string", "minLength": 1, "maxLength": 3},
-    {"type": "string", "pattern": "^[0-9]+(ms|s)$"}, {"type": "object"}, {"type": "array"},
-    {"minimum": 1, "description": "bounds alone"}, {"format": "duration", "type": "number"},
+    {"type": "integer"}, {"type": "number", "minimum": 0},
+    {"type": ["number", "string"], "exclusiveMinimum": 0},
+    {"type": "integer", "maximum": 3, "exclusiveMaximum": 3.5}, {"type": "boolean"},
+    {"type": ["string", "null"]}, {"enum": ["a", "b", None]}, {"enum": [0, 1]},
+    {"type": "string", "minLength": 1, "maxLength": 3}, {"type": "string", "pattern": "^[0-9]+(ms|s)$"},
+    {"type": "object"}, {"type": "array"}, {"minimum": 1, "description": "bounds alone"},
+    {"format": "duration", "type": "number"},
 ]
-_VALUES = [0, 1, 3, -1, 1.0, 1.5, 3.25, float("nan"), float("inf"), True, False, None, "", "a", "abcd", "10ms",
-           "x10s", [], [1], {}, {"a": 1}]
+_VALUES = [0, 1, 3, -1, 1.0, 1.5, 3.25, float("nan"), float("inf"), True, False, None, "", "a", "abcd",
+           "10ms", "x10s", [], [1], {}, {"a": 1}]
 
 
 @pytest.mark.parametrize("leaf", _LEAVES, ids=lambda leaf: str(sorted(leaf.items())))

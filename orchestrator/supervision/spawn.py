@@ -400,8 +400,8 @@ def _sessionArgv(prefix: list[str], directory: str, command: list[str]) -> list[
         here = os.getcwd()
     except OSError:  # our folder was removed: env -C it is
         here = None
-    changeDir = [] if directory == here else [part.replace("{dir}", directory) for part in prefix[:_SETSID_AT]]
-    return changeDir + prefix[_SETSID_AT + 1:] + command
+    changeDir = [part.replace("{dir}", directory) for part in prefix[:_SETSID_AT]]
+    return ([] if directory == here else changeDir) + prefix[_SETSID_AT + 1:] + command
 
 
 @functools.lru_cache(maxsize=None)
