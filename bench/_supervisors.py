@@ -189,10 +189,15 @@ class Circus:
         return self.executable is not None
 
     def config(self, directory: str, programs) -> str:
+        """
+        circus.ini for C{programs}; its API endpoint (127.0.0.1) is kept in
+        C{self.endpoint}.
+        """
+        self.endpoint = f"tcp://127.0.0.1:{freePort()}"
         text = f"""\
 [circus]
 check_delay = {self.checkDelay}
-endpoint = tcp://127.0.0.1:{freePort()}
+endpoint = {self.endpoint}
 pubsub_endpoint = tcp://127.0.0.1:{freePort()}
 statsd = False
 """

@@ -50,6 +50,7 @@ def worker(port: int, method: str, path: str, body: bytes, headers: dict, connec
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
     reconnects = [0] * connections
+    answerBytes = [0] * connections
     start = time.perf_counter() + warmup
     stop = start + duration
 
@@ -63,7 +64,7 @@ def worker(port: int, method: str, path: str, body: bytes, headers: dict, connec
             try:
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
-                response.read()
+                answerBytes[i] = len(response.read())
                 ok = response.status == 200
                 if response.will_close:
                     connection.close()
@@ -86,7 +87,7 @@ def worker(port: int, method: str, path: str, body: bytes, headers: dict, connec
     for t in threads:
         t.join(warmup + duration + 30)
     return {"latencies": [x for xs in latencies for x in xs], "errors": sum(errors),
-            "reconnects": sum(reconnects), "duration": duration}
+            "reconnects": sum(reconnects), "duration": duration, "answer_bytes": max(answerBytes)}
 
 
 def load(port: int, method: str, path: str, body: bytes, headers: dict, workers: int,
@@ -94,14 +95,23 @@ def load(port: int, method: str, path: str, body: bytes, headers: dict, workers:
     spec = json.dumps({"port": port, "method": method, "path": path, "body": body.decode(),
                        "headers": headers, "connections": connections, "warmup": warmup,
                        "duration": duration})
-    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", spec],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return runWorkers([sys.executable, os.path.abspath(__file__), "--worker", spec], workers,
+                      warmup + duration + 60, duration)
+
+
+def runWorkers(argv, workers: int, timeout: float, duration: float) -> dict:
+    """
+    Run C{workers} copies of a load worker (C{argv}; each prints its
+    latencies, errors and reconnects as JSON) at once and merge their
+    results.  Also used for circus's ZeroMQ workers (C{_circusload.py}).
+    """
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
              for _ in range(workers)]
     results = []
     try:
         for p in procs:
-            out, err = p.communicate(timeout=warmup + duration + 60)
+            out, err = p.communicate(timeout=timeout)
             if p.returncode != 0:
                 raise RuntimeError(f"load worker failed: {err[-1000:]}")
             results.append(json.loads(out))
@@ -114,6 +124,7 @@ def load(port: int, method: str, path: str, body: bytes, headers: dict, workers:
     return {"requests": len(latencies), "rps": len(latencies) / duration,
             "errors": sum(r["errors"] for r in results),
             "reconnects": sum(r["reconnects"] for r in results),
+            "answer_bytes": max(r.get("answer_bytes", 0) for r in results),
             "latency": summary(latencies)}
 
 

@@ -37,7 +37,8 @@ QUICK = {
     "respawn": ["--samples", "5", "--spawns", "50", "--idle", "1"],
     "probes": ["--levels", "50,200", "--window", "5", "--warmup", "3", "--samples", "2"],
     "api": ["--duration", "2", "--many", "20", "--settle", "1"],
-    "scale": ["--idle", "5", "--sizes", "1,100", "--levels", "1,100", "--respawns", "5"],
+    "scale": ["--idle", "5", "--sizes", "1,100", "--levels", "1,100", "--respawns", "5",
+              "--status-duration", "2"],
 }
 
 

@@ -13,10 +13,15 @@ C{ProcessMonitor}), each supervising C{/bin/sleep} children.
    seconds, all measured at once (they are idle), from
    C{/proc/PID/task/*/schedstat} (nanoseconds: the 10 ms ticks of
    C{/proc/PID/stat} cannot show 0.005%), and its RSS.
-3. Status with 100 children: one process and all processes, requests per
-   second and p50/p99 for 1 connection and 2x4 connections (the load
-   generator of C{bench/api.py}); supervisord's C{getProcessInfo} and
-   C{getAllProcessInfo} over XML-RPC; circus is left out (its API is ZeroMQ).
+3. Status with 100 children, one supervisor at a time (launch, wait
+   until its API says all 100 are running, load, stop): one process and
+   all processes, requests per second and p50/p99 for 1 connection and
+   2x4 connections (closed loop: the load generator of C{bench/api.py} for
+   HTTP, C{bench/_circusload.py} with the circus venv's pyzmq for circus).
+   The orchestrator's 100 children are HTTP-probed every second (shared
+   C{bench/_tinybackend.py} servers); supervisord's C{getProcessInfo} and
+   C{getAllProcessInfo} over XML-RPC and circus's C{status} command (one
+   watcher, all watchers) over ZeroMQ, neither with probes.
 4. C{/metrics} at 1, 100, 500, 1000 processes, each HTTP-probed every
    second (monitor-only, against C{bench/_tinybackend.py}), so each scrape
    finds every process's health lines changed: the scrape time (median of
@@ -29,7 +34,8 @@ C{ProcessMonitor}), each supervising C{/bin/sleep} children.
 Everything listens on 127.0.0.1; each phase has its deadlines; the run
 takes about 6 minutes (C{--idle 30}).
 
-Usage: .venv/bin/python bench/scale.py [--idle 30] [--only start,idle,status,metrics,respawn]
+Usage: .venv/bin/python bench/scale.py [--idle 30] [--only start,status,metrics,respawn]
+       .venv/bin/python bench/scale.py --only status [--status-duration 5]   (about 2 minutes)
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -48,9 +55,10 @@ import xmlrpc.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (OUT, PYTHON, ROOT, TINY, childrenOf, freePort, httpGet, killTree, log,  # noqa: E402
-                     machineInfo, percentile, projectBin, rssMB, spawn, stopAll, summary, table,
-                     waitFor, waitListening, waitNewChild, writeResult)
+from _common import (OUT, PYTHON, ROOT, TINY, CPUMeter, childrenOf, freePort, httpGet, killTree,  # noqa: E402
+                     log, machineInfo, metricsSamples, metricSum, percentile, projectBin, rssMB, spawn,
+                     stopAll, summary, table, waitFor, waitListening, waitNewChild, writeResult)
+from _circusload import circusPython, waitActive  # noqa: E402
 from _supervisors import Circus, Supervisord  # noqa: E402
 
 BEFORE_COMMIT = "8dc4c34"
@@ -134,10 +142,15 @@ class Tool:
     One supervisor under test: launch (returns at once), its API's view.
     """
 
-    def __init__(self, label: str, kind: str, pythonpath: str | None = None) -> None:
+    def __init__(self, label: str, kind: str, pythonpath: str | None = None, twistdOptions=()) -> None:
+        """
+        @param twistdOptions: extra C{twistd} options for the orchestrator
+            (e.g. C{--profile}).
+        """
         self.label = label
         self.kind = kind
         self.pythonpath = pythonpath
+        self.twistdOptions = list(twistdOptions)
         self.process = None
         self.adminPort = self.rpcPort = None
 
@@ -158,8 +171,8 @@ class Tool:
             env["XDG_STATE_HOME"] = os.path.join(directory, "state")
             if self.pythonpath:
                 env["PYTHONPATH"] = self.pythonpath
-            argv = [projectBin("twistd"), "-n", "--pidfile=", "orchestrator", "--config", path,
-                    "--env-file", os.devnull]
+            argv = [projectBin("twistd"), "-n", "--pidfile=", *self.twistdOptions, "orchestrator",
+                    "--config", path, "--env-file", os.devnull]
         elif self.kind == "supervisord":
             wrapper = Supervisord(self.label)
             self.rpcPort = wrapper.rpcPort = freePort()
@@ -172,6 +185,7 @@ class Tool:
             path = os.path.join(directory, "circus.ini")
             with open(path, "w") as f:
                 f.write(wrapper.config(directory, progs).replace("check_delay = 0.01", "check_delay = 5"))
+            self.endpoint, self.circusPython = wrapper.endpoint, circusPython(wrapper.executable)
             argv, env = [wrapper.executable, "--log-level", "warning", "--log-output",
                          os.path.join(directory, "circusd.log"), path], None
         else:  # procmon
@@ -221,8 +235,8 @@ def tools(before: str) -> list[Tool]:
 
 # -- 1 and 2: start and idle -----------------------------------------------------------------
 
-def startAndIdle(before: str, sizes, idleSeconds: float, statusDuration: float) -> dict:
-    results = {"start": [], "idle": [], "status": []}
+def startAndIdle(before: str, sizes, idleSeconds: float) -> dict:
+    results = {"start": [], "idle": []}
     for n in sizes:
         running = []
         try:
@@ -257,8 +271,6 @@ def startAndIdle(before: str, sizes, idleSeconds: float, statusDuration: float) 
                                         "rss_mib": rssMB(tool.pid) or 0,  # (kB / 1024)
                                         "seconds": wall1 - wall0})
                 log(f"  idle {n}: {tool.label}: {percent:.4f}% CPU, {rssMB(tool.pid):.1f} MiB")
-            if n == 100:
-                results["status"] = statusLoad(running, statusDuration)
         finally:
             for tool in running:
                 tool.stop()
@@ -267,7 +279,116 @@ def startAndIdle(before: str, sizes, idleSeconds: float, statusDuration: float) 
 
 # -- 3: status with 100 ------------------------------------------------------------------------
 
-def statusLoad(running, duration: float) -> list[dict]:
+STATUS_TARGETS = 4  # tiny HTTP servers the orchestrator's probed processes share
+UNPROBED = "orchestrator without probes"
+
+
+def startTargets(count: int) -> tuple[list, list[int]]:
+    """
+    C{count} tiny HTTP servers to probe: their processes (for
+    L{killTree}) and ports.
+    """
+    backends, ports = [], []
+    for _ in range(count):
+        port = freePort()
+        backends.append(spawn([PYTHON, TINY, port], logPath=os.path.join(OUT, "scale", "tiny-status.log")))
+        waitListening(port, 10, backends[-1], "tiny backend")
+        ports.append(port)
+    return backends, ports
+
+
+def probedPrograms(n: int, ports: list[int]):
+    """
+    C{n} sleep children, each HTTP-probed every second at one of C{ports}.
+    """
+    return [(f"p{i:04d}", [SLEEP, "100000"], ports[i % len(ports)]) for i in range(n)]
+
+
+def statusPhase(n: int, duration: float, settle: float) -> dict:
+    """
+    Each supervisor alone with C{n} sleep children: launch, wait until
+    every child is exec'd and its own API says all are running, settle,
+    put the status load on it, stop.  The orchestrator's children are
+    HTTP-probed every second; supervisord and circus have no probes; a
+    second orchestrator without probes is the control (what the probes
+    cost).
+    """
+    backends: list = []
+    rows, context = [], []
+    try:
+        backends, ports = startTargets(STATUS_TARGETS)
+        candidates = [Tool("orchestrator", "orchestrator"), Tool(UNPROBED, "orchestrator")]
+        if Supervisord().available:
+            candidates.append(Tool("supervisord", "supervisord"))
+        if Circus().available:
+            candidates.append(Tool("circus", "circus"))
+        for tool in candidates:
+            directory = os.path.join(OUT, "scale", f"status-{tool.label.replace(' ', '-')}-{n}")
+            probed = tool.label == "orchestrator"
+            tool.launch(directory, probedPrograms(n, ports) if probed else programs(n))
+            try:
+                ready = waitAllRunning(tool, n, 120)
+                time.sleep(settle)
+                probes0 = _probesDone(tool)
+                t0 = time.monotonic()
+                with open("/proc/loadavg") as f:
+                    loadavg = f.read().split()[0]
+                rows += statusLoad([tool], duration, probed)
+                probes1 = _probesDone(tool)
+                elapsed = time.monotonic() - t0
+                context.append({"tool": tool.label, "ready_s": ready, "loadavg_1min": float(loadavg),
+                                "probes_per_s": (probes1 - probes0) / elapsed
+                                if probes0 is not None and probes1 is not None else None})
+                log(f"  status {tool.label}: all {n} running after {ready:.2f} s, load average {loadavg}"
+                    + (f", {context[-1]['probes_per_s']:.0f} probes/s during the load"
+                       if context[-1]["probes_per_s"] is not None else ""))
+            finally:
+                tool.stop()
+    finally:
+        for backend in backends:
+            killTree(backend)
+    return {"status": rows, "status_context": context}
+
+
+def waitAllRunning(tool: Tool, n: int, timeout: float) -> float:
+    """
+    Seconds from now until every child is exec'd and the tool's own API
+    says all C{n} are running (circus: its watchers are C{active}).
+    """
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if tool.process.poll() is not None:
+            raise RuntimeError(f"{tool.label} exited: see {tool.cwd}/out.log")
+        if execdChildren(tool.pid) >= n:
+            if tool.kind == "circus":
+                if waitActive(tool.circusPython, tool.endpoint, n, max(1.0, deadline - time.monotonic())):
+                    return time.monotonic() - t0
+            elif tool.apiAllRunning(n):
+                return time.monotonic() - t0
+        time.sleep(0.05)
+    raise TimeoutError(f"{tool.label}: not all {n} running after {timeout} s")
+
+
+def _probesDone(tool: Tool) -> float | None:
+    """
+    The orchestrator's probes so far (C{orchestrator_health_checks_total}).
+    """
+    if tool.kind != "orchestrator":
+        return None
+    try:
+        return metricSum(metricsSamples(tool.adminPort, timeout=30), "orchestrator_health_checks_total")
+    except (OSError, RuntimeError):
+        return None
+
+
+def statusLoad(running, duration: float, probed: bool = False) -> list[dict]:
+    """
+    The status requests of each tool in C{running}, one load shape after
+    the other; with the server's CPU and the load generators' (this
+    process's reaped children) per answer.
+    """
+    from _circusload import load as circusLoad
     from api import load
 
     out = []
@@ -282,14 +403,29 @@ def statusLoad(running, duration: float) -> list[dict]:
                         ("all processes", ("POST", "/RPC2", xmlrpc.client.dumps(
                             (), "supervisor.getAllProcessInfo").encode(), {"Content-Type": "text/xml"}))]
             port = tool.rpcPort
+        elif tool.kind == "circus":
+            requests = [("one process", {"command": "status", "properties": {"name": "p0000"}}),
+                        ("all processes", {"command": "status", "properties": {}})]
         else:
             continue
         for what, request in requests:
             for shape, (workers, connections) in (("1 connection", (1, 1)), ("2x4 connections", (2, 4))):
-                run = load(port, *request, workers, connections, 0.5, duration)
+                meter = CPUMeter(tool.pid).start()
+                clients = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if tool.kind == "circus":
+                    run = circusLoad(tool.circusPython, tool.endpoint, request, workers, connections, 0.5,
+                                     duration)
+                else:
+                    run = load(port, *request, workers, connections, 0.5, duration)
+                served = meter.stop()
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                clientCPU = (after.ru_utime + after.ru_stime) - (clients.ru_utime + clients.ru_stime)
                 out.append({"tool": tool.label, "request": what, "load": shape, "rps": run["rps"],
                             "p50_ms": (run["latency"].get("median") or 0) * 1e3,
-                            "p99_ms": (run["latency"].get("p99") or 0) * 1e3, "errors": run["errors"]})
+                            "p99_ms": (run["latency"].get("p99") or 0) * 1e3, "errors": run["errors"],
+                            "mean_ms": (run["latency"].get("mean") or 0) * 1e3,
+                            "answer_bytes": run.get("answer_bytes"), "server_cpu_percent": served,
+                            "client_cpu_s": clientCPU, "requests": run["requests"], "probed": probed})
                 log(f"  status {tool.label} {what} {shape}: {run['rps']:.0f}/s "
                     f"p99 {out[-1]['p99_ms']:.2f} ms")
     return out
@@ -436,9 +572,7 @@ def report(data: dict) -> str:
                  else "-", f"{r['rss_mib']:.1f} MiB"] for r in data["idle"]]
         parts.append(table(["supervisor", "children", "idle CPU", "RSS"], rows))
     if data.get("status"):
-        rows = [[r["tool"], r["request"], r["load"], f"{r['rps']:.0f}", f"{r['p50_ms']:.2f} ms",
-                 f"{r['p99_ms']:.2f} ms", r["errors"]] for r in data["status"]]
-        parts.append(table(["server (100 processes)", "request", "load", "req/s", "p50", "p99", "errors"], rows))
+        parts.append(statusReport(data["status"]))
     if data.get("metrics"):
         rows = [[r["tool"], r["processes"], f"{r['scrape_ms']:.1f} ms", f"{r['scrape_max_ms']:.1f} ms",
                  f"{r['status_wait_max_ms']:.1f} ms", r["samples"],
@@ -455,6 +589,59 @@ def report(data: dict) -> str:
     return "\n\n".join(parts)
 
 
+def statusReport(status: list[dict]) -> str:
+    """
+    The status rows, then the orchestrator's ratios against the issue's
+    targets (C{>= circus}, C{>= 2x supervisord}, p99 <= 5 ms for one
+    process; C{>= 30x supervisord} for all processes).
+    """
+    rows = [[r["tool"] + (" (100 HTTP-probed at 1 s)" if r.get("probed") else
+                          "" if r["tool"] == UNPROBED else " (no probes)"),
+             r["request"], r["load"], f"{r['rps']:.0f}", f"{r['p50_ms']:.2f} ms", f"{r['p99_ms']:.2f} ms",
+             f"{r['server_cpu_percent']:.0f}%" if "server_cpu_percent" in r else "-",
+             _perAnswer(r), r.get("answer_bytes") or "-", r["errors"]]
+            for r in status]
+    text = table(["server (100 children)", "request", "load", "req/s", "p50", "p99", "server CPU",
+                  "CPU per answer: server / load generator", "answer bytes", "errors"], rows)
+    byKey: dict = {}
+    for r in status:
+        byKey.setdefault((r["request"], r["load"]), {})[r["tool"]] = r
+    rows = []
+    for (what, shape), runs in byKey.items():
+        o, s, c = runs.get("orchestrator"), runs.get("supervisord"), runs.get("circus")
+        if o is None:
+            continue
+        vsS = o["rps"] / s["rps"] if s and s["rps"] else None
+        vsC = o["rps"] / c["rps"] if c and c["rps"] else None
+        if what == "one process":
+            verdict = " / ".join([
+                "≥ circus " + ("-" if vsC is None else "met" if vsC >= 1 else "missed"),
+                "≥ 2× supervisord " + ("-" if vsS is None else "met" if vsS >= 2 else "missed"),
+                "p99 ≤ 5 ms " + ("met" if o["p99_ms"] <= 5 else "missed")])
+        else:
+            verdict = "≥ 30× supervisord " + ("-" if vsS is None else "met" if vsS >= 30 else "missed")
+        rows.append([what, shape, f"{o['rps']:.0f}", "-" if vsS is None else f"{vsS:.2f}×",
+                     "-" if vsC is None else f"{vsC:.2f}×", f"{o['p99_ms']:.2f} ms", verdict])
+    if rows:
+        text += "\n\n" + table(["request", "load", "orchestrator req/s", "/ supervisord", "/ circus",
+                                 "orchestrator p99", "targets"], rows)
+    return text
+
+
+def _perAnswer(row: dict) -> str:
+    """
+    Server and load-generator CPU per answer, in ms: the server's average
+    CPU over the whole load (warm-up included) times the measured
+    seconds, and the load generators' CPU (their start-up and warm-up
+    included, so an upper bound), each over the measured answers.
+    """
+    if not row.get("requests") or "client_cpu_s" not in row:
+        return "-"
+    seconds = row["requests"] / row["rps"]
+    return (f"{row['server_cpu_percent'] / 100 * seconds / row['requests'] * 1e3:.2f} / "
+            f"{row['client_cpu_s'] / row['requests'] * 1e3:.2f} ms")
+
+
 def _s(value) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
@@ -465,19 +652,27 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="1,100,500")
     parser.add_argument("--levels", default="1,100,500,1000")
     parser.add_argument("--scrapes", type=int, default=5)
-    parser.add_argument("--status-duration", type=float, default=3.0)
+    parser.add_argument("--status-duration", type=float, default=5.0)
+    parser.add_argument("--status-children", type=int, default=100)
+    parser.add_argument("--status-settle", type=float, default=3.0,
+                        help="seconds between all running and the status load")
     parser.add_argument("--respawns", type=int, default=20)
-    parser.add_argument("--only", default="start,metrics,respawn")
+    parser.add_argument("--only", default="start,status,metrics,respawn")
+    parser.add_argument("--name", default=None,
+                        help="result file bench/out/NAME.json (default: scale, or scale-PHASES when "
+                             "/metrics is not run, so bench/plot_scale.py keeps its input)")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    before = beforeTree()
-    data: dict = {"machine": machineInfo(), "args": vars(args), "before": BEFORE_COMMIT}
     only = set(args.only.split(","))
+    before = beforeTree() if only & {"start", "metrics", "respawn"} else None
+    data: dict = {"machine": machineInfo(), "args": vars(args), "before": BEFORE_COMMIT}
     try:
         if "start" in only:
-            log("scale: start, idle, status")
-            data.update(startAndIdle(before, [int(x) for x in args.sizes.split(",")], args.idle,
-                                     args.status_duration))
+            log("scale: start, idle")
+            data.update(startAndIdle(before, [int(x) for x in args.sizes.split(",")], args.idle))
+        if "status" in only:
+            log(f"scale: status with {args.status_children} children, one supervisor at a time")
+            data.update(statusPhase(args.status_children, args.status_duration, args.status_settle))
         if "metrics" in only:
             log("scale: /metrics")
             data["metrics"] = metricsScrapes(before, [int(x) for x in args.levels.split(",")], args.scrapes)
@@ -489,7 +684,7 @@ def main(argv=None) -> int:
     text = report(data)
     data["table"] = text
     data["elapsed_s"] = time.monotonic() - started
-    writeResult("scale", data)
+    writeResult(args.name or ("scale" if "metrics" in only else "scale-" + "-".join(sorted(only))), data)
     print(text)
     log(f"scale done in {data['elapsed_s']:.0f} s")
     return 0
