@@ -21,11 +21,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 HERE = os.path.abspath(__file__)
+sys.path.insert(0, os.path.dirname(HERE))
 TIMEOUT = 10.0
 
 
@@ -100,50 +100,42 @@ def _call(socket, command: dict, timeout: float) -> tuple[dict, int] | None:
             return answer, len(raw)
 
 
+class _Client:
+    """
+    One C{DEALER} socket asking the same command again and again; a socket
+    whose answer did not come within C{TIMEOUT} is replaced.
+    """
+
+    def __init__(self, endpoint: str, command: dict) -> None:
+        import zmq
+
+        self.context = zmq.Context.instance()
+        self.endpoint, self.command = endpoint, command
+        self.socket = _socket(self.context, endpoint)
+        self.reconnects = 0
+
+    def ask(self) -> tuple[bool, int | None]:
+        import zmq
+
+        try:
+            reply = _call(self.socket, self.command, TIMEOUT)
+        except (zmq.ZMQError, ValueError):
+            reply = None
+        if reply is None:
+            self.socket.close()
+            self.socket = _socket(self.context, self.endpoint)
+            self.reconnects += 1
+            return False, None
+        return reply[0].get("status") != "error", reply[1]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 def worker(endpoint: str, command: dict, connections: int, warmup: float, duration: float) -> dict:
-    import zmq
+    from _common import closedLoop
 
-    context = zmq.Context.instance()
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    errors = [0] * connections
-    reconnects = [0] * connections
-    answerBytes = [0] * connections
-    start = time.perf_counter() + warmup
-    stop = start + duration
-
-    def run(i: int) -> None:
-        socket = _socket(context, endpoint)
-        mine = latencies[i]
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop:
-                break
-            try:
-                reply = _call(socket, command, TIMEOUT)
-            except (zmq.ZMQError, ValueError):
-                reply = None
-            if reply is None:
-                socket.close()
-                socket = _socket(context, endpoint)
-                reconnects[i] += 1
-            else:
-                answerBytes[i] = reply[1]
-            ok = reply is not None and reply[0].get("status") != "error"
-            t1 = time.perf_counter()
-            if t0 >= start:
-                if ok:
-                    mine.append(t1 - t0)
-                else:
-                    errors[i] += 1
-        socket.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(warmup + duration + TIMEOUT + 30)
-    return {"latencies": [x for xs in latencies for x in xs], "errors": sum(errors),
-            "reconnects": sum(reconnects), "duration": duration, "answer_bytes": max(answerBytes)}
+    return closedLoop(lambda: _Client(endpoint, command), connections, warmup, duration, TIMEOUT + 30)
 
 
 def _waitActive(endpoint: str, names: int, timeout: float) -> int:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -367,6 +368,56 @@ def metricsSamples(port: int, timeout: float = 5.0) -> dict[str, float]:
 
 def metricSum(samples: dict[str, float], prefix: str, contains: str = "") -> float:
     return sum(v for k, v in samples.items() if k.startswith(prefix) and contains in k)
+
+
+# -- closed-loop load ------------------------------------------------------
+
+def closedLoop(makeClient, connections: int, warmup: float, duration: float, slack: float = 30.0) -> dict:
+    """
+    The core of the load generators (C{bench/api.py}'s HTTP workers,
+    C{bench/_circusload.py}'s ZeroMQ ones): C{connections} threads, each
+    with its own client from C{makeClient()}, each sending the next request
+    as soon as the previous answer arrived (closed loop) for C{duration}
+    seconds after C{warmup}; latencies of the good answers after the
+    warm-up, failures counted.
+
+    @param makeClient: returns an object with C{ask() -> (ok, answer
+        size)}, C{close()} and a C{reconnects} count; C{ask} must return
+        within its own timeout.
+    @param slack: seconds a thread may outlive the load before it is
+        given up (each C{ask} is bounded, so this is a safety net).
+    """
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    errors = [0] * connections
+    answerBytes = [0] * connections
+    clients = [makeClient() for _ in range(connections)]
+    start = time.perf_counter() + warmup
+    stop = start + duration
+
+    def run(i: int) -> None:
+        client, mine = clients[i], latencies[i]
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop:
+                break
+            ok, size = client.ask()
+            t1 = time.perf_counter()
+            answerBytes[i] = size or answerBytes[i]
+            if t0 >= start:
+                if ok:
+                    mine.append(t1 - t0)
+                else:
+                    errors[i] += 1
+        client.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(warmup + duration + slack)
+    return {"latencies": [x for xs in latencies for x in xs], "errors": sum(errors),
+            "reconnects": sum(c.reconnects for c in clients), "duration": duration,
+            "answer_bytes": max(answerBytes)}
 
 
 # -- orchestrator ----------------------------------------------------------

@@ -29,14 +29,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import xmlrpc.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (DEMO, OUT, PYTHON, CPUMeter, SystemCPU, freePort, healthPid, httpGet, log,  # noqa: E402
-                     machineInfo, stopAll, summary, table, waitFor, writeResult)
+from _common import (DEMO, OUT, PYTHON, CPUMeter, SystemCPU, closedLoop, freePort, healthPid,  # noqa: E402
+                     httpGet, log, machineInfo, stopAll, summary, table, waitFor, writeResult)
 from _supervisors import Orchestrator, Supervisord  # noqa: E402
 
 STATUS = "/api/v1/admin/backend/status"
@@ -45,49 +44,40 @@ FALLBACK = "/api/v1/admin/backend/health"
 
 # -- the load generator (run as a separate process: --worker) ----------------------
 
+class _Client:
+    """
+    One keep-alive C{http.client} connection asking the same request
+    again and again (a 10 s timeout each); it reconnects by itself after
+    a failure or a C{Connection: close}.
+    """
+
+    def __init__(self, port: int, method: str, path: str, body: bytes, headers: dict) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.request = (method, path, body, headers)
+        self.reconnects = 0
+
+    def ask(self) -> tuple[bool, int | None]:
+        method, path, body, headers = self.request
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            response = self.connection.getresponse()
+            size = len(response.read())
+            if response.will_close:
+                self.connection.close()
+                self.reconnects += 1
+            return response.status == 200, size
+        except (OSError, http.client.HTTPException):
+            self.connection.close()
+            self.reconnects += 1
+            return False, None
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def worker(port: int, method: str, path: str, body: bytes, headers: dict, connections: int,
            warmup: float, duration: float) -> dict:
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    errors = [0] * connections
-    reconnects = [0] * connections
-    answerBytes = [0] * connections
-    start = time.perf_counter() + warmup
-    stop = start + duration
-
-    def run(i: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine = latencies[i]
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop:
-                break
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                answerBytes[i] = len(response.read())
-                ok = response.status == 200
-                if response.will_close:
-                    connection.close()
-                    reconnects[i] += 1
-            except (OSError, http.client.HTTPException):
-                ok = False
-                connection.close()
-                reconnects[i] += 1
-            t1 = time.perf_counter()
-            if t0 >= start:
-                if ok:
-                    mine.append(t1 - t0)
-                else:
-                    errors[i] += 1
-        connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(warmup + duration + 30)
-    return {"latencies": [x for xs in latencies for x in xs], "errors": sum(errors),
-            "reconnects": sum(reconnects), "duration": duration, "answer_bytes": max(answerBytes)}
+    return closedLoop(lambda: _Client(port, method, path, body, headers), connections, warmup, duration)
 
 
 def load(port: int, method: str, path: str, body: bytes, headers: dict, workers: int,

@@ -47,6 +47,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -350,6 +351,28 @@ def statusPhase(n: int, duration: float, settle: float) -> dict:
     return {"status": rows, "status_context": context}
 
 
+def medianRuns(runs: list[list[dict]]) -> list[dict]:
+    """
+    The status rows of several runs of L{statusPhase} as one: per tool,
+    request and load, the median of each figure, each run's req/s kept in
+    C{rps_runs} and the errors summed.
+    """
+    grouped: dict = {}
+    for rows in runs:
+        for row in rows:
+            grouped.setdefault((row["tool"], row["request"], row["load"]), []).append(row)
+    out = []
+    for same in grouped.values():
+        merged = dict(same[0])
+        for key, value in same[0].items():
+            if isinstance(value, float):
+                merged[key] = statistics.median(r[key] for r in same)
+        merged["errors"] = sum(r["errors"] for r in same)
+        merged["rps_runs"] = [r["rps"] for r in same]
+        out.append(merged)
+    return out
+
+
 def waitAllRunning(tool: Tool, n: int, timeout: float) -> float:
     """
     Seconds from now until every child is exec'd and the tool's own API
@@ -597,12 +620,13 @@ def statusReport(status: list[dict]) -> str:
     """
     rows = [[r["tool"] + (" (100 HTTP-probed at 1 s)" if r.get("probed") else
                           "" if r["tool"] == UNPROBED else " (no probes)"),
-             r["request"], r["load"], f"{r['rps']:.0f}", f"{r['p50_ms']:.2f} ms", f"{r['p99_ms']:.2f} ms",
+             r["request"], r["load"], f"{r['rps']:.0f}" + _runs(r.get("rps_runs")), f"{r['p50_ms']:.2f} ms",
+             f"{r['p99_ms']:.2f} ms",
              f"{r['server_cpu_percent']:.0f}%" if "server_cpu_percent" in r else "-",
              _perAnswer(r), r.get("answer_bytes") or "-", r["errors"]]
             for r in status]
-    text = table(["server (100 children)", "request", "load", "req/s", "p50", "p99", "server CPU",
-                  "CPU per answer: server / load generator", "answer bytes", "errors"], rows)
+    text = table(["server (100 children)", "request", "load", "req/s (median; each run)", "p50", "p99",
+                  "server CPU", "CPU per answer: server / load generator", "answer bytes", "errors"], rows)
     byKey: dict = {}
     for r in status:
         byKey.setdefault((r["request"], r["load"]), {})[r["tool"]] = r
@@ -613,6 +637,9 @@ def statusReport(status: list[dict]) -> str:
             continue
         vsS = o["rps"] / s["rps"] if s and s["rps"] else None
         vsC = o["rps"] / c["rps"] if c and c["rps"] else None
+        # Each run's ratio (runs are paired by their order).
+        eachS = [a / b for a, b in zip(o.get("rps_runs", []), (s or {}).get("rps_runs", [])) if b]
+        eachC = [a / b for a, b in zip(o.get("rps_runs", []), (c or {}).get("rps_runs", [])) if b]
         if what == "one process":
             verdict = " / ".join([
                 "≥ circus " + ("-" if vsC is None else "met" if vsC >= 1 else "missed"),
@@ -620,12 +647,21 @@ def statusReport(status: list[dict]) -> str:
                 "p99 ≤ 5 ms " + ("met" if o["p99_ms"] <= 5 else "missed")])
         else:
             verdict = "≥ 30× supervisord " + ("-" if vsS is None else "met" if vsS >= 30 else "missed")
-        rows.append([what, shape, f"{o['rps']:.0f}", "-" if vsS is None else f"{vsS:.2f}×",
-                     "-" if vsC is None else f"{vsC:.2f}×", f"{o['p99_ms']:.2f} ms", verdict])
+        rows.append([what, shape, f"{o['rps']:.0f}",
+                     "-" if vsS is None else f"{vsS:.2f}×" + _runs(eachS, "×"),
+                     "-" if vsC is None else f"{vsC:.2f}×" + _runs(eachC, "×"),
+                     f"{o['p99_ms']:.2f} ms", verdict])
     if rows:
         text += "\n\n" + table(["request", "load", "orchestrator req/s", "/ supervisord", "/ circus",
                                  "orchestrator p99", "targets"], rows)
     return text
+
+
+def _runs(values, unit: str = "") -> str:
+    if not values or len(values) < 2:
+        return ""
+    digits = 2 if unit else 0
+    return " (" + ", ".join(f"{v:.{digits}f}{unit}" for v in values) + ")"
 
 
 def _perAnswer(row: dict) -> str:
@@ -656,6 +692,8 @@ def main(argv=None) -> int:
     parser.add_argument("--status-children", type=int, default=100)
     parser.add_argument("--status-settle", type=float, default=3.0,
                         help="seconds between all running and the status load")
+    parser.add_argument("--status-repeat", type=int, default=1,
+                        help="run the status phase N times: medians, and each run's req/s and ratios")
     parser.add_argument("--respawns", type=int, default=20)
     parser.add_argument("--only", default="start,status,metrics,respawn")
     parser.add_argument("--name", default=None,
@@ -672,7 +710,11 @@ def main(argv=None) -> int:
             data.update(startAndIdle(before, [int(x) for x in args.sizes.split(",")], args.idle))
         if "status" in only:
             log(f"scale: status with {args.status_children} children, one supervisor at a time")
-            data.update(statusPhase(args.status_children, args.status_duration, args.status_settle))
+            runs = [statusPhase(args.status_children, args.status_duration, args.status_settle)
+                    for _ in range(args.status_repeat)]
+            data["status_runs"] = runs
+            data["status"] = runs[0]["status"] if len(runs) == 1 else medianRuns([r["status"] for r in runs])
+            data["status_context"] = [c for r in runs for c in r["status_context"]]
         if "metrics" in only:
             log("scale: /metrics")
             data["metrics"] = metricsScrapes(before, [int(x) for x in args.levels.split(",")], args.scrapes)

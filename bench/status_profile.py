@@ -13,8 +13,11 @@ once per answer.  A second, unprofiled server is measured the same way
 with every pass of Python's cyclic garbage collector timed
 (C{bench/_gctimer/sitecustomize.py} on its C{PYTHONPATH}): the longest
 passes during the load and the share of the time the reactor spent in
-them, which cProfile does not show.  Everything listens on 127.0.0.1;
-every wait has a deadline.
+them, which cProfile does not show; its CPU split into user and kernel
+time (C{/proc/PID/stat}); and a third server whose start-up objects are
+frozen (C{gc.freeze()} from a timer thread once all children run), to show
+what that does to the full collections.  Everything listens on
+127.0.0.1; every wait has a deadline.
 
 Usage: .venv/bin/python bench/status_profile.py [--duration 10] [--children 100]
 """
@@ -30,7 +33,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import BENCH, OUT, CPUMeter, killTree, log, machineInfo, table, writeResult  # noqa: E402
+from _common import (BENCH, CLK_TCK, OUT, CPUMeter, killTree, log, machineInfo, procStat, table,  # noqa: E402
+                     writeResult)
 from api import load  # noqa: E402
 from scale import STATUS_TARGETS, Tool, probedPrograms, startTargets, waitAllRunning  # noqa: E402
 
@@ -116,16 +120,26 @@ def serve(directory: str, ports, n: int, duration: float, twistdOptions=(), env:
         time.sleep(3)
         for shape, workers, connections in SHAPES:
             meter = CPUMeter(tool.pid).start()
+            times0 = _userSystem(tool.pid)
             began = time.monotonic()
             run = load(tool.adminPort, "GET", PATH, b"", {}, workers, connections, 0.5, duration)
             run["window"] = (began + 0.6, time.monotonic())
             run["server_cpu_percent"] = meter.stop()
+            times1 = _userSystem(tool.pid)
+            answers = run["rps"] * (duration + 0.5)  # the warm-up's answers too
+            run["user_us_per_answer"] = (times1[0] - times0[0]) / answers * 1e6
+            run["system_us_per_answer"] = (times1[1] - times0[1]) / answers * 1e6
             runs[shape] = run
             log(f"  {shape}: {run['rps']:.0f}/s p50 {run['latency']['median'] * 1e3:.2f} ms "
                 f"p99 {run['latency']['p99'] * 1e3:.2f} ms, server CPU {run['server_cpu_percent']:.0f}%")
     finally:
         tool.stop()
     return runs
+
+
+def _userSystem(pid: int) -> tuple[float, float]:
+    fields = procStat(pid)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def gcDuring(passes: list, window: tuple[float, float]) -> dict:
@@ -149,7 +163,8 @@ def main(argv=None) -> int:
     os.makedirs(base, exist_ok=True)
     profilePath = os.path.join(base, "twistd.pstats")
     gcPath = os.path.join(base, "gc.json")
-    for stale in (profilePath, gcPath):
+    frozenPath = os.path.join(base, "gc-frozen.json")
+    for stale in (profilePath, gcPath, frozenPath):
         if os.path.exists(stale):
             os.remove(stale)
     data = {"machine": machineInfo(), "args": vars(args)}
@@ -162,24 +177,35 @@ def main(argv=None) -> int:
         log("status profile: garbage collector passes (no profiler)")
         timed = serve(os.path.join(base, "gc"), ports, args.children, args.duration,
                       env={"PYTHONPATH": os.path.join(BENCH, "_gctimer"), "BENCH_GC_PAUSES": gcPath})
+        log("status profile: the same with gc.freeze() after start-up")
+        frozen = serve(os.path.join(base, "gc-frozen"), ports, args.children, args.duration,
+                       env={"PYTHONPATH": os.path.join(BENCH, "_gctimer"), "BENCH_GC_PAUSES": frozenPath,
+                            "BENCH_GC_FREEZE_AFTER": "4"})
     finally:
         for backend in backends:
             killTree(backend)
-    answers = sum(r["requests"] for r in profiled.values())  # warm-ups excluded: an underestimate of calls
+    # Answers in the measured windows, plus the warm-ups' at the same rate.
+    answers = sum(r["requests"] for r in profiled.values())
     warm = sum(r["rps"] * 0.5 for r in profiled.values())
     data["profile"] = analyse(profilePath, int(answers + warm))
-    with open(gcPath) as f:
-        gc = json.load(f)
-    data["gc"] = {shape: gcDuring(gc["passes"], run["window"]) for shape, run in timed.items()}
-    data["gc_tracked_objects_at_exit"] = gc["tracked"]
-    data["loads"] = {f"{label} {shape}": {"rps": run["rps"], "latency": run["latency"],
-                                          "server_cpu_percent": run["server_cpu_percent"]}
-                     for label, runs in (("profiled", profiled), ("unprofiled", timed))
+    data["gc"] = {}
+    for label, path, runs in (("as it is", gcPath, timed), ("gc.freeze() after start-up", frozenPath, frozen)):
+        with open(path) as f:
+            passes = json.load(f)
+        data["gc"].update({f"{label}, {shape}": gcDuring(passes["passes"], run["window"])
+                           for shape, run in runs.items()})
+        data.setdefault("gc_tracked_at_exit", {})[label] = passes["tracked"]
+    data["loads"] = {f"{label}: {shape}": {k: run.get(k) for k in (
+                        "rps", "latency", "server_cpu_percent", "user_us_per_answer", "system_us_per_answer")}
+                     for label, runs in (("profiled", profiled), ("unprofiled", timed),
+                                         ("unprofiled, gc.freeze()", frozen))
                      for shape, run in runs.items()}
-    parts = [table(["server", "load", "req/s", "p50", "p99", "server CPU"],
-                   [[k.split(" ", 1)[0], k.split(" ", 1)[1], f"{v['rps']:.0f}",
-                     f"{v['latency']['median'] * 1e3:.2f} ms", f"{v['latency']['p99'] * 1e3:.2f} ms",
-                     f"{v['server_cpu_percent']:.0f}%"] for k, v in data["loads"].items()]),
+    parts = [table(["server: load", "req/s", "p50", "p99", "max", "server CPU", "user / kernel CPU per answer"],
+                   [[k, f"{v['rps']:.0f}", f"{v['latency']['median'] * 1e3:.2f} ms",
+                     f"{v['latency']['p99'] * 1e3:.2f} ms", f"{v['latency']['max'] * 1e3:.2f} ms",
+                     f"{v['server_cpu_percent']:.0f}%",
+                     f"{v['user_us_per_answer']:.0f} / {v['system_us_per_answer']:.0f} µs"]
+                    for k, v in data["loads"].items()]),
              table(["stage (cProfile, per answer)", "function", "calls per answer", "cumulative"],
                    [[s["stage"], s.get("function", "-"), f"{s.get('calls_per_answer', 0):.2f}",
                      "-" if s["cumulative_us"] is None else f"{s['cumulative_us']:.0f} µs"]
@@ -188,11 +214,12 @@ def main(argv=None) -> int:
                     "cumulative"],
                    [[h["function"], f"{h['calls_per_answer']:.2f}", f"{h['own_us']:.1f} µs",
                      f"{h['cumulative_us']:.0f} µs"] for h in data["profile"]["hot"]]),
-             table(["load (unprofiled server)", "gen 0 passes / max", "gen 1 passes / max",
+             table(["unprofiled server, load", "gen 0 passes / max", "gen 1 passes / max",
                     "gen 2 passes / max", "time in the collector"],
                    [[shape] + [f"{g['generations'][i]['passes']} / {g['generations'][i]['max_ms']:.2f} ms"
                                for i in (0, 1, 2)] + [f"{g['share_percent']:.2f}%"]
-                    for shape, g in data["gc"].items()])]
+                    for shape, g in data["gc"].items()])
+             + f"\n\nobjects the collector tracks, at exit: {data['gc_tracked_at_exit']}"]
     text = "\n\n".join(parts)
     data["table"] = text
     writeResult("status-profile", data)

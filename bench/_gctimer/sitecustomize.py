@@ -6,7 +6,9 @@ the cyclic garbage collector is timed (C{gc.callbacks}) and the passes,
 C{[monotonic time at the end, generation, seconds, objects collected]},
 are written there as JSON when the process exits.  At most C{LIMIT}
 passes are kept (a counted, bounded list: the rest only raise
-C{dropped}).
+C{dropped}).  With C{BENCH_GC_FREEZE_AFTER} set to seconds, a timer
+thread calls C{gc.freeze()} once after that long (an experiment: what
+freezing everything built at start-up would do to the full collections).
 """
 
 import atexit
@@ -35,7 +37,14 @@ if _path:
     def _write():
         with open(_path, "w") as f:
             json.dump({"passes": _passes, "dropped": _dropped[0], "frozen": gc.get_freeze_count(),
-                       "tracked": len(gc.get_objects())}, f)
+                       "tracked": len(gc.get_objects()), "counts": gc.get_count()}, f)
 
     gc.callbacks.append(_timed)
     atexit.register(_write)
+
+    if os.environ.get("BENCH_GC_FREEZE_AFTER"):
+        import threading
+
+        _freezer = threading.Timer(float(os.environ["BENCH_GC_FREEZE_AFTER"]), gc.freeze)
+        _freezer.daemon = True
+        _freezer.start()
