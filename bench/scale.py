@@ -32,10 +32,10 @@ C{ProcessMonitor}), each supervising C{/bin/sleep} children.
    processes x 10) hammer C{GET /api/v1/processes/backend} (p95 each).
 
 Everything listens on 127.0.0.1; each phase has its deadlines; the run
-takes about 6 minutes (C{--idle 30}).
+takes about 9 minutes (C{--idle 30}; the status phase about 2.5 of them).
 
 Usage: .venv/bin/python bench/scale.py [--idle 30] [--only start,status,metrics,respawn]
-       .venv/bin/python bench/scale.py --only status [--status-duration 5]   (about 2 minutes)
+       .venv/bin/python bench/scale.py --only status [--status-duration 5] [--status-repeat 3]
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def statusPhase(n: int, duration: float, settle: float) -> dict:
                 t0 = time.monotonic()
                 with open("/proc/loadavg") as f:
                     loadavg = f.read().split()[0]
-                rows += statusLoad([tool], duration, probed)
+                rows += [dict(row, children=n) for row in statusLoad([tool], duration, probed)]
                 probes1 = _probesDone(tool)
                 elapsed = time.monotonic() - t0
                 context.append({"tool": tool.label, "ready_s": ready, "loadavg_1min": float(loadavg),
@@ -618,14 +618,14 @@ def statusReport(status: list[dict]) -> str:
     targets (C{>= circus}, C{>= 2x supervisord}, p99 <= 5 ms for one
     process; C{>= 30x supervisord} for all processes).
     """
-    rows = [[r["tool"] + (" (100 HTTP-probed at 1 s)" if r.get("probed") else
+    rows = [[r["tool"] + (f" ({r.get('children', 100)} HTTP-probed at 1 s)" if r.get("probed") else
                           "" if r["tool"] == UNPROBED else " (no probes)"),
              r["request"], r["load"], f"{r['rps']:.0f}" + _runs(r.get("rps_runs")), f"{r['p50_ms']:.2f} ms",
              f"{r['p99_ms']:.2f} ms",
              f"{r['server_cpu_percent']:.0f}%" if "server_cpu_percent" in r else "-",
              _perAnswer(r), r.get("answer_bytes") or "-", r["errors"]]
             for r in status]
-    text = table(["server (100 children)", "request", "load", "req/s (median; each run)", "p50", "p99",
+    text = table([f"server ({status[0].get('children', 100)} children)", "request", "load", "req/s (median; each run)", "p50", "p99",
                   "server CPU", "CPU per answer: server / load generator", "answer bytes", "errors"], rows)
     byKey: dict = {}
     for r in status:
