@@ -7,10 +7,11 @@ previous answer arrived, for C{duration} seconds after C{warmup}.
 
 The workers run with the circus venv's Python (C{bench/.venv-circus}), so
 pyzmq comes from there; the driver (L{load}, L{waitActive}) runs in the
-bench's own Python and only starts them.  The answers are checked: an
-answer with C{"status": "error"} or a wrong id counts as an error, and a
-socket that waited C{TIMEOUT} seconds for its answer is replaced (counted
-as a reconnect), so a lost reply never stalls a thread.
+bench's own Python and only starts them.  The answers are checked: one
+with C{"status": "error"} counts as an error, one to an earlier call is
+skipped by its id, and a socket that waited C{TIMEOUT} seconds for its
+answer is replaced (an error and a reconnect), so a lost reply never
+stalls a thread.
 
 Usage (internal): PYTHON _circusload.py --worker SPEC | --wait-active SPEC
 """
