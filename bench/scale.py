@@ -30,6 +30,7 @@ Everything listens on 127.0.0.1; each phase has its deadlines; the run
 takes about 6 minutes (C{--idle 30}).
 
 Usage: .venv/bin/python bench/scale.py [--idle 30] [--only start,idle,status,metrics,respawn]
+       [--before COMMIT]
 """
 
 from __future__ import annotations
@@ -460,6 +461,7 @@ def _s(value) -> str:
 
 
 def main(argv=None) -> int:
+    global BEFORE_COMMIT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--sizes", default="1,100,500")
@@ -468,7 +470,10 @@ def main(argv=None) -> int:
     parser.add_argument("--status-duration", type=float, default=3.0)
     parser.add_argument("--respawns", type=int, default=20)
     parser.add_argument("--only", default="start,metrics,respawn")
+    parser.add_argument("--before", default=BEFORE_COMMIT,
+                        help="the commit measured as 'before' (default %(default)s)")
     args = parser.parse_args(argv)
+    BEFORE_COMMIT = args.before
     started = time.monotonic()
     before = beforeTree()
     data: dict = {"machine": machineInfo(), "args": vars(args), "before": BEFORE_COMMIT}
