@@ -340,6 +340,64 @@ class TransitionTests(SynchronousTestCase):
         self.assertEqual(h.process.snapshot().last_exit.uptime, 6.0)
 
 
+class RestartNowTests(SynchronousTestCase):
+    """
+    A restart the policy wants at once happens in the reactor turn that
+    handled the exit, unless a command is in progress or the child died
+    while being respawned.
+    """
+
+    def test_respawnedInTheTurnOfTheExit(self) -> None:
+        """The crash of a healthy run is respawned before the exit's handling returns: no restart timer is left for a later turn."""
+        h = _Harness("start: {ready_after: 2}\n")
+        h.startRunning()
+        first, firstPid = h.child, h.child.pid
+        first.exited(1)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertIsNot(h.child, first)
+        self.assertEqual([(e.type, e.pid) for e in h.events[-3:]],
+                         [("crashed", firstPid), ("restart_scheduled", None), ("starting", h.child.pid)])
+        self.assertEqual(h.process.timers.pending, ["ready"])
+        self.assertEqual([call.getTime() for call in h.clock.getDelayedCalls()], [h.clock.seconds() + 2])
+        self.assertEqual(h.process.restartsByReason, {"crash": 1})
+
+    def test_commandInProgressDecides(self) -> None:
+        """A crash while a start waits for readiness with a restart queued: the restart command alone spawns, after its pause, and the waiting start fails."""
+        h = _Harness("start: {ready_after: 5}\nrestart: {policy: always, interval: 0, delay: 2}\n")
+        starting = h.process.start()
+        restarting = h.process.restart()
+        h.child.exited(1)
+        self.failureResultOf(starting, StartFailed)
+        self.assertEqual(len(h.reactor.spawned), 1)
+        self.assertEqual(h.process.timers.pending, ["pause"])
+        h.clock.advance(2)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual(h.process.restartsByReason, {"manual": 1})
+        h.clock.advance(5)
+        self.assertEqual(self.successResultOf(restarting).status, "running")
+
+    def test_exitAsItIsRespawnedWaitsATurn(self) -> None:
+        """A child that dies as it is respawned is respawned again at the next turn, not from inside its own spawn."""
+        h = _Harness("restart: {policy: always, interval: 0, max_attempts: 5}\n")
+        h.startRunning()
+        spawn = h.reactor.spawner
+
+        def instantExit(protocol, executable, args, env, path):
+            transport = spawn(protocol, executable, args, env, path)
+            transport.exited(1)  # reported from inside spawnProcess
+            return transport
+
+        h.process._spawner = instantExit
+        h.child.exited(1)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual((h.process.status, h.process.timers.pending), ("crashed", ["restart"]))
+        h.process._spawner = spawn
+        h.clock.advance(0)
+        self.assertEqual(len(h.reactor.spawned), 3)
+        self.assertEqual(h.process.status, "starting")
+        self.assertEqual(h.process.restartsByReason, {"crash": 2})
+
+
 class BackoffTests(SynchronousTestCase):
     """
     Delays between automatic restarts: exact, with the random source
