@@ -122,6 +122,18 @@ class ChildFirstReactorTests(SynchronousTestCase):
         self.assertEqual(sorted(first[2:]), sorted(r.name for r in others))
         self.assertFalse(self.reactor.exitsPending)
 
+    def test_oneEarlySweepPerBatch(self) -> None:
+        """SIGCHLDs noted while each of three sockets is served (a crash loop): one sweep in the batch; the rest wait for the waker."""
+        key = "tests.test_reactor.sweep"
+        process.reapProcessHandlers[key] = _Sweep(self.order)
+        self.addCleanup(process.reapProcessHandlers.pop, key, None)
+        for reader in self.readers(3):
+            reader._then = lambda: self.reactor._childSignalled(signal.SIGCHLD, None)
+        self.reactor.doIteration(0)
+        self.assertEqual(self.order.count("reap"), 1)
+        self.assertEqual(self.order[1], "reap")
+        self.assertTrue(self.reactor.exitsPending)
+
     def test_descriptorReleasedByTheSweepIsNotServed(self) -> None:
         """A ready socket the exit's handling let go of (as a respawn closes an old run's pipes) is not served its stale event."""
         readers: list[_Reader] = []

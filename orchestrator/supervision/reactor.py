@@ -77,6 +77,18 @@ class ChildFirstReactor(EPollReactor):
 
     log = Logger()
     exitsPending = False
+    #: Sweeps left before the waker's turn in the current batch: one.  A
+    #: crash loop whose every respawn dies at once would otherwise sweep
+    #: and respawn between each pair of requests of a batch (and keep each
+    #: old run's pipes open until the batch ends); its further exits wait
+    #: for the waker, as on L{EPollReactor}.
+    _earlySweeps = 0
+
+    def doPoll(self, timeout):
+        self._earlySweeps = 1
+        super().doPoll(timeout)
+
+    doIteration = doPoll
 
     def _signalsFactory(self):
         return _FlagChildExits(super()._signalsFactory(), self)
@@ -90,7 +102,8 @@ class ChildFirstReactor(EPollReactor):
         if self.exitsPending:
             if isinstance(selectable, _SIGCHLDWaker):
                 self.exitsPending = False  # its doRead is the sweep
-            else:
+            elif self._earlySweeps:
+                self._earlySweeps -= 1
                 self.reapNow()
                 if self._selectables.get(fd) is not selectable:
                     # The exit's handling let go of this descriptor (a
