@@ -20,7 +20,8 @@ so before dispatching each ready descriptor the reactor looks at the flag
 and, if it is set, reaps first (C{twisted.internet.process.reapAllProcesses},
 what the waker's own C{doRead} calls).  The waker still fires later and
 sweeps again, finding nothing: one C{waitpid(WNOHANG)} per child, the cost
-Twisted pays for every C{SIGCHLD} anyway.
+Twisted pays for every C{SIGCHLD} anyway.  One such early sweep per batch:
+a crash loop cannot come between every pair of requests.
 
 It is installed by L{orchestrator.tap.makeService} only when no reactor is
 installed yet, so C{twistd --reactor=poll} (or any other) still wins; a
