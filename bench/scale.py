@@ -35,6 +35,7 @@ Everything listens on 127.0.0.1; each phase has its deadlines; the run
 takes about 9 minutes (C{--idle 30}; the status phase about 2.5 of them).
 
 Usage: .venv/bin/python bench/scale.py [--idle 30] [--only start,status,metrics,respawn]
+       [--before COMMIT[,COMMIT...]]
        .venv/bin/python bench/scale.py --only status [--status-duration 5] [--status-repeat 3]
 """
 
@@ -79,11 +80,11 @@ def exportedTree(commit: str, name: str) -> str:
     return directory
 
 
-def beforeTree() -> str:
+def beforeTree(commit: str = BEFORE_COMMIT) -> str:
     """
-    The code at L{BEFORE_COMMIT}, exported once into bench/out.
+    The code at C{commit}, exported once into bench/out.
     """
-    return exportedTree(BEFORE_COMMIT, f"before-{BEFORE_COMMIT}")
+    return exportedTree(commit, f"before-{commit}")
 
 
 # -- CPU with nanosecond resolution -------------------------------------------------------
@@ -143,7 +144,8 @@ class Tool:
     One supervisor under test: launch (returns at once), its API's view.
     """
 
-    def __init__(self, label: str, kind: str, pythonpath: str | None = None, twistdOptions=()) -> None:
+    def __init__(self, label: str, kind: str, pythonpath: str | None = None, slug: str = "now",
+                 twistdOptions=()) -> None:
         """
         @param twistdOptions: extra C{twistd} options for the orchestrator
             (e.g. C{--profile}).
@@ -151,6 +153,7 @@ class Tool:
         self.label = label
         self.kind = kind
         self.pythonpath = pythonpath
+        self.slug = slug  # names its folders under bench/out/scale
         self.twistdOptions = list(twistdOptions)
         self.process = None
         self.adminPort = self.rpcPort = None
@@ -223,9 +226,13 @@ class Tool:
             self.process = None
 
 
-def tools(before: str) -> list[Tool]:
-    out = [Tool("orchestrator", "orchestrator"),
-           Tool(f"orchestrator before ({BEFORE_COMMIT})", "orchestrator", before)]
+def tools(before: list[tuple[str, str]]) -> list[Tool]:
+    """
+    @param before: C{(commit, exported tree)} of each "before" measured.
+    """
+    out = [Tool("orchestrator", "orchestrator")]
+    out += [Tool(f"orchestrator before ({commit})", "orchestrator", tree,
+                 "before" if len(before) == 1 else f"before-{commit}") for commit, tree in before]
     if Supervisord().available:
         out.append(Tool("supervisord", "supervisord"))
     if Circus().available:
@@ -234,15 +241,19 @@ def tools(before: str) -> list[Tool]:
     return out
 
 
+def orchestrators(before) -> list[Tool]:
+    return [tool for tool in tools(before) if tool.kind == "orchestrator"]
+
+
 # -- 1 and 2: start and idle -----------------------------------------------------------------
 
-def startAndIdle(before: str, sizes, idleSeconds: float) -> dict:
+def startAndIdle(before: list, sizes, idleSeconds: float) -> dict:
     results = {"start": [], "idle": []}
     for n in sizes:
         running = []
         try:
             for tool in tools(before):
-                directory = os.path.join(OUT, "scale", f"{tool.kind}-{'before' if tool.pythonpath else 'now'}-{n}")
+                directory = os.path.join(OUT, "scale", f"{tool.kind}-{tool.slug}-{n}")
                 t0 = time.monotonic()
                 tool.launch(directory, programs(n))
                 running.append(tool)
@@ -456,15 +467,15 @@ def statusLoad(running, duration: float, probed: bool = False) -> list[dict]:
 
 # -- 4: /metrics ----------------------------------------------------------------------------------
 
-def metricsScrapes(before: str, levels, scrapes: int) -> list[dict]:
+def metricsScrapes(before: list, levels, scrapes: int) -> list[dict]:
     out = []
     backendPort = freePort()
     backend = spawn([PYTHON, TINY, backendPort], logPath=os.path.join(OUT, "scale", "tiny.log"))
     try:
         waitListening(backendPort, 10, backend, "tiny backend")
         for n in levels:
-            for tool in tools(before)[:2]:
-                directory = os.path.join(OUT, "scale", f"metrics-{'before' if tool.pythonpath else 'now'}-{n}")
+            for tool in orchestrators(before):
+                directory = os.path.join(OUT, "scale", f"metrics-{tool.slug}-{n}")
                 progs = [(f"p{i:04d}", None, backendPort) for i in range(n)]
                 tool.launch(directory, progs)
                 try:
@@ -534,12 +545,12 @@ def _scrapeWithProbe(port: int) -> tuple[float, float]:
 
 # -- 5: respawn under API load ------------------------------------------------------------------------
 
-def respawn(before: str, samples: int) -> list[dict]:
+def respawn(before: list, samples: int) -> list[dict]:
     from api import load
 
     out = []
-    for tool in tools(before)[:2]:
-        directory = os.path.join(OUT, "scale", f"respawn-{'before' if tool.pythonpath else 'now'}")
+    for tool in orchestrators(before):
+        directory = os.path.join(OUT, "scale", f"respawn-{tool.slug}")
         tool.launch(directory, [("backend", [SLEEP, "100000"], None)],
                     extra="restart: {reset_after: 0.2}\nstart: {ready_after: 0.05}")
         try:
@@ -572,7 +583,8 @@ def respawn(before: str, samples: int) -> list[dict]:
                 if loader is not None:
                     loader.join(samples + 60)
                 result[phase] = {"p50_ms": percentile(latencies, 50) * 1e3,
-                                 "p95_ms": percentile(latencies, 95) * 1e3, "samples": len(latencies)}
+                                 "p95_ms": percentile(latencies, 95) * 1e3, "samples": len(latencies),
+                                 "loadavg_1m": os.getloadavg()[0]}
                 log(f"  respawn {tool.label} {phase}: p95 {result[phase]['p95_ms']:.2f} ms")
             if "load" in result:
                 result["load_rps"] = result.pop("load")["rps"]
@@ -606,9 +618,11 @@ def report(data: dict) -> str:
     if data.get("respawn"):
         rows = [[r["tool"], f"{r['unloaded']['p95_ms']:.2f} ms", f"{r['50 connections']['p95_ms']:.2f} ms",
                  f"{r['50 connections']['p95_ms'] / r['unloaded']['p95_ms']:.2f}x",
-                 f"{r.get('load_rps', 0):.0f}"] for r in data["respawn"]]
+                 f"{r.get('load_rps', 0):.0f}",
+                 " / ".join(f"{r[p].get('loadavg_1m', 0):.2f}" for p in ("unloaded", "50 connections"))]
+                for r in data["respawn"]]
         parts.append(table(["orchestrator", "respawn p95 unloaded", "under 50 connections", "ratio",
-                            "API req/s meanwhile"], rows))
+                            "API req/s meanwhile", "load average (1 min) after each"], rows))
     return "\n\n".join(parts)
 
 
@@ -699,11 +713,14 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=None,
                         help="result file bench/out/NAME.json (default: scale, or scale-PHASES when "
                              "/metrics is not run, so bench/plot_scale.py keeps its input)")
+    parser.add_argument("--before", default=BEFORE_COMMIT,
+                        help="the commit(s) measured as 'before', comma-separated (default %(default)s)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     only = set(args.only.split(","))
-    before = beforeTree() if only & {"start", "metrics", "respawn"} else None
-    data: dict = {"machine": machineInfo(), "args": vars(args), "before": BEFORE_COMMIT}
+    before = ([(commit, beforeTree(commit)) for commit in args.before.split(",")]
+              if only & {"start", "metrics", "respawn"} else None)
+    data: dict = {"machine": machineInfo(), "args": vars(args), "before": args.before}
     try:
         if "start" in only:
             log("scale: start, idle")

@@ -260,10 +260,12 @@ class Orchestrator(MultiService):
         for service in self:
             if not service.running:
                 service.startService()
-        self.log.info("orchestrator {version} started ({n} processes, {mode}, children spawned by {how})",
+        self.log.info("orchestrator {version} started ({n} processes, {mode}, children spawned by {how}, "
+                      "reactor {reactor})",
                       version=self.version, n=len(self.processes),
                       mode="managing" if self.config.enabled else "monitor-only",
-                      how=getattr(self._spawner, "mechanism", "a custom spawner"))
+                      how=getattr(self._spawner, "mechanism", "a custom spawner"),
+                      reactor=type(self.reactor).__name__)
         if tls.leftOut():
             self.log.info("TLS left out: the configuration uses no ssl: listener and no https:// URL "
                           "(set orchestrator.tls: always to load it)")

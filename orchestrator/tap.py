@@ -77,8 +77,14 @@ def makeService(options: Options):
     """
     Build the orchestrator service for twistd, with what a service manager
     needs: the exit status (L{orchestrator.lifecycle}), C{sd_notify}
-    (L{orchestrator.sdnotify}) and the meaning of SIGHUP.
+    (L{orchestrator.sdnotify}) and the meaning of SIGHUP.  Unless twistd
+    was given a C{--reactor}, it runs on
+    L{orchestrator.supervision.reactor.ChildFirstReactor}: child exits
+    before API requests.
     """
+    from orchestrator.supervision.reactor import installIfNone
+
+    installIfNone()  # before the first import of the global reactor
     from twisted.internet import reactor
 
     from orchestrator.app import Orchestrator

@@ -187,7 +187,8 @@ class Orchestrator:
 def startOrchestrator(tmpdir: str, config: str, env: dict | None = None,
                       adminPort: int | None = None, backendPort: int | None = None,
                       waitListening: bool = True, args: list[str] | None = None,
-                      timeout: float = 20.0, cwd: str | None = None) -> Orchestrator:
+                      timeout: float = 20.0, cwd: str | None = None,
+                      twistdArgs: list[str] | None = None) -> Orchestrator:
     """
     Write C{config} (a YAML template) to C{tmpdir}/orchestrator.yaml and start
     twistd on it, in C{cwd} (default C{tmpdir}).
@@ -195,7 +196,8 @@ def startOrchestrator(tmpdir: str, config: str, env: dict | None = None,
     The template may use C{{admin_port}}, C{{backend_port}}, C{{python}} and
     C{{demo}} (the demo backend's path); it is dedented first.  The default
     state folder goes under C{tmpdir}/state (C{XDG_STATE_HOME}), never the
-    user's home, unless C{env} sets C{XDG_STATE_HOME}.
+    user's home, unless C{env} sets C{XDG_STATE_HOME}.  C{args} go to
+    C{orchestrator}, C{twistdArgs} (such as C{--reactor=poll}) to twistd.
     """
     adminPort = adminPort or freePort()
     backendPort = backendPort or freePort()
@@ -214,7 +216,7 @@ def startOrchestrator(tmpdir: str, config: str, env: dict | None = None,
                        "MAX_RESTART_ATTEMPTS")}
     environment["XDG_STATE_HOME"] = os.path.join(tmpdir, "state")
     environment.update(env or {})
-    command = [TWISTD, "-n", "--pidfile=", "orchestrator", "--config", configPath,
+    command = [TWISTD, "-n", "--pidfile="] + list(twistdArgs or []) + ["orchestrator", "--config", configPath,
                "--env-file", os.devnull] + list(args or [])
     with open(logPath, "ab") as log:
         process = subprocess.Popen(command, cwd=cwd or tmpdir, env=environment, stdout=log,

@@ -255,10 +255,11 @@ class EventFilterTests(SynchronousTestCase):
         reactor.advance(1)
         reactor.last.exited(2)
         eventLines = [e for e in log if e.get("log_namespace") == "orchestrator.events"]
-        # the unfiltered notifier logs all three, the filtered one the crash only
+        # the unfiltered notifier logs all of them (the respawn's starting
+        # too: it is immediate), the filtered one the crash only
         self.assertEqual(sorted(e["event_type"] for e in eventLines),
                          sorted(["starting", "running", "crashed", "crashed",
-                                 "restart_scheduled"]))
+                                 "restart_scheduled", "starting"]))
 
 
 class SubscriberTests(SynchronousTestCase):

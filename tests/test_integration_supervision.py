@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -378,3 +379,35 @@ def test_doubleForkingDaemonIsDetected(run_orchestrator, tmp_path):
             daemon = int(pidfile.read_text() or 0)
         if daemon and pidAlive(daemon):
             os.kill(daemon, signal.SIGKILL)
+
+
+_SLEEPER = """
+admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
+processes:
+  backend:
+    command: ["SLEEP", "100000"]
+    start: {ready_after: 0.1}
+"""
+
+
+@pytest.mark.parametrize("twistdArgs, reactorName", [
+    ([], "ChildFirstReactor"),
+    (["--reactor=poll"], "PollReactor"),
+])
+def test_reactorOfTwistdRespawnsAKilledChild(run_orchestrator, twistdArgs, reactorName):
+    """twistd orchestrator runs on ChildFirstReactor unless --reactor names another (then on that one); either respawns a kill -9'd child."""
+    config = _SLEEPER.replace("SLEEP", os.path.realpath(shutil.which("sleep") or "/bin/sleep"))
+    orch = run_orchestrator(config, twistdArgs=twistdArgs)
+    started = waitFor(lambda: [line for line in orch.log().splitlines()
+                               if "[orchestrator.app.Orchestrator] orchestrator " in line
+                               and " started (" in line],
+                      timeout=20, what="the start-up line")
+    assert started[0].endswith(f", reactor {reactorName})"), started[0]
+    first = waitFor(lambda: (s := orch.status())["status"] == "running" and s["pid"],
+                    timeout=20, what="the child running")
+    os.kill(first, signal.SIGKILL)
+    status = waitFor(lambda: (s := orch.status())["pid"] not in (None, first) and s,
+                     timeout=20, what="a new child")
+    assert status["restart_count"] == 1
+    assert not pidAlive(first)
+    assert orch.stop() == 0

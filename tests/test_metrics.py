@@ -145,16 +145,18 @@ class SeedGaugeTests(SynchronousTestCase):
         h.probe.auto = True
         h.advance(5)
         codes.append(h.scrape()("backend_status"))
-        h.reactor.last.exited(1)
+        h.reactor.last.exited(1)  # after a ready run: respawned at once
         codes.append(h.scrape()("backend_status"))
-        h.advance(0)
+        h.reactor.last.exited(1)  # again before ready: crashed while the backoff waits
+        codes.append(h.scrape()("backend_status"))
+        h.advance(h.orchestrator.process("backend").snapshot().next_restart_in)
         codes.append(h.scrape()("backend_status"))
         h.advance(0.5)
         h.orchestrator.process("backend").stop()
         codes.append(h.scrape()("backend_status"))
         h.reactor.last.exited(0)
         codes.append(h.scrape()("backend_status"))
-        self.assertEqual(codes, [0, 4, 1, 2, 1, 3, 4, 5, 0])
+        self.assertEqual(codes, [0, 4, 1, 2, 1, 4, 3, 4, 5, 0])
 
     def test_uptimeComesFromTheClock(self) -> None:
         """backend_uptime_seconds counts reactor time since the spawn, and restarts from 0 with a new child."""
@@ -175,15 +177,17 @@ class SeedGaugeTests(SynchronousTestCase):
         h = Harness().start()
         h.advance(0.5)
         self.assertEqual(h.scrape()("backend_restart_count"), 0)
-        h.reactor.last.exited(1)
-        self.assertEqual(h.scrape()("backend_restart_count"), 0)
-        h.advance(0)
+        h.reactor.last.exited(1)  # respawned at once
         self.assertEqual(h.scrape()("backend_restart_count"), 1)
+        h.reactor.last.exited(1)  # before ready: the backoff waits, nothing counted yet
+        self.assertEqual(h.scrape()("backend_restart_count"), 1)
+        h.advance(h.orchestrator.process("backend").snapshot().next_restart_in)
+        self.assertEqual(h.scrape()("backend_restart_count"), 2)
         h.advance(0.5)
         h.orchestrator.process("backend").restart()
         h.reactor.last.exited(0)
         h.advance(2)
-        self.assertEqual(h.scrape()("backend_restart_count"), 2)
+        self.assertEqual(h.scrape()("backend_restart_count"), 3)
 
     def test_healthSuccessRate(self) -> None:
         """backend_health_check_success_rate is successes over all checks; 1 before any check."""
@@ -375,11 +379,11 @@ notifiers: []
         h.advance(0.5)
         h.reactor.last.exited(1)
         samples = h.scrape()
-        self.assertEqual(samples("orchestrator_events_emitted_total"), 4)
+        self.assertEqual(samples("orchestrator_events_emitted_total"), 5)
         self.assertEqual(
             {t: samples("orchestrator_events_total", process="backend", type=t)
              for t in ("starting", "running", "crashed", "restart_scheduled")},
-            {"starting": 1, "running": 1, "crashed": 1, "restart_scheduled": 1},
+            {"starting": 2, "running": 1, "crashed": 1, "restart_scheduled": 1},
         )
 
 
@@ -439,7 +443,8 @@ class WebhookMetricTests(SynchronousTestCase):
                                notifier=f"notifiers[{index}]", outcome=o)
                     for o in ("delivered", "retried", "failed", "dropped")}
 
-        self.assertEqual(outcomes(1), {"delivered": 4, "retried": 0, "failed": 0, "dropped": 0})
+        # starting, running, crashed, restart_scheduled, starting (the respawn)
+        self.assertEqual(outcomes(1), {"delivered": 5, "retried": 0, "failed": 0, "dropped": 0})
         self.assertEqual(outcomes(2), {"delivered": 0, "retried": 0, "failed": 1, "dropped": 0})
         self.assertEqual(samples("orchestrator_webhook_queue_length", notifier="notifiers[1]",
                                  host="hooks.example.com"), 0)
@@ -505,8 +510,8 @@ class MetricsResourceTests(SynchronousTestCase):
         h = Harness().start()
         h.advance(0.5)
         before = h.scrape()("backend_status")
-        h.reactor.last.exited(1)
-        self.assertEqual((before, h.scrape()("backend_status")), (1, 3))
+        h.orchestrator.process("backend").stop()
+        self.assertEqual((before, h.scrape()("backend_status")), (1, 5))
 
     def test_postIsNotAllowed(self) -> None:
         """POST /metrics answers a JSON 405 with Allow, never an HTML page."""

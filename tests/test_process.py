@@ -150,15 +150,14 @@ class TransitionTests(SynchronousTestCase):
         self.assertEqual((snapshot.status, snapshot.pid), ("starting", h.child.pid))
 
     def test_crashAfterReadyRunRestartsAtOnce(self) -> None:
-        """A running process that exits non-zero is crashed, then restarted with no delay."""
+        """A running process that exits non-zero is crashed, then respawned in the same reactor turn: no timer pending."""
         logs = _LogCapture(self)
         h = _Harness()
         h.startRunning()
         firstPid = h.child.pid
         h.child.exited(1)
-        self.assertEqual(h.process.status, "crashed")
-        self.assertIsNone(h.process.pid)
-        self.assertEqual(h.process.snapshot().next_restart_in, 0.0)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual(h.types()[-4:], ["running", "crashed", "restart_scheduled", "starting"])
         self.assertEqual(h.process.exits[-1].exit_code, 1)
         crashed = [e for e in h.events if e.type == "crashed"][0]
         self.assertEqual((crashed.from_, crashed.to, crashed.exit_code, crashed.pid),
@@ -166,9 +165,8 @@ class TransitionTests(SynchronousTestCase):
         attempt = logs.matching("backend crashed! Auto-restart attempt 1/3")
         self.assertEqual(len(attempt), 1)
         self.assertEqual(attempt[0]["log_level"], LogLevel.error)
-        self.assertEqual(len(h.reactor.spawned), 1)
-        h.clock.advance(0)
-        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual(h.process.timers.pending, ["ready"])
+        self.assertIsNone(h.process.snapshot().next_restart_in)
         self.assertEqual(h.process.status, "starting")
         self.assertEqual(h.process.pid, h.child.pid)
         self.assertNotEqual(h.child.pid, firstPid)
@@ -180,10 +178,8 @@ class TransitionTests(SynchronousTestCase):
         h = _Harness("restart: {policy: on-failure, success_exit_codes: [0]}\n")
         h.startRunning()
         h.child.killed(signal.SIGKILL)
-        self.assertEqual(h.process.status, "crashed")
         crashed = [e for e in h.events if e.type == "crashed"][0]
         self.assertEqual((crashed.signal, crashed.exit_code), (signal.SIGKILL, None))
-        h.clock.advance(0)
         self.assertEqual(len(h.reactor.spawned), 2)
 
     def test_cleanExitWithOnFailureStops(self) -> None:
@@ -202,8 +198,7 @@ class TransitionTests(SynchronousTestCase):
         h = _Harness("restart: {policy: always}\n")
         h.startRunning()
         h.child.exited(0)
-        self.assertEqual(h.process.status, "crashed")
-        h.clock.advance(0)
+        self.assertEqual(h.types()[-3:], ["crashed", "restart_scheduled", "starting"])
         self.assertEqual(len(h.reactor.spawned), 2)
 
     def test_successExitCodes(self) -> None:
@@ -215,9 +210,8 @@ class TransitionTests(SynchronousTestCase):
         self.assertTrue(h.process.exits[-1].clean)
         h.startRunning()
         h.child.exited(4)
-        self.assertEqual(h.process.status, "crashed")
+        self.assertEqual(h.types()[-3:], ["crashed", "restart_scheduled", "starting"])
         self.assertFalse(h.process.exits[-1].clean)
-        h.clock.advance(0)
         self.assertEqual(len(h.reactor.spawned), 3)
 
     def test_exitCodeZeroNotListedIsACrash(self) -> None:
@@ -225,7 +219,8 @@ class TransitionTests(SynchronousTestCase):
         h = _Harness("restart: {policy: on-failure, success_exit_codes: [2]}\n")
         h.startRunning()
         h.child.exited(0)
-        self.assertEqual(h.process.status, "crashed")
+        self.assertEqual([e.to for e in h.events if e.type == "crashed"], ["crashed"])
+        self.assertEqual(len(h.reactor.spawned), 2)
 
     def test_neverPolicy(self) -> None:
         """With the never policy a crash stays crashed: no restart is ever scheduled."""
@@ -267,9 +262,8 @@ class TransitionTests(SynchronousTestCase):
         self.assertEqual(h.process.status, "unhealthy")
         self.assertEqual(h.child.signals, [signal.SIGTERM])
         h.child.exited(0)
-        self.assertEqual(h.process.status, "crashed")
+        self.assertEqual(h.types()[-3:], ["crashed", "restart_scheduled", "starting"])
         self.assertEqual(h.process.exits[-1].cause, "unhealthy")
-        h.clock.advance(0)
         self.assertEqual(h.process.status, "starting")
         self.assertEqual(h.process.restartsByReason, {"unhealthy": 1})
 
@@ -346,6 +340,64 @@ class TransitionTests(SynchronousTestCase):
         self.assertEqual(h.process.snapshot().last_exit.uptime, 6.0)
 
 
+class RestartNowTests(SynchronousTestCase):
+    """
+    A restart the policy wants at once happens in the reactor turn that
+    handled the exit, unless a command is in progress or the child died
+    while being respawned.
+    """
+
+    def test_respawnedInTheTurnOfTheExit(self) -> None:
+        """The crash of a healthy run is respawned before the exit's handling returns: no restart timer is left for a later turn."""
+        h = _Harness("start: {ready_after: 2}\n")
+        h.startRunning()
+        first, firstPid = h.child, h.child.pid
+        first.exited(1)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertIsNot(h.child, first)
+        self.assertEqual([(e.type, e.pid) for e in h.events[-3:]],
+                         [("crashed", firstPid), ("restart_scheduled", None), ("starting", h.child.pid)])
+        self.assertEqual(h.process.timers.pending, ["ready"])
+        self.assertEqual([call.getTime() for call in h.clock.getDelayedCalls()], [h.clock.seconds() + 2])
+        self.assertEqual(h.process.restartsByReason, {"crash": 1})
+
+    def test_commandInProgressDecides(self) -> None:
+        """A crash while a start waits for readiness with a restart queued: the restart command alone spawns, after its pause, and the waiting start fails."""
+        h = _Harness("start: {ready_after: 5}\nrestart: {policy: always, interval: 0, delay: 2}\n")
+        starting = h.process.start()
+        restarting = h.process.restart()
+        h.child.exited(1)
+        self.failureResultOf(starting, StartFailed)
+        self.assertEqual(len(h.reactor.spawned), 1)
+        self.assertEqual(h.process.timers.pending, ["pause"])
+        h.clock.advance(2)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual(h.process.restartsByReason, {"manual": 1})
+        h.clock.advance(5)
+        self.assertEqual(self.successResultOf(restarting).status, "running")
+
+    def test_exitAsItIsRespawnedWaitsATurn(self) -> None:
+        """A child that dies as it is respawned is respawned again at the next turn, not from inside its own spawn."""
+        h = _Harness("restart: {policy: always, interval: 0, max_attempts: 5}\n")
+        h.startRunning()
+        spawn = h.reactor.spawner
+
+        def instantExit(protocol, executable, args, env, path):
+            transport = spawn(protocol, executable, args, env, path)
+            transport.exited(1)  # reported from inside spawnProcess
+            return transport
+
+        h.process._spawner = instantExit
+        h.child.exited(1)
+        self.assertEqual(len(h.reactor.spawned), 2)
+        self.assertEqual((h.process.status, h.process.timers.pending), ("crashed", ["restart"]))
+        h.process._spawner = spawn
+        h.clock.advance(0)
+        self.assertEqual(len(h.reactor.spawned), 3)
+        self.assertEqual(h.process.status, "starting")
+        self.assertEqual(h.process.restartsByReason, {"crash": 2})
+
+
 class BackoffTests(SynchronousTestCase):
     """
     Delays between automatic restarts: exact, with the random source
@@ -354,16 +406,19 @@ class BackoffTests(SynchronousTestCase):
 
     def assertRestartsAfter(self, h: _Harness, delay: float) -> None:
         """
-        The next child is spawned exactly C{delay} seconds from now.
+        The next child is spawned exactly C{delay} seconds from now (with
+        no delay: it already was, when the exit was handled).
         """
+        if not delay:
+            self.assertIsNone(h.process.snapshot().next_restart_in)
+            self.assertNotEqual(h.process.exits[-1].pid, h.child.pid)
+            self.assertEqual((h.process.status, h.process.pid), ("starting", h.child.pid))
+            return
         before = len(h.reactor.spawned)
         self.assertEqual(h.process.snapshot().next_restart_in, delay)
-        if delay:
-            h.clock.advance(delay - _EPS)
-            self.assertEqual(len(h.reactor.spawned), before, f"restarted before {delay}s")
-            h.clock.advance(_EPS)
-        else:
-            h.clock.advance(0)
+        h.clock.advance(delay - _EPS)
+        self.assertEqual(len(h.reactor.spawned), before, f"restarted before {delay}s")
+        h.clock.advance(_EPS)
         self.assertEqual(len(h.reactor.spawned), before + 1, f"not restarted after {delay}s")
 
     def test_backoffDelaysWithJitterAreExact(self) -> None:
@@ -516,9 +571,10 @@ class GiveUpTests(SynchronousTestCase):
         reset = logs.matching("restart attempts reset")
         self.assertEqual([(e["process"], e["seconds"]) for e in reset], [("backend", 10)])
         # a crash now is a first attempt again: immediate after a ready run
+        spawned = len(h.reactor.spawned)
         h.child.exited(1)
         self.assertEqual(h.process.attempts, 1)
-        self.assertEqual(h.process.snapshot().next_restart_in, 0.0)
+        self.assertEqual(len(h.reactor.spawned), spawned + 1)
 
     def test_crashBeforeResetAfterKeepsCounting(self) -> None:
         """A crash before reset_after of healthy running counts towards max_attempts."""

@@ -135,6 +135,21 @@ class TimersTests(SynchronousTestCase):
         self.assertFalse(timers.active("p"))
 
 
+    def test_fireDueCallsOnlyATimerWhoseTimeHasCome(self) -> None:
+        """fireDue runs a timer started with no delay at once (and forgets it); a later one stays pending."""
+        clock, calls = Clock(), []
+        timers = Timers(clock)
+        timers.start("later", 1, calls.append, "later")
+        timers.start("now", 0, calls.append, "now")
+        self.assertFalse(timers.fireDue("later"))
+        self.assertTrue(timers.fireDue("now"))
+        self.assertEqual((calls, timers.pending), (["now"], ["later"]))
+        self.assertFalse(timers.fireDue("now"))
+        clock.advance(1)
+        self.assertEqual(calls, ["now", "later"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class BoundedMemoryTests(SynchronousTestCase):
     """
     A crash loop that never becomes ready retains nothing per restart.

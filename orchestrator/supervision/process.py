@@ -184,6 +184,7 @@ class ManagedProcess(SupervisedProcess):
         self._pendingCause: str | None = None
         self._stopWaiters: list[Deferred] = []
         self._restartWaits = True
+        self._restartingNow = False
 
     @property
     def isAlive(self) -> bool:
@@ -614,6 +615,26 @@ class ManagedProcess(SupervisedProcess):
         # Last: failing a waiting start releases the command queue, and a
         # queued command (a stop) must see the crash already handled.
         self._commands.failed(StartFailed(self.name, self._crashReason(record), self._lastOutput(pid)))
+        self._restartIfDueNow()
+
+    def _restartIfDueNow(self) -> None:
+        """
+        An automatic restart the policy wants at once (the first crash
+        after a healthy run) is done now, in the turn that handled the
+        exit: at the reactor's next turn it would wait for every other
+        descriptor ready in this one (a batch of API requests).  Not while
+        a command is in progress (it decides what happens next, and its
+        queue must see the crash first: the timer stays, and
+        L{_autoRestart} declines), and not for a child that exited while
+        such a restart spawned it (no recursion: that one waits a turn).
+        """
+        if self._restartingNow or self._commands.busy:
+            return
+        self._restartingNow = True
+        try:
+            self.timers.fireDue(_RESTART)
+        finally:
+            self._restartingNow = False
 
     def _lastOutput(self, pid: int | None) -> tuple[str, ...]:
         """

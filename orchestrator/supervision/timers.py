@@ -78,6 +78,23 @@ class Timers:
             sleeper.cancel()
         return call is not None
 
+    def fireDue(self, name: str) -> bool:
+        """
+        Call the pending timer C{name} now if its time has come (it was
+        started with a delay of 0), rather than at the reactor's next
+        turn, after everything else ready in this one.
+
+        @return: whether it was called.
+        """
+        call = self._calls.get(name)
+        if call is None or not call.active() or call.getTime() > self._clock.seconds():
+            return False
+        del self._calls[name]
+        f, args, kw = call.func, call.args, call.kw  # (cancel() drops them)
+        call.cancel()
+        f(*args, **kw)
+        return True
+
     def cancelAll(self) -> None:
         for name in list(self._calls):
             self.cancel(name)

@@ -1,0 +1,148 @@
+"""
+The reactor C{twistd orchestrator} runs on: Twisted's epoll reactor, except
+that a child's exit is handled before the next ready descriptor, not after
+a whole batch of them.
+
+Why: Twisted learns of an exit through its C{SIGCHLD} waker, a pipe the
+signal writes a byte to (C{signal.set_wakeup_fd}).  C{EPollReactor.doPoll}
+serves every descriptor one C{epoll_wait} returned, in order; with 50 busy
+admin API connections a batch is ~50 requests (~8 ms), so an exit that
+happens during one batch waits for the rest of it, and then for its place
+in the next one, before it is reaped and the child respawned: respawn p95
+3.8x its unloaded value (C{bench/RESULTS.md}, "Respawn under API load").
+
+How: Twisted's C{SIGCHLD} handling is kept as it is (its no-op Python
+handler and wakeup fd, C{siginterrupt(SIGCHLD, False)}); once it is
+installed, L{ChildFirstReactor} replaces only the Python-level handler by
+one that also sets a flag (C{siginterrupt} again: C{signal.signal} resets
+it).  CPython runs that handler on the reactor thread at the next bytecode,
+so before dispatching each ready descriptor the reactor looks at the flag
+and, if it is set, reaps first (C{twisted.internet.process.reapAllProcesses},
+what the waker's own C{doRead} calls).  The waker still fires later and
+sweeps again, finding nothing: one C{waitpid(WNOHANG)} per child, the cost
+Twisted pays for every C{SIGCHLD} anyway.  One such early sweep per batch:
+a crash loop cannot come between every pair of requests.
+
+It is installed by L{orchestrator.tap.makeService} only when no reactor is
+installed yet, so C{twistd --reactor=poll} (or any other) still wins; a
+reactor run without signal handlers behaves exactly like C{EPollReactor}.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from twisted.internet import process
+from twisted.internet.epollreactor import EPollReactor
+from twisted.logger import Logger
+
+__all__ = ["ChildFirstReactor", "install", "installIfNone"]
+
+try:  # where Twisted keeps it; without it the only cost is a redundant sweep
+    from twisted.internet._signals import _SIGCHLDWaker
+except ImportError:  # pragma: no cover
+    _SIGCHLDWaker = ()
+
+
+class _FlagChildExits:
+    """
+    Twisted's signal handling plus the flag: a C{SignalHandling} (its
+    C{install}/C{uninstall} protocol) wrapping the reactor's default one.
+    """
+
+    def __init__(self, twisted, reactor: "ChildFirstReactor") -> None:
+        self._twisted = twisted
+        self._reactor = reactor
+
+    def install(self) -> None:
+        self._twisted.install()
+        # Only over Twisted's own (Python-level) handler: if there is
+        # none, Twisted is not watching SIGCHLD and neither are we.
+        if callable(signal.getsignal(signal.SIGCHLD)):
+            signal.signal(signal.SIGCHLD, self._reactor._childSignalled)
+            signal.siginterrupt(signal.SIGCHLD, False)
+
+    def uninstall(self) -> None:
+        # Twisted's uninstall puts SIG_DFL back, over ours too.
+        self._twisted.uninstall()
+
+
+class ChildFirstReactor(EPollReactor):
+    """
+    An L{EPollReactor} that reaps exited children before serving the next
+    ready descriptor of a batch (see the module docstring).
+
+    @ivar exitsPending: a C{SIGCHLD} arrived and was not swept yet.
+    """
+
+    log = Logger()
+    exitsPending = False
+    #: Sweeps left before the waker's turn in the current batch: one.  A
+    #: crash loop whose every respawn dies at once would otherwise sweep
+    #: and respawn between each pair of requests of a batch (and keep each
+    #: old run's pipes open until the batch ends); its further exits wait
+    #: for the waker, as on L{EPollReactor}.
+    _earlySweeps = 0
+
+    def doPoll(self, timeout):
+        self._earlySweeps = 1
+        super().doPoll(timeout)
+
+    doIteration = doPoll
+
+    def _signalsFactory(self):
+        return _FlagChildExits(super()._signalsFactory(), self)
+
+    def _childSignalled(self, signum, frame) -> None:
+        # A signal handler: only note it; the sweep runs between two
+        # descriptors, never inside another one's callback.
+        self.exitsPending = True
+
+    def _doReadOrWrite(self, selectable, fd, event):
+        if self.exitsPending:
+            if isinstance(selectable, _SIGCHLDWaker):
+                self.exitsPending = False  # its doRead is the sweep
+            elif self._earlySweeps:
+                self._earlySweeps -= 1
+                self.reapNow()
+                if self._selectables.get(fd) is not selectable:
+                    # The exit's handling let go of this descriptor (a
+                    # spawn closing an old run's pipes): its event is stale.
+                    return None
+        return super()._doReadOrWrite(selectable, fd, event)
+
+    def reapNow(self) -> None:
+        """
+        Sweep the children now (what the C{SIGCHLD} waker would do when its
+        turn in the batch came).
+        """
+        # Cleared first: a SIGCHLD during the sweep sets it again.
+        self.exitsPending = False
+        try:
+            process.reapAllProcesses()
+        except Exception:
+            self.log.failure("reaping children")
+
+
+def install() -> ChildFirstReactor:
+    """
+    Install a L{ChildFirstReactor} as C{twisted.internet.reactor}.
+    """
+    from twisted.internet.main import installReactor
+
+    reactor = ChildFirstReactor()
+    installReactor(reactor)
+    return reactor
+
+
+def installIfNone() -> None:
+    """
+    Install a L{ChildFirstReactor} unless a reactor is installed already
+    (C{twistd --reactor}, a test's, or an import of
+    C{twisted.internet.reactor}) or epoll is missing (not Linux).
+    """
+    import select
+
+    if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
+        install()
