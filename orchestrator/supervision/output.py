@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
@@ -105,9 +105,11 @@ class OutputCapture:
         self._config = config
         self._clock = clock
         self._log = Logger(namespace=f"orchestrator.process.{name}")
-        self.lines: deque[OutputLine] = deque(maxlen=config.lines)
+        # The ring of the last lines is made when the first line arrives:
+        # many children never write, and an empty deque costs 760 bytes.
+        self._lines: deque[OutputLine] | None = None
         self._current = RunOutput(self, None)
-        self._open: deque[RunOutput] = deque()
+        self._open: list[RunOutput] = []
         self._echo = _EchoLimiter(config.echo_rate, clock, self._suppressed)
         #: Lines received so far (the last one's L{OutputLine.sequence}).
         self.sequence = 0
@@ -133,7 +135,7 @@ class OutputCapture:
         self._current = RunOutput(self, pid, transport)
         self._open.append(self._current)
         while len(self._open) > MAX_OPEN_RUNS:
-            self._open.popleft().detach()
+            self._open.pop(0).detach()
         return self._current
 
     def received(self, fd: int, data: bytes) -> None:
@@ -164,7 +166,7 @@ class OutputCapture:
         stream = "stderr" if fd == 2 else "stdout"
         now = self._clock.seconds()
         echoed = self._echo.take(len(lines)) if self._config.echo else 0
-        keepFrom = max(0, len(lines) - (self.lines.maxlen or 0))
+        keepFrom = max(0, len(lines) - self._config.lines)
         for i in range(min(echoed, keepFrom)):
             self._echoLine(lines[i].decode("utf-8", errors="replace"), stream, pid)
         first = self.sequence + 1
@@ -172,7 +174,7 @@ class OutputCapture:
         for i in range(keepFrom, len(lines)):
             text = lines[i].decode("utf-8", errors="replace")
             line = OutputLine(now, stream, pid, text, first + i)
-            self.lines.append(line)
+            self._keep(line)
             if i < echoed:
                 self._echoLine(text, stream, pid)
             for subscriber in list(self._subscribers):
@@ -195,10 +197,23 @@ class OutputCapture:
         A reload gave the same process a new capture: lines, sequence and
         subscribers go on there.
         """
-        successor.lines.extend(self.lines)
+        for line in self.lines:
+            successor._keep(line)
         successor.sequence = self.sequence
         successor._subscribers.extend(self._subscribers)
         self._subscribers.clear()
+
+    @property
+    def lines(self) -> Sequence[OutputLine]:
+        """
+        The last C{log.lines} lines, oldest first.
+        """
+        return self._lines if self._lines is not None else ()
+
+    def _keep(self, line: OutputLine) -> None:
+        if self._lines is None:
+            self._lines = deque(maxlen=self._config.lines)
+        self._lines.append(line)
 
     def _echoLine(self, text: str, stream: str, pid: int | None) -> None:
         self._log.info("[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid)
