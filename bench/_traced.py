@@ -3,7 +3,8 @@ C{twistd} under tracemalloc, for C{bench/footprint.py --trace}: the same
 command line as C{twistd}, with Python's allocations traced from the first
 import, and a snapshot written on C{SIGUSR2} to the path in the
 C{FOOTPRINT_SNAPSHOT} environment variable (read only here, never by the
-orchestrator).
+orchestrator), and beside it C{PATH.peak}: the traced bytes now and at
+their peak.
 
 Usage: python bench/_traced.py -n --pidfile= orchestrator --config PATH
 """
@@ -20,6 +21,9 @@ def _dump(signum, frame):
     path = os.environ["FOOTPRINT_SNAPSHOT"]
     snapshot = tracemalloc.take_snapshot().filter_traces(
         (tracemalloc.Filter(False, tracemalloc.__file__),))
+    current, peak = tracemalloc.get_traced_memory()
+    with open(path + ".peak", "w") as f:
+        f.write(f"{current} {peak}\n")
     snapshot.dump(path + ".part")
     os.replace(path + ".part", path)
 

@@ -138,9 +138,13 @@ def traceDiff(small: str, large: str, nSmall: int, nLarge: int, top: int, key: s
         where = f"{_short(frame.filename)}:{frame.lineno}"
         rows.append([where, f"{stat.size_diff / 1024:+.1f} KiB", f"{stat.size_diff / per:+.0f} B",
                      f"{stat.count_diff:+d}", _source(frame.filename, frame.lineno)])
+    peaks = []
+    for path in (small, large):
+        with open(path + ".peak") as f:
+            peaks.append(int(f.read().split()[1]) / MIB)
     head = (f"tracemalloc, {nSmall} -> {nLarge} children: {total / MIB:+.2f} MiB traced in all "
-            f"({total / per:+.0f} B per process); old {_traced(old) / MIB:.2f} MiB, "
-            f"new {_traced(new) / MIB:.2f} MiB")
+            f"({total / per:+.0f} B per process); {_traced(old) / MIB:.2f} MiB -> "
+            f"{_traced(new) / MIB:.2f} MiB (peak {peaks[0]:.2f} -> {peaks[1]:.2f} MiB)")
     return head + "\n\n" + table(["where", "grew", "per process", "blocks", "line"], rows)
 
 

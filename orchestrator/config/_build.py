@@ -26,6 +26,7 @@ from orchestrator.config.types import (
     StopConfig,
     freeze,
 )
+from orchestrator.config._problems import dottedPath
 from orchestrator.config._sizes import parseBytes
 
 __all__ = ["buildConfig", "NEVER_INHERITED", "resolveIdentity"]
@@ -46,7 +47,7 @@ def _resolvePath(baseDir: str, value: str | None) -> str | None:
 def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, secretNames) -> Config:
     """
     @param data: the merged document, defaults filled, already valid.
-    @param sources: JSON path -> where its value came from.
+    @param sources: JSON path (a tuple) -> where its value came from.
     @param secretNames: variables that set the admin token (never inherited).
     """
     orch = data["orchestrator"]
@@ -119,7 +120,7 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
         plugins=tuple(data["plugins"]),
         processes=freeze(processes),
         notifiers=tuple(notifiers),
-        sources=PackedMapping(sources),
+        sources=PackedMapping(sources, key=dottedPath),
         dotenv=freeze(dotenv),
         secret_env=tuple(sorted(NEVER_INHERITED | set(secretEnv) | secretNames)),
         document=PackedMapping(_redacted(data)),

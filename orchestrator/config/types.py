@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from collections.abc import Mapping  # (typing's isinstance is 10x slower)
 from types import MappingProxyType
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = [
     "freeze",
@@ -78,18 +78,26 @@ class PackedMapping(Mapping):
     nothing), unpacked on the first read into what L{freeze} would have
     made and kept from then on: to every reader it is the same read-only
     mapping.  L{peek} answers one question without keeping anything.
+
+    @param key: applied to each key when unpacking (the loader's JSON paths
+        stay tuples until someone reads them as dotted strings).
     """
 
-    __slots__ = ("_packed", "_length", "_value")
+    __slots__ = ("_packed", "_length", "_value", "_key")
 
-    def __init__(self, value: Mapping[str, Any]) -> None:
+    def __init__(self, value: Mapping[Any, Any], key: Callable[[Any], str] | None = None) -> None:
         plain = thaw(value)
         self._packed = zlib.compress(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL))
-        self._length = len(plain)
+        # (Two keys may render alike: then only the unpacked mapping knows.)
+        self._length = len(plain) if key is None else None
+        self._key = key
         self._value: Mapping[str, Any] | None = None
 
     def _unpack(self) -> Mapping[str, Any]:
-        return freeze(pickle.loads(zlib.decompress(self._packed)))
+        plain = pickle.loads(zlib.decompress(self._packed))
+        if self._key is not None:
+            plain = {self._key(k): v for k, v in plain.items()}
+        return freeze(plain)
 
     def _unpacked(self) -> Mapping[str, Any]:
         if self._value is None:
@@ -112,7 +120,7 @@ class PackedMapping(Mapping):
         return iter(self._unpacked())
 
     def __len__(self) -> int:
-        return self._length
+        return self._length if self._length is not None else len(self._unpacked())
 
     def __repr__(self) -> str:
         return repr(self._unpacked())

@@ -104,13 +104,14 @@ class OutputCapture:
         self.counters = counters if counters is not None else ProcessCounters()
         self._config = config
         self._clock = clock
-        self._log = Logger(namespace=f"orchestrator.process.{name}")
+        self._logger: Logger | None = None
         # The ring of the last lines is made when the first line arrives:
         # many children never write, and an empty deque costs 760 bytes.
         self._lines: deque[OutputLine] | None = None
         self._current = RunOutput(self, None)
         self._open: list[RunOutput] = []
-        self._echo = _EchoLimiter(config.echo_rate, clock, self._suppressed)
+        # Made at the first echoed line, like the ring and the logger.
+        self._echoLimiter: _EchoLimiter | None = None
         #: Lines received so far (the last one's L{OutputLine.sequence}).
         self.sequence = 0
         self._subscribers: list[Callable[[OutputLine | None], None]] = []
@@ -165,7 +166,7 @@ class OutputCapture:
                     logFile.flush()
         stream = "stderr" if fd == 2 else "stdout"
         now = self._clock.seconds()
-        echoed = self._echo.take(len(lines)) if self._config.echo else 0
+        echoed = self._echo().take(len(lines)) if self._config.echo else 0
         keepFrom = max(0, len(lines) - self._config.lines)
         for i in range(min(echoed, keepFrom)):
             self._echoLine(lines[i].decode("utf-8", errors="replace"), stream, pid)
@@ -202,6 +203,17 @@ class OutputCapture:
         successor.sequence = self.sequence
         successor._subscribers.extend(self._subscribers)
         self._subscribers.clear()
+
+    @property
+    def _log(self) -> Logger:
+        if self._logger is None:
+            self._logger = Logger(namespace=f"orchestrator.process.{self._name}")
+        return self._logger
+
+    def _echo(self) -> "_EchoLimiter":
+        if self._echoLimiter is None:
+            self._echoLimiter = _EchoLimiter(self._config.echo_rate, self._clock, self._suppressed)
+        return self._echoLimiter
 
     @property
     def lines(self) -> Sequence[OutputLine]:
@@ -260,7 +272,8 @@ class OutputCapture:
         subscribers, self._subscribers = self._subscribers, []
         for subscriber in subscribers:
             subscriber(None)
-        self._echo.close()
+        if self._echoLimiter is not None:
+            self._echoLimiter.close()
         for logFile in (self._file, *self._streamFiles.values()):
             if logFile is not None:
                 logFile.close()

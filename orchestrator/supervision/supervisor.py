@@ -212,7 +212,10 @@ class Supervisor(Service):
     def _withProbeEnvironment(self, pconfig, config: Config):
         # An exec probe runs with its process's environment: never the
         # orchestrator's secrets.  (C{health.env} does not take part in
-        # comparisons, so reload diffs are unaffected.)
+        # comparisons, so reload diffs are unaffected.)  Without a probe
+        # nothing reads it: no copy of the configuration is made.
+        if pconfig.health.probe == "none":
+            return pconfig
         # Processes of one load with equal environments share one copy.
         environment = self._sharedEnvironment(freeze(self._environment(pconfig, config)))
         return replace(pconfig, health=replace(pconfig.health, env=environment))
