@@ -37,24 +37,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (OUT, PYTHON, ROOT, freePort, httpGet, killTree, log, machineInfo,  # noqa: E402
                      percentile, projectBin, spawn, stopAll, table, waitFor, writeResult)
-from scale import SLEEP, orchestratorYAML, programs  # noqa: E402
+from scale import exportedTree, orchestratorYAML, programs  # noqa: E402
 
 MIB = 1024 * 1024
 
 
-def exportTree(ref: str) -> tuple[str, str]:
+def beforeTree(ref: str) -> tuple[str, str]:
     """
     The code at C{ref}, exported once into bench/out: C{(folder, commit)}.
     """
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True,
                             text=True, check=True).stdout.strip()
-    directory = os.path.join(OUT, f"footprint-{commit}")
-    if not os.path.isdir(os.path.join(directory, "orchestrator")):
-        os.makedirs(directory, exist_ok=True)
-        archive = subprocess.run(["git", "-C", ROOT, "archive", commit], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
-    return directory, commit
+    return exportedTree(commit, f"footprint-{commit}"), commit
 
 
 def procStatus(pid: int) -> dict[str, int]:
@@ -182,7 +176,7 @@ def main(argv=None) -> int:
     variants = [("now", None)]
     data: dict = {"machine": machineInfo(), "args": vars(args)}
     if args.before:
-        tree, commit = exportTree(args.before)
+        tree, commit = beforeTree(args.before)
         variants.insert(0, (f"before ({commit})", tree))
         data["before"] = commit
     samples = []
