@@ -128,7 +128,7 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
 
 
 def _redacted(data: dict) -> dict:
-    # Copies only what changes: freeze() copies the whole document anyway.
+    # Copies only what changes: PackedMapping packs a copy of the whole document anyway.
     admin = data.get("admin", {})
     if admin.get("token"):
         return {**data, "admin": {**admin, "token": "********"}}
