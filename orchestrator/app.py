@@ -63,6 +63,17 @@ def _loadInThread(call: Callable[[], Any]) -> Any:
             gc.enable()
 
 
+def _sourceOf(config, path: str) -> str:
+    """
+    Where the setting at the dotted C{path} came from, without unpacking
+    the whole L{Config.sources} of a configuration that is kept running
+    (see L{orchestrator.config.types.PackedMapping}).
+    """
+    sources = config.sources
+    peek = getattr(sources, "peek", sources.get)
+    return peek(path, "default")
+
+
 def _forgetExitSignal(reactor) -> None:
     """
     Make a graceful shutdown by SIGTERM/SIGINT exit 0.
@@ -415,7 +426,7 @@ class Orchestrator(MultiService):
 
     def _applyLoaded(self, loaded: LoadedConfig) -> Deferred:
         if self.config.processes and not loaded.config.processes \
-                and loaded.config.sources.get("processes", "default") == "default":
+                and _sourceOf(loaded.config, "processes") == "default":
             return fail(self._rejected(ConfigError([
                 f"{loaded.config.path or 'the configuration'}: configures no process, which "
                 "would stop every running one; write `processes: {}` to mean that"])))

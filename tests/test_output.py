@@ -86,6 +86,28 @@ class OutputCaptureTests(SynchronousTestCase):
             {"timestamp": 7, "stream": "stderr", "pid": 42, "text": "warning: slow", "sequence": 2},
         ])
 
+    def test_ringMadeAtTheFirstLineAndBoundedAlike(self) -> None:
+        """Before any output nothing is held; then the last log.lines lines are kept, the oldest dropped."""
+        capture, _ = _capture(lines=3)
+        capture.newRun(1)
+        self.assertIsNone(capture._lines)
+        self.assertEqual((tuple(capture.lines), capture.tail(5)), ((), []))
+        capture.received(1, b"a\nb\n")
+        self.assertEqual([l.text for l in capture.tail(5)], ["a", "b"])
+        capture.received(1, b"c\nd\ne\n")
+        self.assertEqual([l.text for l in capture.lines], ["c", "d", "e"])
+        self.assertEqual([l.sequence for l in capture.lines], [3, 4, 5])
+        successor = OutputCapture("backend", OutputConfig(lines=2), Clock())
+        capture.handOver(successor)
+        self.assertEqual([l.text for l in successor.lines], ["d", "e"])
+
+    def test_noRingWhenNoLineIsKept(self) -> None:
+        """log.lines: 0 keeps no line (and holds no ring), yet the sequence counts every line."""
+        capture, _ = _capture(lines=0)
+        capture.newRun(1)
+        capture.received(1, b"a\nb\n")
+        self.assertEqual((tuple(capture.lines), capture.sequence, capture._lines), ((), 2, None))
+
     def test_subscribersGetNewLinesAndTheEnd(self) -> None:
         """A subscriber gets each later kept line with its sequence, then None when the capture closes."""
         capture, _ = _capture()

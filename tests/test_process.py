@@ -22,6 +22,7 @@ from orchestrator.health.monitor import HealthMonitor
 from orchestrator.notify.events import EventBus
 from orchestrator.errors import SpawnError, StartFailed
 from orchestrator.supervision.process import ManagedProcess, childEnvironment
+from orchestrator.supervision.supervised import EXITS_KEPT
 from tests.fakes import EXECUTABLE, FakeProcessReactor, loadText
 
 _EPS = 0.125  # binary-exact, so clock sums stay exact
@@ -172,6 +173,22 @@ class TransitionTests(SynchronousTestCase):
         self.assertNotEqual(h.child.pid, firstPid)
         self.assertEqual(h.process.restartCount, 1)
         self.assertEqual(h.process.restartsByReason, {"crash": 1})
+
+    def test_exitHistoryIsEmptyUntilTheFirstExitThenBounded(self) -> None:
+        """No exit yet: exits is empty (no ring is held); then the last EXITS_KEPT exits are kept, oldest first."""
+        h = _Harness("restart: {policy: always, max_attempts: 100, reset_after: 0.5}\n")
+        self.assertEqual(tuple(h.process.exits), ())
+        self.assertEqual(h.process.snapshot().exits, ())
+        self.assertIsNone(h.process.snapshot().last_exit)
+        self.assertIsNone(h.process._exits)
+        h.startRunning()
+        for code in range(1, EXITS_KEPT + 6):
+            h.child.exited(code)
+            h.clock.advance(h.process.snapshot().next_restart_in or 0)
+            h.clock.advance(1.5)  # ready, and past reset_after: each exit a first crash
+        self.assertEqual([e.exit_code for e in h.process.exits], list(range(6, EXITS_KEPT + 6)))
+        self.assertEqual(len(h.process.snapshot().exits), EXITS_KEPT)
+        self.assertEqual(h.process.snapshot().last_exit.exit_code, EXITS_KEPT + 5)
 
     def test_killedBySignalIsACrash(self) -> None:
         """A child killed by a signal (kill -9) is crashed, whatever its exit code list says."""

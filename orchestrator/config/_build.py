@@ -10,6 +10,7 @@ import pwd
 import shutil
 from dataclasses import dataclass
 
+from orchestrator._interning import Interner
 from orchestrator.config.types import (
     AdminConfig,
     Config,
@@ -19,11 +20,13 @@ from orchestrator.config.types import (
     MetricsConfig,
     NotifierConfig,
     OutputConfig,
+    PackedMapping,
     ProcessConfig,
     RestartConfig,
     StopConfig,
     freeze,
 )
+from orchestrator.config._problems import dottedPath
 from orchestrator.config._sizes import parseBytes
 
 __all__ = ["buildConfig", "NEVER_INHERITED", "resolveIdentity"]
@@ -44,18 +47,20 @@ def _resolvePath(baseDir: str, value: str | None) -> str | None:
 def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, secretNames) -> Config:
     """
     @param data: the merged document, defaults filled, already valid.
-    @param sources: JSON path -> where its value came from.
+    @param sources: JSON path (a tuple) -> where its value came from.
     @param secretNames: variables that set the admin token (never inherited).
     """
     orch = data["orchestrator"]
     adminData = data["admin"]
     processes = {}
     replicated = {name: _instanceNames(name, p) for name, p in data["processes"].items()}
+    # Processes configured alike share their equal settings (one object).
+    share = Interner()
     for name, p in data["processes"].items():
         for replica, instanceName in enumerate(replicated[name]):
             instance = _Instance(instanceName, replica if p.get("replicas") is not None else None,
                                  p.get("port"))
-            processes[instanceName] = _buildProcess(name, p, baseDir, kinds, instance, replicated)
+            processes[instanceName] = _buildProcess(name, p, baseDir, kinds, instance, replicated, share)
     notifiers = []
     secretEnv = []
     for i, n in enumerate(data["notifiers"]):
@@ -115,15 +120,15 @@ def buildConfig(data: dict, filename, baseDir, sources, dotenv, kinds, environ, 
         plugins=tuple(data["plugins"]),
         processes=freeze(processes),
         notifiers=tuple(notifiers),
-        sources=freeze(dict(sources)),
+        sources=PackedMapping(sources, key=dottedPath),
         dotenv=freeze(dotenv),
         secret_env=tuple(sorted(NEVER_INHERITED | set(secretEnv) | secretNames)),
-        document=freeze(_redacted(data)),
+        document=PackedMapping(_redacted(data)),
     )
 
 
 def _redacted(data: dict) -> dict:
-    # Copies only what changes: freeze() copies the whole document anyway.
+    # Copies only what changes: PackedMapping packs a copy of the whole document anyway.
     admin = data.get("admin", {})
     if admin.get("token"):
         return {**data, "admin": {**admin, "token": "********"}}
@@ -207,7 +212,7 @@ def resolveIdentity(user, group) -> Identity | None:
 
 
 def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
-                  replicated: dict) -> ProcessConfig:
+                  replicated: dict, share: Interner) -> ProcessConfig:
     sub = instance.substitute
     command = [sub(word) for word in (p.get("command") or ())]
     if command and os.sep in command[0]:
@@ -239,14 +244,14 @@ def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
     memory = parseBytes(p.get("max_memory"))
     return ProcessConfig(
         name=instance.name,
-        command=tuple(command),
+        command=share(tuple(command)),
         url=url,
         working_dir=_resolvePath(baseDir, sub(p["working_dir"])) or baseDir,
-        env=freeze(env),
+        env=share(freeze(env)),
         inherit_env=p["inherit_env"],
-        env_from_dotenv=tuple(p["env_from_dotenv"]),
-        depends_on=freeze(dependsOn),
-        groups=tuple(p["groups"]),
+        env_from_dotenv=share(tuple(p["env_from_dotenv"])),
+        depends_on=share(freeze(dependsOn)),
+        groups=share(tuple(p["groups"])),
         autostart=p["autostart"],
         replicas=p.get("replicas"),
         replica=instance.replica,
@@ -255,12 +260,12 @@ def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
         group=None if p["group"] is None else str(p["group"]),
         identity=resolveIdentity(p["user"], p["group"]),
         umask=p["umask"],
-        rlimits=freeze(p["rlimits"]),
+        rlimits=share(freeze(p["rlimits"])),
         max_memory=memory,
         memory_check_interval=float(p["memory_check_interval"]),
         ready_after=float(p["start"]["ready_after"]),
-        stop=StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"])),
-        restart=RestartConfig(
+        stop=share(StopConfig(signal=p["stop"]["signal"], timeout=float(p["stop"]["timeout"]))),
+        restart=share(RestartConfig(
             policy=restart["policy"],
             auto=restart["auto"],
             max_attempts=restart["max_attempts"],
@@ -268,7 +273,7 @@ def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
             reset_after=float(restart["reset_after"]),
             success_exit_codes=tuple(restart["success_exit_codes"]),
             options=freeze({k: v for k, v in restart.items() if k in policyKeys}),
-        ),
+        )),
         health=HealthConfig(
             probe=probe,
             interval=float(health["interval"]),
@@ -284,9 +289,9 @@ def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
             history=health["history"],
             url=url,
             process=instance.name,
-            options=freeze({k: v for k, v in health.items() if k in probeKeys}),
+            options=share(freeze({k: v for k, v in health.items() if k in probeKeys})),
         ),
-        output=OutputConfig(
+        output=share(OutputConfig(
             file=_resolvePath(baseDir, sub(p["log"]["file"])),
             stdout=_resolvePath(baseDir, sub(p["log"]["stdout"])),
             stderr=_resolvePath(baseDir, sub(p["log"]["stderr"])),
@@ -296,5 +301,5 @@ def _buildProcess(name: str, p: dict, baseDir: str, kinds, instance: _Instance,
             max_line_bytes=p["log"]["max_line_bytes"],
             echo=p["log"]["echo"],
             echo_rate=p["log"]["echo_rate"],
-        ),
+        )),
     )

@@ -122,7 +122,7 @@ def loadConfig(
                    explicitDefaultProcess=sources.get(("admin", "default_process"), "default") != "default")
     problems.raiseIfAny()
 
-    config = buildConfig(data, filename, baseDir, {dottedPath(p): s for p, s in sources.items()},
+    config = buildConfig(data, filename, baseDir, sources,
                          dict(dotenv.values), kinds, environ, secretNames)
     _checkKinds(config, kinds)
     return LoadedConfig(config=config, pluginManager=pm, kinds=kinds,

@@ -12,14 +12,17 @@ Values compare by value, which is what reloading diffs on.
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from dataclasses import dataclass, field
 from collections.abc import Mapping  # (typing's isinstance is 10x slower)
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable, Iterator
 
 __all__ = [
     "freeze",
     "thaw",
+    "PackedMapping",
     "Config",
     "AdminConfig",
     "LoggingConfig",
@@ -61,6 +64,66 @@ def thaw(value: Any) -> Any:
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class PackedMapping(Mapping):
+    """
+    A read-only mapping kept compressed until it is first read.
+
+    L{Config.sources} and L{Config.document} hold an entry for every
+    setting of every process, defaults included (some fifty per process:
+    about 8 KiB each, 4 MiB for 500 processes), yet only C{check-config}
+    and C{export} read them; the running orchestrator never does.  So they
+    are kept as a compressed pickle (equal processes compress to almost
+    nothing), unpacked on the first read into what L{freeze} would have
+    made and kept from then on: to every reader it is the same read-only
+    mapping.  L{peek} answers one question without keeping anything.
+
+    @param key: applied to each key when unpacking (the loader's JSON paths
+        stay tuples until someone reads them as dotted strings).
+    """
+
+    __slots__ = ("_packed", "_length", "_value", "_key")
+
+    def __init__(self, value: Mapping[Any, Any], key: Callable[[Any], str] | None = None) -> None:
+        plain = thaw(value)
+        self._packed = zlib.compress(pickle.dumps(plain, pickle.HIGHEST_PROTOCOL))
+        # (Two keys may render alike: then only the unpacked mapping knows.)
+        self._length = len(plain) if key is None else None
+        self._key = key
+        self._value: Mapping[str, Any] | None = None
+
+    def _unpack(self) -> Mapping[str, Any]:
+        plain = pickle.loads(zlib.decompress(self._packed))
+        if self._key is not None:
+            plain = {self._key(k): v for k, v in plain.items()}
+        return freeze(plain)
+
+    def _unpacked(self) -> Mapping[str, Any]:
+        if self._value is None:
+            self._value, self._packed = self._unpack(), b""
+        return self._value
+
+    def peek(self, key: str, default: Any = None) -> Any:
+        """
+        C{self.get(key, default)}, without keeping the unpacked mapping
+        (one look at a large configuration that is kept afterwards).
+        """
+        if self._value is not None:
+            return self._value.get(key, default)
+        return self._unpack().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._unpacked()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._unpacked())
+
+    def __len__(self) -> int:
+        return self._length if self._length is not None else len(self._unpacked())
+
+    def __repr__(self) -> str:
+        return repr(self._unpacked())
 
 
 @dataclass(frozen=True)

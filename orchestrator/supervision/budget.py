@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from twisted.logger import Logger
 
@@ -57,7 +57,17 @@ class RestartBudget:
         self._random = random
         self.attempts = 0
         self.gaveUp = False
-        self.window: deque[ExitRecord] = deque(maxlen=WINDOW_EXITS_KEPT)
+        # Made at the first exit: most processes never exit, and an empty
+        # deque costs 760 bytes.
+        self._window: deque[ExitRecord] | None = None
+
+    @property
+    def window(self) -> Sequence[ExitRecord]:
+        """
+        The exits of the current window, oldest first (at most
+        L{WINDOW_EXITS_KEPT}).
+        """
+        return self._window if self._window is not None else ()
 
     def reconfigure(self, config: RestartConfig, policy) -> None:
         """
@@ -79,7 +89,7 @@ class RestartBudget:
         The process ran healthy for C{reset_after}: the window starts over.
         """
         self.attempts = 0
-        self.window.clear()
+        self._window = None
 
     @property
     def restartsOnSuccess(self) -> bool:
@@ -94,7 +104,9 @@ class RestartBudget:
 
         @param wasReady: whether the run that ended had become ready.
         """
-        self.window.append(record)
+        if self._window is None:
+            self._window = deque(maxlen=WINDOW_EXITS_KEPT)
+        self._window.append(record)
         attempt = self.attempts + 1
         if attempt > self.config.max_attempts:
             return self._giveUp(f"Maximum restart attempts ({self.config.max_attempts}) exceeded")

