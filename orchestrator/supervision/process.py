@@ -150,7 +150,7 @@ class ManagedProcess(SupervisedProcess):
 
     __slots__ = ("_memory", "_spawner", "_environment", "_recorder", "_killGroup", "_escaped",
                  "_commands", "_transport", "_protocol", "_run", "_wanted", "_wasReady",
-                 "_pendingCause", "_stopWaiters", "_restartWaits")
+                 "_pendingCause", "_stopWaiters", "_restartWaits", "_restartingNow")
 
     def __init__(
         self,
