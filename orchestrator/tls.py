@@ -108,12 +108,12 @@ def leaveOut() -> bool:
     return True
 
 
-def problems(data: Any) -> list[tuple[tuple, str]]:
+def problems(paths: list[tuple]) -> list[tuple[tuple, str]]:
     """
     The located reasons a configuration cannot run in this process: it
-    uses TLS (L{uses}) but TLS is not available here.
+    needs TLS at C{paths} (what L{uses} found) but TLS is not available
+    here.
     """
-    paths = uses(data)
     if not paths or available():
         return []
     if leftOut():

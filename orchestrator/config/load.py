@@ -318,9 +318,10 @@ def _settleTLS(data: dict, leaveOut: bool, problems: Problems) -> None:
     before the checks that import Twisted's endpoints.
     """
     orchestrator = data.get("orchestrator") if isinstance(data.get("orchestrator"), dict) else {}
-    if leaveOut and orchestrator.get("tls", "auto") == "auto" and not tls.uses(data):
+    needed = tls.uses(data)
+    if leaveOut and orchestrator.get("tls", "auto") == "auto" and not needed:
         tls.leaveOut()
-    for path, why in tls.problems(data):
+    for path, why in tls.problems(needed):
         problems.add(path, why)
 
 

@@ -390,18 +390,21 @@ class SessionProcess(GroupSignalling, _process.Process):
 _SETSID_AT = 3
 
 
-def _sessionArgv(prefix: list[str], directory: str, command: list[str]) -> list[str]:
+def _sessionArgv(prefix: list[str], directory: str, here: str | None, command: list[str]) -> list[str]:
     """
     L{wrapperCommand}'s C{prefix} and C{command} without C{setsid} (for
     L{WrappedProcess._sessionSpawn}), and without C{env -C} when the
-    child's folder is ours already.
+    child's folder is C{here}, the orchestrator's own.
     """
-    try:
-        here = os.getcwd()
-    except OSError:  # our folder was removed: env -C it is
-        here = None
     changeDir = [part.replace("{dir}", directory) for part in prefix[:_SETSID_AT]]
     return ([] if directory == here else changeDir) + prefix[_SETSID_AT + 1:] + command
+
+
+def _ownFolder() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # our folder was removed: a child gets env -C
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -452,13 +455,14 @@ def sessionSpawner(reactor, wrapper: list[str] | None | bool = True) -> Spawner:
     def spawn(protocol, executable, args, env, path, setup=None):
         if setup is not None:  # another user, umask or limits: see the module docstring
             return forked(protocol, executable, args, env, path, setup)
-        directory = path or os.getcwd()
+        here = _ownFolder()
+        directory = path or here or os.getcwd()  # (raises, as it did, when our folder is gone)
         command = [executable] + list(args[1:])
         argv = [part.replace("{dir}", directory) for part in prefix] + command
         # path=None keeps Twisted on its posix_spawn path; env -C changes
         # the directory in the child instead.
         return WrappedProcess(reactor, argv[0], argv, dict(env), None, protocol,
-                              sessionArgv=_sessionArgv(prefix, directory, command) if standard else None)
+                              sessionArgv=_sessionArgv(prefix, directory, here, command) if standard else None)
 
     spawn.mechanism = "posix_spawn+wrappers"
     return spawn
