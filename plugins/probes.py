@@ -257,6 +257,13 @@ class _ExecProtocol(ProcessProtocol):
         self._exited = None
         self._killGroup = killGroup
 
+    def connectionMade(self):
+        # Twisted reaps a child that is already gone from inside the
+        # spawn, before the transport is returned (and it then forgets the
+        # pid): a fast probe on a loaded host exits here, and its
+        # background children must still be ended.
+        self.pid = self.transport.pid
+
     def childDataReceived(self, fd, data):
         if fd in self.output and self.cap:
             self.output[fd] = (self.output[fd] + data)[-self.cap:]
@@ -319,7 +326,7 @@ class ExecProbe:
     def check(self) -> Deferred:
         protocol = _ExecProtocol(self._cap, self._killGroup)
         transport = self._spawn(protocol, self.argv[0], self.argv, self._env, None)
-        pid = protocol.pid = transport.pid
+        pid = protocol.pid
         transport.closeStdin()  # a probe reading stdin gets EOF, not a hang
 
         def cancel(d):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
 
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionRefusedError, ProcessDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
@@ -423,6 +424,60 @@ class ExecProbeTests(TestCase):
             return _waitDead(grandchild)
 
         return probeOnce(probe, _globalReactor, timeout=0.5).addCallback(checked).addCallback(reaped)
+
+
+
+class _AlreadyGoneTransport:
+    """
+    What Twisted's C{Process} looks like when the child exited before
+    the spawn returned: the pid is known at C{makeConnection}, and
+    forgotten once C{registerReapProcessHandler} reaped it.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def closeStdin(self) -> None:
+        pass
+
+
+class ExecProbeEarlyExitTests(SynchronousTestCase):
+    """
+    A probe whose shell is reaped inside the spawn (a loaded host: the
+    child is quicker than the parent).
+    """
+
+    def test_groupKilledWhenReapedInsideTheSpawn(self):
+        """The background child is still killed, so the result comes at once, not at the timeout."""
+        killed = []
+
+        def spawner(protocol, executable, args, env, path):
+            transport = _AlreadyGoneTransport(4242)
+            protocol.makeConnection(transport)
+            protocol.childDataReceived(1, b"up\n")
+            transport.pid = None  # reaped by registerReapProcessHandler
+            protocol.processExited(Failure(ProcessDone(0)))
+            return transport
+
+        def killGroup(pgid, sig):
+            killed.append((pgid, sig))
+            protocol.processEnded(Failure(ProcessDone(0)))  # the pipes close
+            return True
+
+        config = HealthConfig(probe="exec", timeout=5, options={"command": "x &", "shell": True}, env={})
+        probe = ExecProbe(config, Clock(), spawner=spawner, killGroup=killGroup)
+        original = probe._spawn
+
+        def remembering(proto, *args):
+            nonlocal protocol
+            protocol = proto
+            return original(proto, *args)
+
+        protocol = None
+        probe._spawn = remembering
+        result = self.successResultOf(probe.check())
+        self.assertEqual(killed, [(4242, signal.SIGKILL)])
+        self.assertEqual((result.healthy, result.reason, result.detail), (True, "exit 0", "up"))
 
 
 def _waitDead(pid: int, within: float = 10.0) -> Deferred:
