@@ -88,6 +88,7 @@ def makeService(options: Options):
     from twisted.internet import reactor
 
     from orchestrator.app import Orchestrator
+    from orchestrator.heap import HeapSettler
     from orchestrator.lifecycle import Hangup, ProcessExitStatus
     from orchestrator.logs import buildObserver
     from orchestrator.sdnotify import SystemdLink, SystemdNotifier, watchdogPeriod
@@ -110,6 +111,7 @@ def makeService(options: Options):
             exitStatus=exitStatus,
             systemd=systemd,
             hangup=Hangup(os.environ),
+            heap=HeapSettler(reactor),
         )
         service.checkStateFile()
     except AlreadyRunning as e:
