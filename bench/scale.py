@@ -316,7 +316,7 @@ def probedPrograms(n: int, ports: list[int]):
     return [(f"p{i:04d}", [SLEEP, "100000"], ports[i % len(ports)]) for i in range(n)]
 
 
-def statusPhase(n: int, duration: float, settle: float) -> dict:
+def statusPhase(n: int, duration: float, settle: float, before: list | None = None) -> dict:
     """
     Each supervisor alone with C{n} sleep children: launch, wait until
     every child is exec'd and its own API says all are running, settle,
@@ -324,19 +324,24 @@ def statusPhase(n: int, duration: float, settle: float) -> dict:
     HTTP-probed every second; supervisord and circus have no probes; a
     second orchestrator without probes is the control (what the probes
     cost).
+
+    @param before: C{(commit, exported tree)} of each earlier orchestrator
+        measured too (probed, like this checkout's).
     """
     backends: list = []
     rows, context = [], []
     try:
         backends, ports = startTargets(STATUS_TARGETS)
         candidates = [Tool("orchestrator", "orchestrator"), Tool(UNPROBED, "orchestrator")]
+        candidates += [Tool(f"orchestrator before ({commit})", "orchestrator", tree, f"before-{commit}")
+                       for commit, tree in before or ()]
         if Supervisord().available:
             candidates.append(Tool("supervisord", "supervisord"))
         if Circus().available:
             candidates.append(Tool("circus", "circus"))
         for tool in candidates:
             directory = os.path.join(OUT, "scale", f"status-{tool.label.replace(' ', '-')}-{n}")
-            probed = tool.label == "orchestrator"
+            probed = tool.kind == "orchestrator" and tool.label != UNPROBED
             tool.launch(directory, probedPrograms(n, ports) if probed else programs(n))
             try:
                 ready = waitAllRunning(tool, n, 120)
@@ -713,21 +718,23 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=None,
                         help="result file bench/out/NAME.json (default: scale, or scale-PHASES when "
                              "/metrics is not run, so bench/plot_scale.py keeps its input)")
-    parser.add_argument("--before", default=BEFORE_COMMIT,
-                        help="the commit(s) measured as 'before', comma-separated (default %(default)s)")
+    parser.add_argument("--before", default=None,
+                        help="the commit(s) measured as 'before', comma-separated (default "
+                             f"{BEFORE_COMMIT} for start, metrics and respawn; the status phase "
+                             "measures a 'before' only when given one)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     only = set(args.only.split(","))
-    before = ([(commit, beforeTree(commit)) for commit in args.before.split(",")]
-              if only & {"start", "metrics", "respawn"} else None)
-    data: dict = {"machine": machineInfo(), "args": vars(args), "before": args.before}
+    commits = args.before or (BEFORE_COMMIT if only & {"start", "metrics", "respawn"} else None)
+    before = [(commit, beforeTree(commit)) for commit in commits.split(",")] if commits else None
+    data: dict = {"machine": machineInfo(), "args": vars(args), "before": commits}
     try:
         if "start" in only:
             log("scale: start, idle")
             data.update(startAndIdle(before, [int(x) for x in args.sizes.split(",")], args.idle))
         if "status" in only:
             log(f"scale: status with {args.status_children} children, one supervisor at a time")
-            runs = [statusPhase(args.status_children, args.status_duration, args.status_settle)
+            runs = [statusPhase(args.status_children, args.status_duration, args.status_settle, before)
                     for _ in range(args.status_repeat)]
             data["status_runs"] = runs
             data["status"] = runs[0]["status"] if len(runs) == 1 else medianRuns([r["status"] for r in runs])

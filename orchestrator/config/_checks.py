@@ -17,9 +17,7 @@ import stat
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-import jsonschema
-
-from orchestrator.config._kindvalidator import KindValidator
+from orchestrator.config._fastcheck import surelyValid
 from orchestrator.config._read import readText
 from orchestrator.config._sizes import parseBytes
 from orchestrator.config.schema import selectedBranches
@@ -28,10 +26,6 @@ from orchestrator.errors import ConfigError
 __all__ = ["validateSchema", "checkSemantics", "listenerProblem", "isHTTPURL", "tcpListenAddress"]
 
 
-_formatChecker = jsonschema.FormatChecker(formats=())
-
-
-@_formatChecker.checks("uri", raises=ValueError)
 def isHTTPURL(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -44,12 +38,32 @@ def isHTTPURL(value: object) -> bool:
     return True
 
 
+#: The formats checked (the others only annotate): name -> a check raising
+#: C{ValueError}.
+_FORMATS = {"uri": isHTTPURL}
+
+
+def _formatChecker():
+    import jsonschema
+
+    checker = jsonschema.FormatChecker(formats=())
+    for name, check in _FORMATS.items():
+        checker.checks(name, raises=ValueError)(check)
+    return checker
+
+
 def validateSchema(schema: dict, data: dict, problems) -> None:
     """
     Validate once against the master schema; every error goes to
-    C{problems}.
+    C{problems}.  A document L{surelyValid} accepts is done without
+    importing jsonschema (see L{orchestrator.config._fastcheck}); any
+    other is validated by jsonschema, which words every error.
     """
-    validator = KindValidator(schema, format_checker=_formatChecker)
+    if surelyValid(schema, data, _FORMATS):
+        return
+    from orchestrator.config._kindvalidator import KindValidator
+
+    validator = KindValidator(schema, format_checker=_formatChecker())
     for error in validator.iter_errors(data):
         _report(schema, data, error, problems)
 
