@@ -463,6 +463,7 @@ def statusLoad(running, duration: float, probed: bool = False) -> list[dict]:
                             "p50_ms": (run["latency"].get("median") or 0) * 1e3,
                             "p99_ms": (run["latency"].get("p99") or 0) * 1e3, "errors": run["errors"],
                             "mean_ms": (run["latency"].get("mean") or 0) * 1e3,
+                            "max_ms": (run["latency"].get("max") or 0) * 1e3,
                             "answer_bytes": run.get("answer_bytes"), "server_cpu_percent": served,
                             "client_cpu_s": clientCPU, "requests": run["requests"], "probed": probed})
                 log(f"  status {tool.label} {what} {shape}: {run['rps']:.0f}/s "
@@ -640,12 +641,12 @@ def statusReport(status: list[dict]) -> str:
     rows = [[r["tool"] + (f" ({r.get('children', 100)} HTTP-probed at 1 s)" if r.get("probed") else
                           "" if r["tool"] == UNPROBED else " (no probes)"),
              r["request"], r["load"], f"{r['rps']:.0f}" + _runs(r.get("rps_runs")), f"{r['p50_ms']:.2f} ms",
-             f"{r['p99_ms']:.2f} ms",
+             f"{r['p99_ms']:.2f} ms", f"{r['max_ms']:.1f} ms" if "max_ms" in r else "-",
              f"{r['server_cpu_percent']:.0f}%" if "server_cpu_percent" in r else "-",
              _perAnswer(r), r.get("answer_bytes") or "-", r["errors"]]
             for r in status]
     text = table([f"server ({status[0].get('children', 100)} children)", "request", "load", "req/s (median; each run)", "p50", "p99",
-                  "server CPU", "CPU per answer: server / load generator", "answer bytes", "errors"], rows)
+                  "slowest", "server CPU", "CPU per answer: server / load generator", "answer bytes", "errors"], rows)
     byKey: dict = {}
     for r in status:
         byKey.setdefault((r["request"], r["load"]), {})[r["tool"]] = r

@@ -70,6 +70,8 @@ def _servedRoutes(api) -> dict[str, set[str]]:
         if isinstance(resource, routes._Processes):
             children[b"{name}"] = routes._Process(api.orchestrator, "backend", resource._logStream)
             children.update({verb.encode(): command for verb, command in resource._onAll.items()})
+        if isinstance(resource, routes._Process):
+            children.update({segment: resource.getChild(segment, None) for segment in resource.ROUTES})
         if isinstance(resource, routes._Groups):
             children[b"{group}"] = routes._Group(api.orchestrator, "web")
         for segment, child in children.items():

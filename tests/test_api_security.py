@@ -224,6 +224,19 @@ class TestHost:
         assert api.get("/api/v1/processes", headers={"Host": "proxy.example:443"}).status == 200
         assert api.get("/api/v1/processes", headers={"Host": "proxy.example:80"}).status == 421
 
+    def test_remembered_verdicts_are_bounded_and_per_host(self, api):
+        """Each Host gets its own verdict, asked again or not; a client naming 600 Hosts leaves at most 256 remembered."""
+        for round in range(2):  # the second round answers from memory
+            assert api.get("/api/v1/processes", headers={"Host": "127.0.0.1:8000"}).status == 200
+            assert api.get("/api/v1/processes", headers={"Host": "evil.example:8000"}).status == 421
+        for n in range(600):
+            assert api.get("/api/v1/processes", headers={"Host": f"h{n}.example:8000"}).status == 421
+        assert 0 < len(api.root._hostVerdicts) <= 256
+        assert api.get("/api/v1/processes", headers={"Host": "localhost:8000"}).status == 200
+        long = "a" * 300 + ".example:8000"
+        assert api.get("/api/v1/processes", headers={"Host": long}).status == 421
+        assert not any(key[0] == long.encode() for key in api.root._hostVerdicts)
+
     def test_host_checked_before_token(self, api):
         """A foreign Host is refused even without a token (421, not 401)."""
         assert api.get("/metrics", headers={"Host": "evil.example:8000"}, token=False).status == 421

@@ -428,22 +428,41 @@ class _Health(_ProcessRoute):
         return views.healthDetail(self.process(), limit)
 
 
+#: The command routes under a process, by path segment.
+_COMMAND_PATHS = {verb.encode(): verb for verb in COMMANDS}
+
+
 class _Process(_Status):
     """
     C{/api/v1/processes/{name}}: its status, and its command and detail routes.
     """
 
+    #: The path segments of its routes (each made by L{getChild}).
+    ROUTES = (*_COMMAND_PATHS, b"status", b"health", b"signal", b"logs")
+
     def __init__(self, orchestrator, name: str, stream=None, cache=None) -> None:
         super().__init__(orchestrator, name, cache=cache)
-        for verb in COMMANDS:
-            self.putChild(verb.encode(), _Command(orchestrator, name, verb))
-        self.putChild(b"status", _Status(orchestrator, name, cache=cache))
-        self.putChild(b"health", _Health(orchestrator, name))
-        self.putChild(b"signal", _Signal(orchestrator, name))
-        logs = _Logs(orchestrator, name)
-        self.putChild(b"logs", logs)
-        if stream is not None:
-            logs.putChild(b"stream", stream(self.process))
+        self._stream = stream
+
+    def getChild(self, path: bytes, request):
+        # Made for the one route asked (this resource is made per request:
+        # a status answer needs none of them).
+        orchestrator, name = self._orchestrator, self._name
+        verb = _COMMAND_PATHS.get(path)
+        if verb is not None:
+            return _Command(orchestrator, name, verb)
+        if path == b"status":
+            return _Status(orchestrator, name, cache=self._cache)
+        if path == b"health":
+            return _Health(orchestrator, name)
+        if path == b"signal":
+            return _Signal(orchestrator, name)
+        if path == b"logs":
+            logs = _Logs(orchestrator, name)
+            if self._stream is not None:
+                logs.putChild(b"stream", self._stream(self.process))
+            return logs
+        return super().getChild(path, request)
 
 
 class _Processes(ApiResource):

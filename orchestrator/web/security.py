@@ -90,6 +90,13 @@ def _splitHost(value: str) -> tuple[str, int | None]:
     return name.rstrip("."), int(port) if port is not None else None
 
 
+#: Host verdicts a guard remembers (clients name a handful of Hosts; a
+#: client sending a new one per request empties the memory, nothing more),
+#: and the longest Host header remembered.
+_HOST_VERDICTS = 256
+_HOST_VERDICT_MAX_BYTES = 255
+
+
 def _normalAddress(name: str) -> str:
     try:
         address = ipaddress.ip_address(name)
@@ -131,6 +138,9 @@ class Guard(Resource):
         self._interface = _normalAddress(interface) if interface not in (None, "", "0.0.0.0", "::") else None
         self._origins = frozenset(o.rstrip("/").lower() for o in admin.allowed_origins)
         self._hostNames = frozenset(h.lower() for h in admin.allowed_hosts)
+        #: (Host header, local host, local port, TLS) -> allowed; at most
+        #: L{_HOST_VERDICTS} entries, emptied when full.
+        self._hostVerdicts: dict[tuple, bool] = {}
 
     def getChildWithDefault(self, path: bytes, request):
         try:
@@ -187,14 +197,24 @@ class Guard(Resource):
         header = request.getHeader(b"host")
         if header is None:
             raise ApiError(400, "missing Host header")
-        raw = header.decode("latin-1")
-        try:
-            name, port = _splitHost(raw)
-        except ValueError:
-            raise ApiError(400, f"malformed Host header {raw!r}")
-        if self._hostAllowed(name, port, local, request.isSecure()):
+        secure = request.isSecure()
+        # The verdict is remembered: every request of a client names the
+        # same Host, and parsing addresses was a tenth of a status answer.
+        key = (header, local.host, local.port, secure)
+        allowed = self._hostVerdicts.get(key)
+        if allowed is None:
+            try:
+                name, port = _splitHost(header.decode("latin-1"))
+            except ValueError:
+                raise ApiError(400, f"malformed Host header {header.decode('latin-1')!r}")
+            allowed = self._hostAllowed(name, port, local, secure)
+            if len(header) <= _HOST_VERDICT_MAX_BYTES:
+                if len(self._hostVerdicts) >= _HOST_VERDICTS:
+                    self._hostVerdicts.clear()
+                self._hostVerdicts[key] = allowed
+        if allowed:
             return
-        raise ApiError(421, f"Host {raw!r} does not name this server; "
+        raise ApiError(421, f"Host {header.decode('latin-1')!r} does not name this server; "
                             "add it to admin.allowed_hosts if it should")
 
     def _hostAllowed(self, name: str, port: int | None, local, secure: bool) -> bool:
