@@ -6,19 +6,21 @@ C{Content-Type: application/json}; every error is
 C{{"success": false, "error": "..."}}.  Handlers are plain methods named
 after the HTTP method (C{GET}, C{POST}) that return an L{Answer}, a dict,
 or a L{Deferred} of either, and raise L{ApiError} to refuse.
-L{ApiResource.render} runs them the way klein's C{_resource.py} does:
-C{maybeDeferred}, C{NOT_DONE_YET}, and an eye on C{request.notifyFinish()}
-so a client that went away is simply not answered (the command it sent
+L{ApiResource.render} writes an answer that is ready at once directly;
+a Deferred (or a coroutine) it waits for the way klein's C{_resource.py}
+does: C{NOT_DONE_YET}, and an eye on C{request.notifyFinish()} so a
+client that went away is simply not answered (the command it sent
 is not cancelled: a half-done stop or restart would help nobody).
 """
 
 from __future__ import annotations
 
 import json
+from inspect import iscoroutine
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -149,7 +151,26 @@ class ApiResource(Resource):
                 headers={"Allow": ", ".join(allowed)}))
         else:
             handler = getattr(self, "GET" if method == "HEAD" else method)
-        return renderDeferred(request, maybeDeferred(handler, request))
+        # Most answers are ready at once (a status, a list): written here,
+        # without a Deferred and its callbacks; the rest wait in
+        # renderDeferred.  Either way an error is an ApiError's JSON or a
+        # logged 500.
+        try:
+            result = handler(request)
+        except ApiError as e:
+            writeJSON(request, e.answer())
+            return NOT_DONE_YET
+        except Exception:
+            return renderDeferred(request, fail())
+        if iscoroutine(result):
+            result = ensureDeferred(result)
+        if isinstance(result, Deferred):
+            return renderDeferred(request, result)
+        try:
+            writeJSON(request, _toAnswer(result))
+        except Exception:
+            _log.failure("admin API: cannot write an answer")
+        return NOT_DONE_YET
 
 
 def renderDeferred(request, d) -> bytes:
