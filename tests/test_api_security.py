@@ -237,6 +237,27 @@ class TestHost:
         assert api.get("/api/v1/processes", headers={"Host": long}).status == 421
         assert not any(key[0] == long.encode() for key in api.root._hostVerdicts)
 
+    def test_local_address_asked_once_per_connection(self, api):
+        """Three requests on one connection ask the socket for its own address once (Twisted asked once per request: a getsockname each)."""
+        asked = []
+
+        class Counting(StringTransport):
+            def getHost(self):
+                asked.append(1)
+                return super().getHost()
+
+        site = AdminSite(api.root, api.admin, reactor=api.reactor)
+        protocol = site.buildProtocol(None)
+        transport = Counting(hostAddress=IPv4Address("TCP", "127.0.0.1", 8000),
+                             peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+        protocol.makeConnection(transport)
+        request = (b"GET /api/v1/processes HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+                   b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+        for _ in range(3):
+            protocol.dataReceived(request)
+        assert transport.value().count(b"HTTP/1.1 200 OK") == 3
+        assert len(asked) == 1
+
     def test_host_checked_before_token(self, api):
         """A foreign Host is refused even without a token (421, not 401)."""
         assert api.get("/metrics", headers={"Host": "evil.example:8000"}, token=False).status == 421

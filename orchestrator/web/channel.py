@@ -89,6 +89,15 @@ class AdminChannel(HTTPChannel):
     def _now(self) -> float:
         return self.site.reactor.seconds()
 
+    _host = None
+
+    def getHost(self):
+        # A connected socket's own address never changes, but Twisted asks
+        # the kernel (getsockname) again for every request.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
     # -- connection ----------------------------------------------------------------------
 
     def connectionMade(self):
