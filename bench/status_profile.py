@@ -16,7 +16,9 @@ passes during the load and the share of the time the reactor spent in
 them, which cProfile does not show; its CPU split into user and kernel
 time (C{/proc/PID/stat}); and a third server whose start-up objects are
 frozen (C{gc.freeze()} from a timer thread once all children run), to show
-what that does to the full collections.  Everything listens on
+what that does to the full collections (since C{orchestrator/heap.py} the
+orchestrator freezes its own start-up heap before the first spawn, so this
+third server only freezes, again, what its first seconds built).  Everything listens on
 127.0.0.1; every wait has a deadline.
 
 Usage: .venv/bin/python bench/status_profile.py [--duration 10] [--children 100]
@@ -46,7 +48,7 @@ STAGES = [
     ("reactor: read a request (HTTPChannel.dataReceived)", "orchestrator/web/channel.py", "dataReceived"),
     ("Request.process: headers, traversal, render", "twisted/web/server.py", "process"),
     ("  Guard: Host/Origin/token checks and traversal", "orchestrator/web/security.py", "getChildWithDefault"),
-    ("  ApiResource.render (maybeDeferred, renderDeferred)", "orchestrator/web/_render.py", "render"),
+    ("  ApiResource.render (a ready answer written at once)", "orchestrator/web/_render.py", "render"),
     ("    the cached status (StatusCache.encoded)", "orchestrator/web/views.py", "encoded"),
     ("    writeJSON: headers, write, finish", "orchestrator/web/_render.py", "writeJSON"),
     ("      Request.write (status line and headers)", "twisted/web/http.py", "write"),
