@@ -10,13 +10,14 @@ wall-clock time is measured.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
 import sys
 import time
 
-from twisted.internet import process
+from twisted.internet import abstract, process
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -214,3 +215,166 @@ class InstallTests(SynchronousTestCase):
         installIfNone()
         self.assertIs(sys.modules["twisted.internet.reactor"], reactor)
         self.assertNotIsInstance(reactor, ChildFirstReactor)
+
+
+class _SocketWriter(abstract.FileDescriptor):
+    """
+    One end of a socketpair as a Twisted writer (what a TCP transport's
+    writing half does), recording its C{connectionLost}.
+    """
+
+    def __init__(self, reactor, sock: socket.socket) -> None:
+        super().__init__(reactor)
+        self.connected = 1
+        self.socket = sock
+        self.socket.setblocking(False)
+        self.lost: list = []
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def writeSomeData(self, data):
+        try:
+            return self.socket.send(data)
+        except BlockingIOError:
+            return 0
+
+    def doRead(self):
+        return None
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.lost.append(reason)
+        self.socket.close()
+
+
+class _RecordingPoller:
+    """
+    The reactor's epoll object, recording each registration that asks for
+    writability.
+    """
+
+    def __init__(self, poller) -> None:
+        self._poller = poller
+        self.writable: list[int] = []
+
+    def register(self, fd, flags):
+        if flags & select.EPOLLOUT:
+            self.writable.append(fd)
+        return self._poller.register(fd, flags)
+
+    def modify(self, fd, flags):
+        if flags & select.EPOLLOUT:
+            self.writable.append(fd)
+        return self._poller.modify(fd, flags)
+
+    def __getattr__(self, name):
+        return getattr(self._poller, name)
+
+
+class EagerWriteTests(SynchronousTestCase):
+    """
+    A write goes out in the turn that made it; only a writer the kernel
+    did not take everything from waits for epoll.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = ChildFirstReactor()
+        self.poller = self.reactor._poller = _RecordingPoller(self.reactor._poller)
+        self.addCleanup(self.poller._poller.close)
+        mine, self.peer = socket.socketpair()
+        self.addCleanup(self.peer.close)
+        self.peer.setblocking(False)
+        self.writer = _SocketWriter(self.reactor, mine)
+        self.addCleanup(lambda: self.writer.socket.close())
+
+    def received(self) -> bytes:
+        data = b""
+        while True:
+            try:
+                chunk = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+    def test_writeGoesOutWithoutAskingEpoll(self) -> None:
+        """A small answer is sent at the end of the turn, and epoll is never asked for writability."""
+        self.writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertEqual(self.received(), b"")  # buffered until the turn ends
+        self.reactor.doIteration(0)
+        self.assertEqual(self.received(), b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertEqual(self.poller.writable, [])
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_whatTheKernelDoesNotTakeWaitsForEpoll(self) -> None:
+        """4 MiB into a small socket buffer: registered for writability, then all of it arrives as the peer reads, and the registration ends."""
+        self.writer.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        payload = os.urandom(4 << 20)
+        self.writer.write(payload)
+        self.reactor.doIteration(0)
+        self.assertEqual(self.poller.writable, [self.writer.fileno()])
+        self.assertIn(self.writer, self.reactor.getWriters())
+        got = b""
+        for _ in range(100_000):  # bounded: each turn moves at least one socket buffer
+            got += self.received()
+            if len(got) == len(payload):
+                break
+            self.reactor.doIteration(0)
+        self.assertEqual(got, payload)
+        self.reactor.doIteration(0)
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_loseConnectionAfterAWrite(self) -> None:
+        """Data then close: the peer reads everything, then end-of-file; connectionLost once."""
+        self.writer.write(b"bye\n")
+        self.writer.loseConnection()
+        self.reactor.doIteration(0)
+        self.assertEqual(self.received(), b"bye\n")
+        self.assertEqual(len(self.writer.lost), 1)
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_stoppedBeforeTheTurnEndsSendsNothing(self) -> None:
+        """stopWriting before the flush: nothing is sent and nothing is registered (as with epoll)."""
+        self.writer.write(b"later")
+        self.writer.stopWriting()
+        self.reactor.doIteration(0)
+        self.assertEqual(self.received(), b"")
+        self.assertEqual((self.poller.writable, self.reactor.getWriters()), ([], []))
+        self.writer.startWriting()
+        self.reactor.doIteration(0)
+        self.assertEqual(self.received(), b"later")
+
+    def test_writeFromATimerGoesOutBeforeTheReactorSleeps(self) -> None:
+        """A write made by a timer is sent before the next epoll_wait, not after it."""
+        self.reactor.callLater(0, self.writer.write, b"tick")
+        self.reactor.runUntilCurrent()
+        self.assertIn(self.writer, self.reactor.getWriters())
+        self.reactor.doIteration(0)
+        self.assertEqual(self.received(), b"tick")
+        self.assertEqual(self.poller.writable, [])
+
+    def test_aWriteThatWritesAgainIsFlushedToo(self) -> None:
+        """What a write's callbacks write (another writer) is flushed in the same turn."""
+        mine, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        peer.setblocking(False)
+        other = _SocketWriter(self.reactor, mine)
+        self.addCleanup(lambda: other.socket.close())
+        sent = self.writer.writeSomeData
+
+        def chained(data):
+            other.write(b"echo")
+            return sent(data)
+
+        self.writer.writeSomeData = chained
+        self.writer.write(b"first")
+        self.reactor.doIteration(0)
+        self.assertEqual(self.received(), b"first")
+        try:
+            echoed = peer.recv(16)
+        except BlockingIOError:
+            echoed = b""
+        self.assertEqual(echoed, b"echo")
+        self.assertEqual(self.poller.writable, [])
