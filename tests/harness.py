@@ -24,6 +24,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_BACKEND = os.path.join(ROOT, "examples", "backend", "demo_backend.py")
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
+#: The demo backend behind the admin API, HTTP-probed every second: the
+#: smallest real setup (L{startOrchestrator} fills in the ports and paths).
+PROBED_DEMO = """
+admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
+processes:
+  backend:
+    command: ["{python}", "{demo}", "--port", "{backend_port}"]
+    url: "http://127.0.0.1:{backend_port}"
+    health: {probe: http, interval: 1}
+"""
+
 
 def freePort() -> int:
     """

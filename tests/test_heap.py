@@ -180,19 +180,10 @@ def test_settle_frees_a_cycle_that_was_frozen_then_dropped():
     assert "after settle False True" in out.stdout
 
 
-BACKEND = """
-admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-"""
-
-
 @pytest.mark.integration
 def test_twistd_freezes_at_start_and_settles_after_sighup(run_orchestrator):
     """A real twistd says how much heap it froze before spawning, and settles once after a SIGHUP reload."""
-    orchestrator = run_orchestrator(BACKEND)
+    orchestrator = run_orchestrator(harness.PROBED_DEMO)
     harness.waitFor(lambda: orchestrator.status()["status"] == "running", 30, what="running")
     frozen = re.search(r"start-up heap frozen: (\d+) objects", orchestrator.log())
     assert frozen and int(frozen.group(1)) > 10_000

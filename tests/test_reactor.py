@@ -259,14 +259,15 @@ class _RecordingPoller:
         self.writable: list[int] = []
 
     def register(self, fd, flags):
-        if flags & select.EPOLLOUT:
-            self.writable.append(fd)
-        return self._poller.register(fd, flags)
+        return self._poller.register(fd, self._noted(fd, flags))
 
     def modify(self, fd, flags):
+        return self._poller.modify(fd, self._noted(fd, flags))
+
+    def _noted(self, fd, flags):
         if flags & select.EPOLLOUT:
             self.writable.append(fd)
-        return self._poller.modify(fd, flags)
+        return flags
 
     def __getattr__(self, name):
         return getattr(self._poller, name)

@@ -19,14 +19,7 @@ import pytest
 from orchestrator import tls
 from tests import harness
 
-BACKEND = """
-admin: {listen: "tcp:{admin_port}:interface=127.0.0.1"}
-processes:
-  backend:
-    command: ["{python}", "{demo}", "--port", "{backend_port}"]
-    url: "http://127.0.0.1:{backend_port}"
-    health: {probe: http, interval: 1}
-"""
+BACKEND = harness.PROBED_DEMO
 
 
 class TestUses:

@@ -31,6 +31,8 @@ import jsonschema
 from jsonschema import ValidationError, validators
 from jsonschema._utils import extras_msg
 
+from orchestrator.config._fastcheck import JSON_VALUES, TYPES
+
 __all__ = ["KindValidator"]
 
 _Base = jsonschema.Draft202012Validator
@@ -116,19 +118,11 @@ def _kindUnevaluated(validator, unevaluated, instance, schema):
 _ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated",
                           "readOnly", "writeOnly"})
 
-#: JSON Schema type name -> the test jsonschema's 2020-12 type checker makes,
-#: for the value types a parsed configuration holds (anything else goes
-#: to jsonschema).
-_TYPES = {
-    "string": lambda v: type(v) is str,
-    "integer": lambda v: type(v) is int or (type(v) is float and v.is_integer()),
-    "number": lambda v: type(v) is int or type(v) is float,
-    "boolean": lambda v: type(v) is bool,
-    "null": lambda v: v is None,
-    "object": lambda v: type(v) is dict,
-    "array": lambda v: type(v) is list,
-}
-_PLAIN_VALUES = (str, int, float, bool, type(None), dict, list)
+#: JSON Schema type name -> jsonschema's 2020-12 type test, and the value
+#: types a parsed configuration holds (anything else goes to jsonschema):
+#: shared with L{orchestrator.config._fastcheck}.
+_TYPES = TYPES
+_PLAIN_VALUES = JSON_VALUES
 _NUMBERS = (int, float)
 
 
