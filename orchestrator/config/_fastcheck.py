@@ -35,9 +35,8 @@ _BLOCK = frozenset({"type", "properties", "required", "allOf", "unevaluatedPrope
 _NUMBER = (int, float)
 
 #: JSON Schema type name -> the test jsonschema's 2020-12 type checker
-#: makes, for the value types a parsed configuration holds (also used by
-#: L{orchestrator.config._kindvalidator}).
-TYPES: dict[str, Callable[[Any], bool]] = {
+#: makes, for the value types a parsed configuration holds.
+_TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: type(v) is str,
     "integer": lambda v: type(v) is int or (type(v) is float and v.is_integer()),
     "number": lambda v: type(v) is int or type(v) is float,
@@ -49,7 +48,7 @@ TYPES: dict[str, Callable[[Any], bool]] = {
 
 #: The value types a JSON document holds; anything else (a date YAML
 #: parsed, bytes) is left to jsonschema.
-JSON_VALUES = (str, int, float, bool, type(None), dict, list)
+_JSON_VALUES = (str, int, float, bool, type(None), dict, list)
 
 _patterns: dict[str, re.Pattern] = {}
 
@@ -83,7 +82,7 @@ def _check(schema: Any, value: Any, root: dict, formats) -> Verdict:
         return True
     if schema is False:
         return False
-    if not isinstance(schema, dict) or type(value) not in JSON_VALUES:
+    if not isinstance(schema, dict) or type(value) not in _JSON_VALUES:
         return None
     if type(value) is dict and not all(type(name) is str for name in value):
         return None  # a YAML key that is not a string: jsonschema words it
@@ -103,9 +102,9 @@ def _keyword(keyword: str, expected: Any, schema: dict, value: Any, root: dict, 
     kind = type(value)
     if keyword == "type":
         names = [expected] if isinstance(expected, str) else expected
-        if not isinstance(names, list) or not all(name in TYPES for name in names):
+        if not isinstance(names, list) or not all(name in _TYPES for name in names):
             return None
-        return any(TYPES[name](value) for name in names)
+        return any(_TYPES[name](value) for name in names)
     if keyword == "enum":
         if not isinstance(expected, list):
             return None

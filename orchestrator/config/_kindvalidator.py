@@ -16,22 +16,17 @@ neither a property of the block nor of its selected branch, which is also
 how L{orchestrator.config._checks} words the error.  Any other shape of
 C{allOf} or C{unevaluatedProperties} goes to jsonschema's own keyword.
 
-Likewise C{properties} does not descend into a value whose subschema is a
-plain leaf (type, enum, bounds, lengths, pattern, annotations) when the
-value passes it, checked here as jsonschema checks it; a value that fails
-is descended into, so every error is still jsonschema's own.
+Only a document L{orchestrator.config._fastcheck} could not accept comes
+here (an invalid one, mostly): the valid ones never import jsonschema.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterator
 
 import jsonschema
 from jsonschema import ValidationError, validators
 from jsonschema._utils import extras_msg
-
-from orchestrator.config._fastcheck import JSON_VALUES, TYPES
 
 __all__ = ["KindValidator"]
 
@@ -112,141 +107,10 @@ def _kindUnevaluated(validator, unevaluated, instance, schema):
                               % extras_msg(sorted(extras, key=str)))
 
 
-# -- leaves ------------------------------------------------------------------------------
-
-#: Keywords that only annotate: they never fail.
-_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated",
-                          "readOnly", "writeOnly"})
-
-#: JSON Schema type name -> jsonschema's 2020-12 type test, and the value
-#: types a parsed configuration holds (anything else goes to jsonschema):
-#: shared with L{orchestrator.config._fastcheck}.
-_TYPES = TYPES
-_PLAIN_VALUES = JSON_VALUES
-_NUMBERS = (int, float)
-
-
-def _leafChecks(schema: Any, formats) -> tuple | None:
-    """
-    The checks of a subschema made only of C{type}, C{enum}, bounds,
-    lengths, C{pattern}, an unchecked C{format} and annotations, as
-    C{(keyword, value)} pairs; C{None} for any other subschema.
-    """
-    if not isinstance(schema, dict):
-        return None
-    checks = []
-    for keyword, value in schema.items():
-        if keyword in _ANNOTATIONS:
-            continue
-        if keyword == "format":
-            if value in formats:  # a checked format: jsonschema's own
-                return None
-            continue
-        if keyword == "type":
-            names = [value] if isinstance(value, str) else value
-            if not isinstance(names, list) or not all(name in _TYPES for name in names):
-                return None
-            checks.append(("type", tuple(_TYPES[name] for name in names)))
-        elif keyword == "enum" and isinstance(value, list):
-            checks.append(("enum", value))
-        elif keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") \
-                and type(value) in _NUMBERS:
-            checks.append((keyword, value))
-        elif keyword in ("minLength", "maxLength") and type(value) is int:
-            checks.append((keyword, value))
-        elif keyword == "pattern" and isinstance(value, str):
-            checks.append(("pattern", re.compile(value)))
-        else:
-            return None
-    return tuple(checks)
-
-
-def _passes(checks: tuple, value: Any) -> bool | None:
-    """
-    Whether C{value} passes every check, exactly as jsonschema decides;
-    C{None} when it cannot be told here (jsonschema then decides).
-    """
-    if type(value) not in _PLAIN_VALUES:
-        return None
-    for keyword, expected in checks:
-        if keyword == "type":
-            if not any(test(value) for test in expected):
-                return False
-        elif keyword == "enum":
-            # jsonschema's equal() is == for a string and identity for
-            # null; other values (1 vs True...) are left to it.
-            if type(value) is not str and value is not None:
-                return None
-            if value not in expected:
-                return False
-        elif keyword in ("minLength", "maxLength", "pattern"):
-            if type(value) is str:
-                if keyword == "minLength" and len(value) < expected:
-                    return False
-                if keyword == "maxLength" and len(value) > expected:
-                    return False
-                if keyword == "pattern" and not expected.search(value):
-                    return False
-        elif type(value) in _NUMBERS:  # bounds apply to numbers only (never to booleans)
-            if keyword == "minimum" and value < expected:
-                return False
-            if keyword == "maximum" and value > expected:
-                return False
-            if keyword == "exclusiveMinimum" and value <= expected:
-                return False
-            if keyword == "exclusiveMaximum" and value >= expected:
-                return False
-    return True
-
-
-_properties = _Base.VALIDATORS["properties"]
-
-#: id of a subschema -> (the subschema, the formats checked, its leaf
-#: checks or None), kept as L{_shapes} is.
-_leaves: dict[int, tuple[Any, frozenset, tuple | None]] = {}
-
-
-def _leafChecksOf(schema: Any, formats: frozenset) -> tuple | None:
-    cached = _leaves.get(id(schema))
-    if cached is not None and cached[0] is schema and cached[1] == formats:
-        return cached[2]
-    checks = _leafChecks(schema, formats)
-    if len(_leaves) >= 4096:  # a master schema has a few hundred; a reload makes new ones
-        _leaves.clear()
-    _leaves[id(schema)] = (schema, formats, checks)
-    return checks
-
-
-def _plainProperties(validator, properties, instance, schema):
-    """
-    jsonschema's C{properties}, but a value whose subschema is a plain
-    leaf (L{_leafChecks}) and that passes it is not descended into: about
-    6000 values for 100 processes, each a validator evolved and its
-    keywords looked up.  A value that fails, or that cannot be told here,
-    is descended into as before, so the errors are jsonschema's own.
-    """
-    if not isinstance(properties, dict):
-        yield from _properties(validator, properties, instance, schema)
-        return
-    if not isinstance(instance, dict):  # what is_type(instance, "object") says
-        return
-    checker = validator.format_checker
-    formats = frozenset(checker.checkers) if checker is not None else frozenset()
-    for name, subschema in properties.items():
-        if name not in instance:
-            continue
-        value = instance[name]
-        checks = _leafChecksOf(subschema, formats)
-        if checks is not None and _passes(checks, value) is True:
-            continue
-        yield from validator.descend(value, subschema, path=name, schema_path=name)
-
-
 #: The keywords a kind-selected block may have for the direct check: none
 #: of them evaluates properties but C{properties} and C{allOf}.
 _BLOCK_KEYWORDS = {"type", "properties", "required", "allOf", "unevaluatedProperties",
                    "description", "title", "default", "examples", "$comment"}
 
 KindValidator = validators.extend(_Base, {"allOf": _kindAllOf,
-                                          "unevaluatedProperties": _kindUnevaluated,
-                                          "properties": _plainProperties})
+                                          "unevaluatedProperties": _kindUnevaluated})
