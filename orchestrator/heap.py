@@ -47,8 +47,6 @@ class HeapSettler:
         self._delay = delay
         self._gc = gc
         self._pending = None
-        #: Objects in the permanent generation after the last freeze.
-        self.frozen = 0
 
     def freeze(self) -> int:
         """
@@ -57,8 +55,7 @@ class HeapSettler:
         @return: how many objects are frozen.
         """
         self._gc.freeze()
-        self.frozen = self._gc.get_freeze_count()
-        return self.frozen
+        return self._gc.get_freeze_count()
 
     def settle(self) -> None:
         """

@@ -152,14 +152,11 @@ class ApiResource(Resource):
         else:
             handler = getattr(self, "GET" if method == "HEAD" else method)
         # Most answers are ready at once (a status, a list): written here,
-        # without a Deferred and its callbacks; the rest wait in
-        # renderDeferred.  Either way an error is an ApiError's JSON or a
-        # logged 500.
+        # without a Deferred and its callbacks.  What is not, and every
+        # error (an ApiError's JSON, or a logged 500), goes through
+        # renderDeferred.
         try:
             result = handler(request)
-        except ApiError as e:
-            writeJSON(request, e.answer())
-            return NOT_DONE_YET
         except Exception:
             return renderDeferred(request, fail())
         if iscoroutine(result):

@@ -431,6 +431,14 @@ class _Health(_ProcessRoute):
 #: The command routes under a process, by path segment.
 _COMMAND_PATHS = {verb.encode(): verb for verb in COMMANDS}
 
+#: Its other routes: path segment -> how a L{_Process} makes it.
+_PROCESS_ROUTES = {
+    b"status": lambda process: _Status(process._orchestrator, process._name, cache=process._cache),
+    b"health": lambda process: _Health(process._orchestrator, process._name),
+    b"signal": lambda process: _Signal(process._orchestrator, process._name),
+    b"logs": lambda process: process._logs(),
+}
+
 
 class _Process(_Status):
     """
@@ -438,7 +446,7 @@ class _Process(_Status):
     """
 
     #: The path segments of its routes (each made by L{getChild}).
-    ROUTES = (*_COMMAND_PATHS, b"status", b"health", b"signal", b"logs")
+    ROUTES = (*_COMMAND_PATHS, *_PROCESS_ROUTES)
 
     def __init__(self, orchestrator, name: str, stream=None, cache=None) -> None:
         super().__init__(orchestrator, name, cache=cache)
@@ -447,22 +455,17 @@ class _Process(_Status):
     def getChild(self, path: bytes, request):
         # Made for the one route asked (this resource is made per request:
         # a status answer needs none of them).
-        orchestrator, name = self._orchestrator, self._name
         verb = _COMMAND_PATHS.get(path)
         if verb is not None:
-            return _Command(orchestrator, name, verb)
-        if path == b"status":
-            return _Status(orchestrator, name, cache=self._cache)
-        if path == b"health":
-            return _Health(orchestrator, name)
-        if path == b"signal":
-            return _Signal(orchestrator, name)
-        if path == b"logs":
-            logs = _Logs(orchestrator, name)
-            if self._stream is not None:
-                logs.putChild(b"stream", self._stream(self.process))
-            return logs
-        return super().getChild(path, request)
+            return _Command(self._orchestrator, self._name, verb)
+        make = _PROCESS_ROUTES.get(path)
+        return make(self) if make is not None else super().getChild(path, request)
+
+    def _logs(self) -> _Logs:
+        logs = _Logs(self._orchestrator, self._name)
+        if self._stream is not None:
+            logs.putChild(b"stream", self._stream(self.process))
+        return logs
 
 
 class _Processes(ApiResource):
