@@ -260,6 +260,35 @@ class TestDeadlines:
         assert not transport.disconnecting
         assert wire.counters.rejected["header_timeout"] == 0
 
+    def test_idle_timeout_counts_from_the_last_answer(self, wire):
+        """idle_timeout runs from the end of the last request, not from the connection's start."""
+        request = b"GET /api/v1/processes HTTP/1.1\r\n" + HOST + AUTH + b"\r\n"
+        protocol, transport = wire.send(request)
+        wire.advance(50)
+        protocol.dataReceived(request)
+        assert transport.value().count(b"HTTP/1.1 200 OK") == 2
+        wire.advance(59)
+        assert not transport.disconnecting
+        wire.advance(1)
+        assert transport.disconnecting
+        assert wire.counters.rejected["idle_timeout"] == 1
+
+    def test_keepalive_requests_share_one_timer(self, wire):
+        """A hundred requests on one connection set no new timer each: one alarm serves them all."""
+        request = b"GET /api/v1/processes HTTP/1.1\r\n" + HOST + AUTH + b"\r\n"
+        protocol, transport = wire.connect()
+        made = []
+        callLater = protocol.callLater
+        protocol.callLater = lambda *a, **kw: made.append(callLater(*a, **kw)) or made[-1]
+        for _ in range(100):
+            protocol.dataReceived(request)
+            wire.advance(0.01)
+        assert transport.value().count(b"HTTP/1.1 200 OK") == 100
+        assert len(made) == 0
+        wire.advance(60)  # the alarm rings at the first due date, then once more at the real one
+        assert len(made) == 1
+        assert transport.disconnecting and wire.counters.rejected["idle_timeout"] == 1
+
 
 # -- the request head --------------------------------------------------------------------------
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from orchestrator.web._render import Answer, ApiError, ApiResource
+from orchestrator.web.channel import AdminChannel
 
 
 class _Route(ApiResource):
@@ -90,3 +94,41 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(request.written, [])
         d.callback(3)
         self.assertEqual(_body(request), {"waited": 3})
+
+
+class HeadWriteTests(SynchronousTestCase):
+    """
+    L{orchestrator.web.channel.AdminChannel.writeHeaders} sends the status
+    line and headers in one write, byte for byte what Twisted's would.
+    """
+
+    def _written(self, channelClass, headers) -> list[bytes]:
+        writes: list[bytes] = []
+
+        class _Transport(StringTransport):
+            def write(self, data):
+                writes.append(data)
+
+            def writeSequence(self, data):
+                writes.append(b"".join(data))
+
+        channel = channelClass()
+        channel.transport = _Transport()
+        channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)
+        return writes
+
+    def test_oneWriteSameBytes(self) -> None:
+        headers = Headers()
+        headers.setRawHeaders(b"content-type", [b"application/json"])
+        headers.setRawHeaders(b"set-cookie", [b"a=1", b"b=2"])
+        headers.setRawHeaders(b"x-odd", [b"line\r\nbreak"])  # sanitised when set
+        ours = self._written(AdminChannel, headers)
+        self.assertEqual(len(ours), 1)
+        self.assertEqual(ours, self._written(HTTPChannel, headers))
+        self.assertIn(b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n", ours[0])
+        self.assertTrue(ours[0].endswith(b"\r\n\r\n"))
+
+    def test_pairsStillAccepted(self) -> None:
+        pairs = [(b"X-A", b"1")]
+        self.assertEqual(b"".join(self._written(AdminChannel, pairs)),
+                         b"".join(self._written(HTTPChannel, pairs)))

@@ -115,6 +115,16 @@ _MARKS = {"uptime_secs": "\x00uptime\x00", "last_health_check": "\x00check\x00",
 _MARKS_JSON = [json.dumps(mark).encode("ascii") for mark in _MARKS.values()]
 
 
+def _afterUptime(pieces: list[bytes], check: str, summary) -> bytes:
+    """
+    A status's text after its C{uptime_secs}: C{pieces} (the encoding split
+    around the three marks) with the two health fields written in.
+    """
+    _, betweenUptimeAndCheck, betweenCheckAndHealth, after = pieces
+    return b"%s%s%s%s%s" % (betweenUptimeAndCheck, jsonText(check), betweenCheckAndHealth,
+                            jsonText(summary), after)
+
+
 class StatusCache:
     """
     L{processStatus} of each process as JSON, encoded once per change.
@@ -151,16 +161,16 @@ class StatusCache:
             pieces = [jsonText(status)]
             for mark in _MARKS_JSON:
                 pieces[-1:] = pieces[-1].split(mark)
-            entry = self._entries[process.name] = [process, state, health, pieces,
-                                                   jsonText(check), jsonText(summary)]
+            # [process, state, health, text before the uptime, text after
+            # it, the pieces around the two health fields]
+            entry = self._entries[process.name] = [process, state, health, pieces[0],
+                                                   _afterUptime(pieces, check, summary), pieces]
         elif entry[2] != health:
             snapshot = process.health.snapshot() if process.health is not None else None
             entry[2] = health
-            entry[4] = jsonText(snapshot.last_health_check if snapshot is not None else "unknown")
-            entry[5] = jsonText(healthSummary(snapshot))
-        before, betweenUptimeAndCheck, betweenCheckAndHealth, after = entry[3]
-        return b"%s%d%s%s%s%s%s" % (before, int(process.uptime()), betweenUptimeAndCheck, entry[4],
-                                    betweenCheckAndHealth, entry[5], after)
+            entry[4] = _afterUptime(entry[5], snapshot.last_health_check if snapshot is not None else "unknown",
+                                    healthSummary(snapshot))
+        return b"%s%d%s" % (entry[3], int(process.uptime()), entry[4])
 
     def forget(self, names) -> None:
         """
