@@ -59,7 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (OUT, PYTHON, ROOT, TINY, CPUMeter, childrenOf, freePort, httpGet, killTree,  # noqa: E402
                      log, machineInfo, metricsSamples, metricSum, percentile, projectBin, rssMB, spawn,
-                     stopAll, summary, table, waitFor, waitListening, waitNewChild, writeResult)
+                     stopAll, table, waitFor, waitListening, waitNewChild, writeResult)
 from _circusload import circusPython, waitActive  # noqa: E402
 from _supervisors import Circus, Supervisord  # noqa: E402
 

@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (OUT, ROOT, httpGet, log, machineInfo, projectBin, stopAll,  # noqa: E402
+from _common import (OUT, ROOT, compiled, httpGet, log, machineInfo, stopAll,  # noqa: E402
                      table, writeResult)
 from scale import Tool, execdChildren, exportedTree, programs  # noqa: E402
 
@@ -44,18 +44,6 @@ def referenceTree(ref: str) -> str:
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True,
                             text=True, check=True).stdout.strip()
     return exportedTree(commit, f"ref-{commit}")
-
-
-def compiled(tree: str) -> None:
-    """
-    Write the tree's bytecode, as installing a package does (pip compiles
-    it): where C{PYTHONDONTWRITEBYTECODE} is set, an editable checkout
-    would otherwise compile its ~100 modules from source at every launch
-    (about 0.15 s), while Twisted's come compiled from its wheel.
-    """
-    subprocess.run([projectBin("python"), "-m", "compileall", "-q", "orchestrator", "plugins",
-                    "twisted/plugins"], cwd=tree, check=True, stdout=subprocess.DEVNULL,
-                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
 
 
 def schedstat(pid: int) -> tuple[float, float]:

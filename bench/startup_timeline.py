@@ -113,7 +113,7 @@ def main() -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import OUT, ROOT
     from scale import orchestratorYAML, programs
-    from startup import compiled
+    from _common import compiled
 
     compiled(ROOT)
 
