@@ -162,9 +162,12 @@ class StatusCache:
             for mark in _MARKS_JSON:
                 pieces[-1:] = pieces[-1].split(mark)
             # [process, state, health, text before the uptime, text after
-            # it, the pieces around the two health fields]
+            # it, the pieces around the two health fields: kept only for a
+            # probed process, the only kind whose health changes alone (a
+            # new monitor is a new stateKey)]
             entry = self._entries[process.name] = [process, state, health, pieces[0],
-                                                   _afterUptime(pieces, check, summary), pieces]
+                                                   _afterUptime(pieces, check, summary),
+                                                   pieces if health is not None else None]
         elif entry[2] != health:
             snapshot = process.health.snapshot() if process.health is not None else None
             entry[2] = health
