@@ -212,6 +212,18 @@ class TestStreamBuffer:
 # -- deadlines ---------------------------------------------------------------------------------
 
 
+def _closedAtIdleTimeout(wire, transport) -> None:
+    """
+    The connection is still open 1 s before idle_timeout (60 s) from now,
+    and closed and counted at it.
+    """
+    wire.advance(59)
+    assert not transport.disconnecting
+    wire.advance(1)
+    assert transport.disconnecting
+    assert wire.counters.rejected["idle_timeout"] == 1
+
+
 class TestDeadlines:
     def test_slow_head_is_cut_at_header_timeout(self, wire):
         """A client dripping its head a byte every 3 s gets a 408 JSON at header_timeout and is closed."""
@@ -243,11 +255,7 @@ class TestDeadlines:
     def test_silent_connection_closed_at_idle_timeout(self, wire):
         """A connection that sends nothing is closed after idle_timeout, counted."""
         protocol, transport = wire.connect()
-        wire.advance(59)
-        assert not transport.disconnecting
-        wire.advance(1)
-        assert transport.disconnecting
-        assert wire.counters.rejected["idle_timeout"] == 1
+        _closedAtIdleTimeout(wire, transport)
 
     def test_keepalive_connection_gets_a_new_deadline_per_request(self, wire):
         """Two requests on one connection each get header_timeout; an answered one leaves no deadline."""
@@ -267,11 +275,7 @@ class TestDeadlines:
         wire.advance(50)
         protocol.dataReceived(request)
         assert transport.value().count(b"HTTP/1.1 200 OK") == 2
-        wire.advance(59)
-        assert not transport.disconnecting
-        wire.advance(1)
-        assert transport.disconnecting
-        assert wire.counters.rejected["idle_timeout"] == 1
+        _closedAtIdleTimeout(wire, transport)
 
     def test_keepalive_requests_share_one_timer(self, wire):
         """A hundred requests on one connection set no new timer each: one alarm serves them all."""
