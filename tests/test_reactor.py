@@ -379,3 +379,30 @@ class EagerWriteTests(SynchronousTestCase):
             echoed = b""
         self.assertEqual(echoed, b"echo")
         self.assertEqual(self.poller.writable, [])
+
+    def test_exitDuringTheFlushIsSweptBeforeTheNextWrite(self) -> None:
+        """A SIGCHLD noted while one answer is sent: the children are swept before the next answer, once (a crash loop's further exits wait for the waker)."""
+        order: list[str] = []
+        key = "tests.test_reactor.sweep"
+        process.reapProcessHandlers[key] = _Sweep(order)
+        self.addCleanup(process.reapProcessHandlers.pop, key, None)
+        writers = [self.writer]
+        for _ in range(2):
+            mine, peer = socket.socketpair()
+            self.addCleanup(peer.close)
+            writer = _SocketWriter(self.reactor, mine)
+            self.addCleanup(lambda w=writer: w.socket.close())
+            writers.append(writer)
+        for i, writer in enumerate(writers):
+            sent = writer.writeSomeData
+
+            def signalled(data, sent=sent, name=f"write {i}"):
+                order.append(name)
+                self.reactor._childSignalled(signal.SIGCHLD, None)  # every answer: a crash loop
+                return sent(data)
+
+            writer.writeSomeData = signalled
+            writer.write(b"answer")
+        self.reactor.doIteration(0)
+        self.assertEqual(order, ["write 0", "reap", "write 1", "write 2"])
+        self.assertTrue(self.reactor.exitsPending)  # left for the waker

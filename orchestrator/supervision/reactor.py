@@ -33,7 +33,10 @@ L{ChildFirstReactor} keeps a new writer aside instead and, at the end of
 the batch (and before sleeping, for writers that timers added), lets it
 write, as the reactor would on a writable event (same error handling);
 only a writer that still has data left (the kernel took part of it) is
-registered with epoll and waits as before.
+registered with epoll and waits as before.  Those writes are served like
+descriptors: a child's exit noted during them is swept before the next
+one (one early sweep per flush), or fifty answers' sends would come
+before the respawn.
 
 It is installed by L{orchestrator.tap.makeService} only when no reactor is
 installed yet, so C{twistd --reactor=poll} (or any other) still wins; a
@@ -156,11 +159,18 @@ class ChildFirstReactor(EPollReactor):
         L{FLUSH_ROUNDS} rounds; any writer left after them is registered
         (never left aside while the reactor sleeps).
         """
+        # The writes are descriptors served too: a child's exit noted
+        # meanwhile is swept before the next one (one early sweep for the
+        # flush, as for a batch), not after fifty answers are sent.
+        self._earlySweeps = max(self._earlySweeps, 1)
         for _ in range(self.FLUSH_ROUNDS):
             if not self._newWriters:
                 return
             writers, self._newWriters = self._newWriters, {}
             for writer in writers:
+                if self.exitsPending and self._earlySweeps:
+                    self._earlySweeps -= 1
+                    self.reapNow()
                 fd = writer.fileno()
                 if fd == -1:
                     continue  # closed meanwhile: epoll would never report it either
