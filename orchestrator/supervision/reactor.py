@@ -168,9 +168,7 @@ class ChildFirstReactor(EPollReactor):
                 return
             writers, self._newWriters = self._newWriters, {}
             for writer in writers:
-                if self.exitsPending and self._earlySweeps:
-                    self._earlySweeps -= 1
-                    self.reapNow()
+                self._sweepEarly()
                 fd = writer.fileno()
                 if fd == -1:
                     continue  # closed meanwhile: epoll would never report it either
@@ -199,14 +197,22 @@ class ChildFirstReactor(EPollReactor):
         if self.exitsPending:
             if isinstance(selectable, _SIGCHLDWaker):
                 self.exitsPending = False  # its doRead is the sweep
-            elif self._earlySweeps:
-                self._earlySweeps -= 1
-                self.reapNow()
-                if self._selectables.get(fd) is not selectable:
-                    # The exit's handling let go of this descriptor (a
-                    # spawn closing an old run's pipes): its event is stale.
-                    return None
+            elif self._sweepEarly() and self._selectables.get(fd) is not selectable:
+                # The exit's handling let go of this descriptor (a spawn
+                # closing an old run's pipes): its event is stale.
+                return None
         return super()._doReadOrWrite(selectable, fd, event)
+
+    def _sweepEarly(self) -> bool:
+        """
+        Sweep now if a child's exit is pending and the early sweep of this
+        batch (or flush) is not spent; whether it swept.
+        """
+        if self.exitsPending and self._earlySweeps:
+            self._earlySweeps -= 1
+            self.reapNow()
+            return True
+        return False
 
     def reapNow(self) -> None:
         """
