@@ -201,8 +201,9 @@ class AdminChannel(HTTPChannel):
         # (TimeoutMixin's contract: change the idle period, None to stop it;
         # return the previous one.)
         previous, self.timeOut = self.timeOut, period
-        self._idleDue = None if period is None else self._now() + period
-        self._arm()
+        now = self._now()
+        self._idleDue = None if period is None else now + period
+        self._arm(now)
         return previous
 
     def resetTimeout(self):
@@ -218,20 +219,20 @@ class AdminChannel(HTTPChannel):
         self.since = now = self._now()
         self._phaseSeconds = seconds
         self._phaseDue = now + seconds
-        self._arm()
+        self._arm(now)
 
     def _stopDeadline(self) -> None:
         self._phase = None
         self._phaseDue = None
 
-    def _arm(self) -> None:
+    def _arm(self, now: float) -> None:
         due = self._idleDue
         if self._phaseDue is not None and (due is None or self._phaseDue < due):
             due = self._phaseDue
         if due is None:
             return  # (a pending alarm rings, finds nothing due and stops)
         alarm = self._alarm
-        delay = max(0.0, due - self._now())
+        delay = max(0.0, due - now)
         if alarm is None:
             self._alarm = self.callLater(delay, self._ring)
         elif alarm.getTime() > due:
@@ -239,15 +240,15 @@ class AdminChannel(HTTPChannel):
 
     def _ring(self) -> None:
         self._alarm = None
-        now = self._now() + _DUE_SLACK
-        if self._phaseDue is not None and now >= self._phaseDue:
+        now = self._now()
+        if self._phaseDue is not None and now + _DUE_SLACK >= self._phaseDue:
             phase, seconds = self._phase, self._phaseSeconds
             self._stopDeadline()
             self._expired(phase, seconds)
-        elif self._idleDue is not None and now >= self._idleDue:
+        elif self._idleDue is not None and now + _DUE_SLACK >= self._idleDue:
             self._idleDue = None
             self.timeoutConnection()
-        self._arm()
+        self._arm(now)
 
     def _disarm(self) -> None:
         self._stopDeadline()
