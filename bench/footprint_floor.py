@@ -33,8 +33,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import OUT, PYTHON, ROOT, compiled, freePort, killTree, log, machineInfo, spawn, table, waitFor, \
-    writeResult  # noqa: E402
+from _common import (OUT, PYTHON, ROOT, compiled, freePort, killTree, log, machineInfo, spawn,  # noqa: E402
+                     table, waitFor, writeResult)
 from footprint import procStatus, sample  # noqa: E402
 
 MIB = 1024 * 1024
